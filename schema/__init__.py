@@ -1,0 +1,49 @@
+"""The contract between agent and collector: the policy catalogue and batch wire format v1.
+
+Imports only the standard library and orjson, so agents and tools in any environment can use it.
+"""
+
+from .batch import (
+    MAX_SNAPSHOTS,
+    SCHEMA_VERSION,
+    SUPPORTED_VERSIONS,
+    Batch,
+    Product,
+    Snapshot,
+    encode_batch,
+    format_hour,
+    parse_batch,
+    parse_batch_obj,
+    parse_hour,
+)
+from .catalogue import CATALOGUE, Catalogue, Entry, load_catalogue
+from .coarsen import coarsen, is_coarse, round_sig2
+from .errors import SchemaError
+from .identity import install_id_from_secret, new_secret, same_install
+from .jsonschema import batch_json_schema
+
+__all__ = [
+    "CATALOGUE",
+    "MAX_SNAPSHOTS",
+    "SCHEMA_VERSION",
+    "SUPPORTED_VERSIONS",
+    "Batch",
+    "Catalogue",
+    "Entry",
+    "Product",
+    "SchemaError",
+    "Snapshot",
+    "batch_json_schema",
+    "coarsen",
+    "encode_batch",
+    "format_hour",
+    "install_id_from_secret",
+    "is_coarse",
+    "load_catalogue",
+    "new_secret",
+    "parse_batch",
+    "parse_batch_obj",
+    "parse_hour",
+    "round_sig2",
+    "same_install",
+]

@@ -1,0 +1,231 @@
+"""Batch wire format v1: typed values, the strict parser, and the canonical encoder.
+
+A batch is UTF-8 JSON::
+
+    {"schema_version": 1, "batch_id": "<uuid4>", "install_id": "<uuid>",
+     "product": {"name": "deployserver", "version": "4.2.1"}, "agent_version": "0.1.0",
+     "created_at": "2026-11-29T03:00:00Z",
+     "snapshots": [{"taken_at": "2026-11-29T02:00:00Z", "metrics": {"os.family": "linux", ...}}]}
+
+The parser accepts nothing the catalogue does not permit and names the JSON path of the first
+problem. The encoder is canonical (sorted keys, no spaces): the same batch always gives the same
+bytes, which is what the agent seals, shows in ``preview`` and sends, byte for byte, on every retry.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+from .catalogue import CATALOGUE, Catalogue
+from .errors import SchemaError
+
+__all__ = [
+    "MAX_SNAPSHOTS",
+    "SCHEMA_VERSION",
+    "SUPPORTED_VERSIONS",
+    "Batch",
+    "Product",
+    "Snapshot",
+    "encode_batch",
+    "format_hour",
+    "parse_batch",
+    "parse_batch_obj",
+    "parse_hour",
+]
+
+SCHEMA_VERSION: Final = 1
+SUPPORTED_VERSIONS: Final = frozenset({1})
+MAX_SNAPSHOTS: Final = 744
+"""At most one snapshot per hour for 31 days: the longest batch period the agent allows."""
+
+_TOP_KEYS: Final = frozenset(
+    {"schema_version", "batch_id", "install_id", "product", "agent_version", "created_at", "snapshots"}
+)
+_PRODUCT_KEYS: Final = frozenset({"name", "version"})
+_SNAPSHOT_KEYS: Final = frozenset({"taken_at", "metrics"})
+_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_UUID4: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+_HOUR: Final = re.compile(r"(20[0-9]{2})-([01][0-9])-([0-3][0-9])T([0-2][0-9]):00:00Z")
+# Parsed hours, memoised: a fleet's batches share the same few hundred hour strings.
+_HOUR_CACHE: dict[str, datetime] = {}
+_HOUR_CACHE_MAX: Final = 65536
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Product:
+    """The product that sends the batch."""
+
+    name: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    """The permitted metrics read at one moment, truncated to the hour."""
+
+    taken_at: str
+    metrics: Mapping[str, int | str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Batch:
+    """A sealed batch: everything one install sends in one request."""
+
+    batch_id: str
+    install_id: str
+    product: Product
+    agent_version: str
+    created_at: str
+    snapshots: tuple[Snapshot, ...]
+    schema_version: int = SCHEMA_VERSION
+
+    def to_obj(self) -> dict[str, Any]:
+        """The JSON object of this batch."""
+        return {
+            "schema_version": self.schema_version,
+            "batch_id": self.batch_id,
+            "install_id": self.install_id,
+            "product": {"name": self.product.name, "version": self.product.version},
+            "agent_version": self.agent_version,
+            "created_at": self.created_at,
+            "snapshots": [{"taken_at": s.taken_at, "metrics": dict(s.metrics)} for s in self.snapshots],
+        }
+
+
+def format_hour(moment: datetime) -> str:
+    """A timestamp truncated to the hour, in UTC, as the wire format writes it."""
+    if moment.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:00:00Z")
+
+
+def parse_hour(text: object, path: str) -> datetime:
+    """Parse a wire timestamp (``YYYY-MM-DDTHH:00:00Z``) or raise :class:`SchemaError` at ``path``."""
+    if type(text) is not str:
+        raise SchemaError(path, "wrong_type", "expected a timestamp string")
+    cached = _HOUR_CACHE.get(text)
+    if cached is not None:
+        return cached
+    match = _HOUR.fullmatch(text)
+    if match is None:
+        raise SchemaError(path, "bad_timestamp", "must be UTC truncated to the hour: YYYY-MM-DDTHH:00:00Z")
+    try:
+        year, month, day, hour = (int(g) for g in match.groups())
+        moment = datetime(year, month, day, hour, tzinfo=UTC)
+    except ValueError:
+        raise SchemaError(path, "bad_timestamp", "not a real date and hour") from None
+    if len(_HOUR_CACHE) >= _HOUR_CACHE_MAX:
+        _HOUR_CACHE.clear()
+    _HOUR_CACHE[text] = moment
+    return moment
+
+
+def encode_batch(batch: Batch) -> bytes:
+    """The canonical bytes of a batch: UTF-8 JSON, keys sorted, no insignificant white space."""
+    return orjson.dumps(batch.to_obj(), option=orjson.OPT_SORT_KEYS)
+
+
+def parse_batch(data: bytes | str, *, catalogue: Catalogue = CATALOGUE) -> Batch:
+    """Decode and check a batch document; raises :class:`SchemaError` (code ``invalid_json`` if not JSON)."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise SchemaError("", "invalid_json", f"not valid UTF-8 JSON ({exc})") from None
+    return parse_batch_obj(obj, catalogue=catalogue)
+
+
+def _expect_object(value: object, path: str, keys: frozenset[str]) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise SchemaError(path, "wrong_type", "expected an object")
+    if value.keys() != keys:
+        for key in value:
+            if key not in keys:
+                return _unknown(path, key)
+        missing = sorted(keys - value.keys())[0]
+        raise SchemaError(_join(path, missing), "missing_field", "required")
+    return value
+
+
+def _unknown(path: str, key: str) -> dict[str, Any]:
+    # The key is not echoed when it looks like free text: only a short identifier-like name is named.
+    raise SchemaError(_join(path, key if _safe_name(key) else "<unknown>"), "unknown_field", "not allowed here")
+
+
+def _safe_name(key: str) -> bool:
+    return len(key) <= 64 and re.fullmatch(r"[A-Za-z0-9_.-]+", key) is not None
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def parse_batch_obj(obj: object, *, catalogue: Catalogue = CATALOGUE) -> Batch:
+    """Check an already-decoded JSON object against format v1 and the catalogue; return the batch."""
+    if type(obj) is not dict:
+        raise SchemaError("", "wrong_type", "a batch is a JSON object")
+    version = obj.get("schema_version")
+    if type(version) is not int:
+        raise SchemaError("schema_version", "missing_field" if version is None else "wrong_type",
+                          "required integer")  # fmt: skip
+    if version not in SUPPORTED_VERSIONS:
+        raise SchemaError("schema_version", "unsupported_version",
+                          f"version {version} is not supported (supported: {sorted(SUPPORTED_VERSIONS)})")  # fmt: skip
+    top = _expect_object(obj, "", _TOP_KEYS)
+    batch_id = top["batch_id"]
+    if type(batch_id) is not str or _UUID4.fullmatch(batch_id) is None:
+        raise SchemaError("batch_id", "bad_id", "must be a lowercase UUID version 4")
+    install_id = top["install_id"]
+    if type(install_id) is not str or _UUID.fullmatch(install_id) is None:
+        raise SchemaError("install_id", "bad_id", "must be a lowercase UUID")
+    product = _expect_object(top["product"], "product", _PRODUCT_KEYS)
+    header = catalogue.header
+    header["product.name"].check(product["name"], "product.name")
+    header["product.version"].check(product["version"], "product.version")
+    header["agent_version"].check(top["agent_version"], "agent_version")
+    created_at = top["created_at"]
+    created = parse_hour(created_at, "created_at")
+    snapshots = top["snapshots"]
+    if type(snapshots) is not list:
+        raise SchemaError("snapshots", "wrong_type", "expected an array")
+    if not snapshots:
+        raise SchemaError("snapshots", "empty", "a batch holds at least one snapshot")
+    if len(snapshots) > MAX_SNAPSHOTS:
+        raise SchemaError("snapshots", "too_many_snapshots", f"at most {MAX_SNAPSHOTS} snapshots per batch")
+    metrics_catalogue = catalogue.metrics
+    parsed: list[Snapshot] = []
+    previous: datetime | None = None
+    for i, raw in enumerate(snapshots):
+        path = f"snapshots[{i}]"
+        snap = _expect_object(raw, path, _SNAPSHOT_KEYS)
+        taken_at = snap["taken_at"]
+        taken = parse_hour(taken_at, f"{path}.taken_at")
+        if previous is not None and taken <= previous:
+            raise SchemaError(f"{path}.taken_at", "out_of_order", "snapshots must be in strictly increasing hours")
+        if taken > created:
+            raise SchemaError(f"{path}.taken_at", "out_of_order", "taken after the batch was created")
+        previous = taken
+        metrics = snap["metrics"]
+        if type(metrics) is not dict:
+            raise SchemaError(f"{path}.metrics", "wrong_type", "expected an object")
+        for key, value in metrics.items():
+            entry = metrics_catalogue.get(key)
+            if entry is None:
+                name = key if _safe_name(key) else "<unknown>"
+                raise SchemaError(f"{path}.metrics.{name}", "unknown_metric", "not in the policy catalogue")
+            entry.check(value, f"{path}.metrics.{key}")
+        parsed.append(Snapshot(taken_at=taken_at, metrics=metrics))
+    return Batch(
+        schema_version=version,
+        batch_id=batch_id,
+        install_id=install_id,
+        product=Product(name=product["name"], version=product["version"]),
+        agent_version=top["agent_version"],
+        created_at=created_at,
+        snapshots=tuple(parsed),
+    )

@@ -1,0 +1,68 @@
+"""Property tests: any batch the catalogue permits round-trips through the canonical encoder."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import schema
+from schema import CATALOGUE
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _value(entry: schema.Entry) -> st.SearchStrategy[int | str]:
+    if entry.type == "int":
+        assert entry.min is not None
+        assert entry.max is not None
+        ints = st.integers(entry.min, entry.max)
+        return ints.map(schema.round_sig2) if entry.coarsening == "round_sig2" else ints
+    if entry.type == "enum":
+        return st.sampled_from(entry.values)
+    return st.sampled_from(["Ubuntu 22.04", "Windows Server 2022", "Debian 12", "macOS 14.5"])
+
+
+metrics: st.SearchStrategy[dict[str, int | str]] = st.fixed_dictionaries(
+    {}, optional={k: _value(e) for k, e in CATALOGUE.metrics.items()}
+)
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> schema.Batch:
+    hours = sorted(draw(st.sets(st.integers(0, 2000), min_size=1, max_size=30)))
+    snaps = tuple(
+        schema.Snapshot(taken_at=schema.format_hour(START + timedelta(hours=h)), metrics=draw(metrics)) for h in hours
+    )
+    return schema.Batch(
+        batch_id=str(draw(st.uuids(version=4))),
+        install_id=schema.install_id_from_secret(draw(st.binary(min_size=32, max_size=32)).hex()),
+        product=schema.Product(name="deployserver", version=draw(st.sampled_from(["1.0", "4.2.1", "5.0.0-rc2"]))),
+        agent_version="0.1.0",
+        created_at=schema.format_hour(START + timedelta(hours=hours[-1] + draw(st.integers(0, 48)))),
+        snapshots=snaps,
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(batches())
+def test_encode_parse_round_trip(batch: schema.Batch) -> None:
+    """parse(encode(b)) == b, and encoding is deterministic."""
+    data = schema.encode_batch(batch)
+    assert schema.parse_batch(data) == batch
+    assert schema.encode_batch(schema.parse_batch(data)) == data
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4)))  # fmt: skip
+def test_parser_never_raises_anything_but_schema_error(obj: object) -> None:
+    """Arbitrary JSON never crashes the parser: it is a batch or a SchemaError."""
+    try:
+        schema.parse_batch_obj(obj)
+    except schema.SchemaError as exc:
+        error = exc
+    else:  # pragma: no cover - random JSON is never a valid batch
+        raise AssertionError("random JSON parsed as a batch")
+    assert error.code
