@@ -14,7 +14,7 @@ from .batch import MAX_SNAPSHOTS
 from .catalogue import CATALOGUE, Catalogue, Entry
 from .jsonschema import batch_json_schema
 
-__all__ = ["generated_files", "render_metrics_md"]
+__all__ = ["generated_files", "render_metrics_md", "render_privacy_md"]
 
 
 def _allowed(entry: Entry) -> str:
@@ -79,10 +79,75 @@ def render_metrics_md(catalogue: Catalogue = CATALOGUE) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+_NEVER = [
+    "IP addresses: the collector does not store or log them (its access log omits the peer address).",
+    "Host names, domain names, MAC addresses, serial numbers or cloud instance ids.",
+    "User names, e-mail addresses, licence keys, customer or project names.",
+    "File system paths, command lines, environment variables, configuration contents.",
+    "Free-form text of any kind: every string is from a closed list or matches a tight pattern (see the table).",
+    "Exact timestamps: every time is truncated to the hour, in UTC.",
+    "Anything not in the catalogue: the agent drops such keys (and counts them), the collector refuses the batch.",
+]
+
+
+def render_privacy_md(catalogue: Catalogue = CATALOGUE) -> str:
+    """The privacy page: what is collected and why (from the catalogue), what never is, how anonymity holds."""
+    lines = [
+        "# Privacy",
+        "",
+        "<!-- Generated from schema/catalogue.toml and schema/docs.py by `python -m schema`. Do not edit by hand. -->",
+        "",
+        "Telemetry is **off** until an administrator of the install turns it on (`consent = review` or `auto`). "
+        "`DO_NOT_TRACK=1` or `TELEMETRY_DISABLED=1` turn it off whatever the configuration says, and off means no "
+        "network connection at all. In `review` mode nothing leaves until the admin approves each batch, after "
+        "seeing its exact bytes with `telemetry-agent preview`.",
+        "",
+        "## What is collected, and why",
+        "",
+        "| what | sent as | why | policy clause |",
+        "|---|---|---|---|",
+    ]
+    for e in [*catalogue.header.values(), *catalogue.metrics.values()]:
+        lines.append(
+            f"| `{e.key}`: {e.description} | {_allowed(e)}, coarsening `{e.coarsening}` | {e.purpose} | `{e.clause}` |"
+        )
+    lines += ["", "The policy clauses these rest on:", ""]
+    lines += [f"- `{name}`: {text}" for name, text in catalogue.clauses.items()]
+    lines += [
+        "",
+        "The full definitions are in the [metric dictionary](metrics.md).",
+        "",
+        "## What is never collected",
+        "",
+    ]
+    lines += [f"- {item}" for item in _NEVER]
+    lines += [
+        "",
+        "## How anonymity holds",
+        "",
+        "- **Install id.** Each install makes a random 256-bit secret, kept only on the install (file mode 0600). "
+        "The install id is the first 128 bits of SHA-256 over a fixed label and that secret, written as a UUID. It is "
+        "derived from nothing about the machine or its owner, and it changes when the admin runs `telemetry-agent forget`.",
+        "- **Coarsening.** Values are rounded before they leave (memory to whole GiB, disk to two significant digits, "
+        "OS version to major.minor, CPU usage to a whole percent), and the collector refuses values that are not coarse.",
+        "- **Small groups.** Every report suppresses groups of fewer than `min_group_size` installs (default 5) and says "
+        "how much it suppressed; no report returns one install's rows to an analyst.",
+        "- **Access and erasure.** The secret proves ownership: `telemetry-agent remote` shows everything the collector "
+        "holds about the install, `telemetry-agent forget` erases it (every table, rollups included) and starts over "
+        "with a new secret and id. A wrong secret learns nothing, not even whether the install exists.",
+        "- **Retention.** Raw snapshots are deleted after `retention_days` (default 400); only aggregates without an "
+        "install id may be kept longer.",
+        "- **Audit.** `telemetry-agent history` lists every delivery attempt with the SHA-256 and size of the bytes "
+        "sent, and `history --show BATCH_ID` prints them; the collector's receipt echoes the SHA-256 it stored.",
+    ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def generated_files(root: Path, catalogue: Catalogue = CATALOGUE) -> dict[Path, str]:
     """Every generated file under the repository ``root`` and the text it must hold."""
     json_schema = orjson.dumps(batch_json_schema(catalogue), option=orjson.OPT_INDENT_2).decode() + "\n"
     return {
         root / "docs" / "metrics.md": render_metrics_md(catalogue),
+        root / "docs" / "privacy.md": render_privacy_md(catalogue),
         root / "schema" / "batch-v1.schema.json": json_schema,
     }
