@@ -1,0 +1,206 @@
+"""The `telemetry-agent` command line (also `python -m agent`).
+
+Exit codes: 0 success, 1 operational failure (collector unreachable, batch rejected, state dir in
+use), 2 bad usage, config or state file (one line naming the field or file, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .config import CONSENT_MODES, load_config
+from .daemon import Daemon
+from .engine import Engine
+from .errors import AgentError, ConfigError, SendError, StateError, StateLockedError
+from .render import render_collect, render_history, render_preview, render_send, render_status
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                        help="TOML config file (default: $TELEMETRY_AGENT_CONFIG, else none)")  # fmt: skip
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    parser = argparse.ArgumentParser(
+        prog="telemetry-agent", parents=[common], description="Open, opt-in product telemetry agent."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("preview", parents=[common], help="show the exact bytes waiting to be sent; never sends")
+    p.add_argument("--explain", action="store_true", help="annotate each metric from the policy catalogue")
+    sub.add_parser("collect", parents=[common], help="take a snapshot now")
+    sub.add_parser("seal", parents=[common], help="seal the open batch into the outbox")
+    p = sub.add_parser("approve", parents=[common], help="approve sealed batches (review mode)")
+    p.add_argument("batch_ids", nargs="*", metavar="BATCH_ID")
+    p.add_argument("--all", action="store_true", help="approve every batch waiting")
+    sub.add_parser("send", parents=[common], help="deliver what consent allows, now")
+    sub.add_parser("run", parents=[common], help="run the daemon (snapshot, seal and send on schedule)")
+    sub.add_parser("status", parents=[common], help="mode, install id, outbox, last attempt, counters")
+    p = sub.add_parser("history", parents=[common], help="every delivery attempt")
+    p.add_argument("--show", metavar="BATCH_ID", help="print the exact bytes of that batch")
+    p = sub.add_parser("export", parents=[common], help="write sealed batches as files for an air-gapped upload")
+    p.add_argument("path", type=Path, metavar="PATH")
+    p = sub.add_parser("consent", parents=[common], help="show or set the consent mode")
+    p.add_argument("mode", nargs="?", choices=CONSENT_MODES)
+    sub.add_parser("remote", parents=[common], help="what the collector holds about this install")
+    sub.add_parser("forget", parents=[common], help="erase this install at the collector, then start over")
+    return parser
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def _out_json(obj: Any) -> None:
+    sys.stdout.buffer.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+
+
+def _run_daemon(engine: Engine) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logging.getLogger("agent").info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    Daemon(engine, stop).run()
+    return 0
+
+
+def _dispatch(args: argparse.Namespace, engine: Engine) -> int:
+    as_json = getattr(args, "json", False)
+    cmd = args.command
+    if cmd == "run":
+        return _run_daemon(engine)
+    with engine.state.lock():
+        if cmd == "preview":
+            items = engine.preview()
+            if as_json:
+                _out_json(render_preview(items, explain=args.explain, as_json=True, mode=engine.consent()[0]))
+            else:
+                sys.stdout.flush()
+                sys.stdout.buffer.write(render_preview(items, explain=args.explain, as_json=False,
+                                                       mode=engine.consent()[0]))  # fmt: skip
+            return 0
+        if cmd == "collect":
+            result = engine.collect()
+            for problem in result.problems:
+                print(f"telemetry-agent: warning: {problem}", file=sys.stderr)
+            if as_json:
+                _out_json({"taken_at": result.taken_at, "stored": result.stored, "metrics": result.metrics,
+                           "dropped": [{"reason": r, "key": k} for r, k in result.dropped],
+                           "problems": result.problems})  # fmt: skip
+            else:
+                _out(render_collect(result))
+            return 0
+        if cmd == "seal":
+            batch_id = engine.seal()
+            if as_json:
+                _out_json({"batch_id": batch_id})
+            else:
+                _out(f"Sealed batch {batch_id} into the outbox." if batch_id else "Nothing to seal: no snapshot yet.")
+            return 0
+        if cmd == "approve":
+            if not args.all and not args.batch_ids:
+                raise AgentError("approve needs BATCH_ID... or --all")
+            approved = engine.approve(args.batch_ids, every=args.all)
+            if as_json:
+                _out_json({"approved": approved})
+            else:
+                _out(f"Approved {len(approved)} batch(es)." + "".join(f"\n  {b}" for b in approved))
+            return 0
+        if cmd == "send":
+            report = asyncio.run(engine.send())
+            if as_json:
+                _out_json({"skipped": report.skipped, "results": report.results})
+            else:
+                _out(render_send(report))
+            return 0 if report.ok else 1
+        if cmd == "status":
+            status = engine.status()
+            _out_json(status) if as_json else _out(render_status(status))
+            return 0
+        if cmd == "history":
+            if args.show:
+                data = engine.state.stored_bytes(args.show)
+                if data is None:
+                    raise AgentError(f"batch {args.show} is not kept (see `telemetry-agent history`)")
+                sys.stdout.flush()
+                sys.stdout.buffer.write(data + (b"\n" if sys.stdout.isatty() else b""))
+                return 0
+            history = engine.state.history()
+            _out_json(history) if as_json else _out(render_history(history))
+            return 0
+        if cmd == "export":
+            written = engine.export(args.path)
+            if as_json:
+                _out_json({"files": [str(p) for p in written]})
+            elif written:
+                _out(f"Wrote {len(written)} batch file(s) to {args.path}; upload them with "
+                     f"`telemetry-collector import {args.path}/*.json`." + "".join(f"\n  {p.name}" for p in written))  # fmt: skip
+            else:
+                _out("No sealed batch to export.")
+            return 0
+        if cmd == "consent":
+            if args.mode is not None:
+                engine.set_consent(args.mode)
+            mode, source = engine.consent()
+            if as_json:
+                _out_json({"consent": mode, "source": source})
+            else:
+                _out(f"Consent: {mode} (from {source}).")
+                if args.mode is not None and mode != args.mode:
+                    _out(f"Stored {args.mode}, but {source} forces {mode}.")
+            return 0
+        if cmd == "remote":
+            _out_json(asyncio.run(engine.remote()))
+            return 0
+        if cmd == "forget":
+            answer = asyncio.run(engine.forget())
+            if as_json:
+                _out_json(answer)
+            else:
+                deleted = answer.get("deleted") or {}
+                _out(f"The collector erased install {answer.get('old_install_id')} "
+                     f"({deleted.get('batches', 0)} batches, {deleted.get('snapshots', 0)} snapshots).\n"
+                     f"Local outbox and history cleared. New install id: {answer['new_install_id']}")  # fmt: skip
+            return 0
+    raise AssertionError(cmd)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `telemetry-agent`; returns the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="telemetry-agent: %(message)s", stream=sys.stderr)
+    try:
+        config = load_config(getattr(args, "config", None))
+        engine = Engine(config)
+        return _dispatch(args, engine)
+    except ConfigError as exc:
+        print(f"telemetry-agent: config error: {exc}", file=sys.stderr)
+        return 2
+    except StateError as exc:
+        print(f"telemetry-agent: state error: {exc}", file=sys.stderr)
+        return 2
+    except StateLockedError as exc:
+        print(f"telemetry-agent: error: {exc}", file=sys.stderr)
+        return 1
+    except SendError as exc:
+        print(f"telemetry-agent: error: {exc}", file=sys.stderr)
+        return 1
+    except AgentError as exc:
+        print(f"telemetry-agent: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,254 @@
+"""Agent configuration: a TOML file plus ``TELEMETRY_*`` environment variables, validated into :class:`AgentConfig`.
+
+Every field has one TOML key and one environment variable. Top-level fields keep their name
+(``consent`` / ``TELEMETRY_CONSENT``); fields of the ``[product]`` and ``[usage]`` tables carry the
+table as a prefix (``usage.command`` / ``TELEMETRY_USAGE_COMMAND``). Environment variables win over
+the file. ``DO_NOT_TRACK=1`` or ``TELEMETRY_DISABLED=1`` force consent off whatever else is set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import shlex
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import orjson
+
+from schema import CATALOGUE
+
+from .errors import ConfigError
+
+__all__ = ["CONSENT_MODES", "ENV_CONFIG", "AgentConfig", "env_name", "load_config", "toml_key"]
+
+ENV_CONFIG: Final = "TELEMETRY_AGENT_CONFIG"
+"""Path of the TOML config file when ``--config`` is not given."""
+CONSENT_MODES: Final = ("off", "review", "auto")
+_TABLES: Final = ("product", "usage")
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off", ""})
+
+
+def _default_state_dir() -> Path:
+    if sys.platform == "win32":
+        return Path(os.environ.get("PROGRAMDATA", "C:\\ProgramData")) / "telemetry-agent"
+    if os.geteuid() == 0:
+        return Path("/var/lib/telemetry-agent")
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "telemetry-agent"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentConfig:
+    """Everything the agent may be told; validated on construction (raises :class:`ConfigError`)."""
+
+    endpoint: str | None = None
+    consent: str = "off"
+    disabled: bool = False
+    state_dir: Path = field(default_factory=_default_state_dir)
+    data_dir: Path | None = None
+    snapshot_interval_s: int = 3600
+    batch_period_s: int = 86400
+    send_window_s: int = 3600
+    proxy: str | None = None
+    ca_bundle: Path | None = None
+    disabled_metrics: tuple[str, ...] = ()
+    connect_timeout_s: float = 10.0
+    send_timeout_s: float = 30.0
+    max_attempts: int = 5
+    backoff_base_s: float = 2.0
+    max_backoff_s: float = 300.0
+    max_outbox_batches: int = 31
+    max_history_entries: int = 200
+    product_name: str | None = None
+    product_version: str | None = None
+    usage_command: tuple[str, ...] | None = None
+    usage_file: Path | None = None
+    usage_url: str | None = None
+    usage_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.consent not in CONSENT_MODES:
+            raise ConfigError("consent", "must be off, review or auto")
+        if self.endpoint is not None:
+            _check_url("endpoint", self.endpoint, loopback_only=False)
+        if self.proxy is not None:
+            _check_url("proxy", self.proxy, loopback_only=False)
+        if self.usage_url is not None:
+            _check_url("usage.url", self.usage_url, loopback_only=True)
+        if self.ca_bundle is not None and not self.ca_bundle.is_file():
+            raise ConfigError("ca_bundle", "file not found")
+        _bounds("snapshot_interval_s", self.snapshot_interval_s, 60, 86400)
+        # The longest batch the format allows holds 744 hourly snapshots (31 days).
+        _bounds("batch_period_s", self.batch_period_s, 3600, 31 * 86400)
+        _bounds("send_window_s", self.send_window_s, 0, 7 * 86400)
+        _bounds("connect_timeout_s", self.connect_timeout_s, 0.1, 600)
+        _bounds("send_timeout_s", self.send_timeout_s, 0.1, 3600)
+        _bounds("max_attempts", self.max_attempts, 1, 100)
+        _bounds("backoff_base_s", self.backoff_base_s, 0, 3600)
+        _bounds("max_backoff_s", self.max_backoff_s, 0, 86400)
+        _bounds("max_outbox_batches", self.max_outbox_batches, 1, 10000)
+        _bounds("max_history_entries", self.max_history_entries, 1, 100000)
+        _bounds("usage.timeout_s", self.usage_timeout_s, 0.1, 600)
+        for key in self.disabled_metrics:
+            if key not in CATALOGUE.metrics:
+                raise ConfigError("disabled_metrics", f"{key!r} is not a catalogue metric (see docs/metrics.md)")
+        if self.product_name is not None:
+            _check_header("product.name", self.product_name)
+        if self.product_version is not None:
+            _check_header("product.version", self.product_version)
+        sources = [s for s in (self.usage_command, self.usage_file, self.usage_url) if s is not None]
+        if len(sources) > 1:
+            raise ConfigError("usage", "set exactly one of command, file, url")
+        if self.usage_command is not None and not self.usage_command:
+            raise ConfigError("usage.command", "must be a non-empty list of strings")
+
+    @property
+    def data_path(self) -> Path:
+        """The directory whose volume the disk metrics describe (``data_dir``, else ``state_dir``)."""
+        return self.data_dir if self.data_dir is not None else self.state_dir
+
+    @property
+    def consent_forced_off(self) -> bool:
+        """Whether ``DO_NOT_TRACK``/``TELEMETRY_DISABLED`` (or ``disabled = true``) force consent off."""
+        return self.disabled
+
+
+def _bounds(name: str, value: float, lo: float, hi: float) -> None:
+    if isinstance(value, bool) or not lo <= value <= hi:
+        raise ConfigError(name, f"must be between {lo:g} and {hi:g}")
+
+
+def _check_header(name: str, value: str) -> None:
+    entry = CATALOGUE.header[name]
+    assert entry.regex is not None
+    if entry.regex.fullmatch(value) is None:
+        raise ConfigError(name, f"must match {entry.pattern}")
+
+
+def _check_url(name: str, value: str, *, loopback_only: bool) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(name, "must be an http:// or https:// URL")
+    if loopback_only and not _is_loopback(parts.hostname):
+        raise ConfigError(name, "must point at this machine (localhost, 127.0.0.1 or ::1)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def toml_key(name: str) -> str:
+    """The TOML key of a config field: ``usage_command`` -> ``usage.command``."""
+    table, _, rest = name.partition("_")
+    return f"{table}.{rest}" if table in _TABLES else name
+
+
+def env_name(name: str) -> str:
+    """The environment variable of a config field: ``usage_command`` -> ``TELEMETRY_USAGE_COMMAND``."""
+    return f"TELEMETRY_{name.upper()}"
+
+
+_FIELDS: Final = {f.name: f for f in dataclasses.fields(AgentConfig)}
+_BY_TOML: Final = {toml_key(name): name for name in _FIELDS}
+
+
+def _flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _TABLES:
+            if not isinstance(value, dict):
+                raise ConfigError(key, "must be a table")
+            for sub, item in value.items():
+                flat[f"{key}.{sub}"] = item
+        else:
+            flat[key] = value
+    return flat
+
+
+def _coerce(name: str, value: Any, *, from_env: bool) -> Any:
+    key = toml_key(name)
+    kind = str(_FIELDS[name].type)
+    if from_env and value == "" and "None" in kind:
+        return None
+    if "bool" in kind:
+        if isinstance(value, bool):
+            return value
+        if from_env and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConfigError(key, "must be true or false")
+    if "tuple" in kind:
+        if from_env:
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = orjson.loads(text)
+                except orjson.JSONDecodeError:
+                    raise ConfigError(key, "must be a JSON array of strings") from None
+            elif name == "usage_command":
+                value = shlex.split(text)
+            else:
+                value = [part.strip() for part in text.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(key, "must be a list of strings")
+        return tuple(value)
+    if kind.startswith("int"):
+        if from_env:
+            try:
+                value = int(value)
+            except ValueError:
+                raise ConfigError(key, "must be an integer") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, "must be an integer")
+        return value
+    if kind.startswith("float"):
+        if from_env:
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(key, "must be a number") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(key, "must be a number")
+        return float(value)
+    if not isinstance(value, str):
+        raise ConfigError(key, "must be a string")
+    return Path(value).expanduser() if "Path" in kind else value
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> AgentConfig:
+    """Read the config file (``path``, else ``$TELEMETRY_AGENT_CONFIG``, else none) and the environment."""
+    env = os.environ if environ is None else environ
+    if path is None and env.get(ENV_CONFIG):
+        path = Path(env[ENV_CONFIG])
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text("utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("config", f"file not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError("config", f"cannot read {path}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
+        for key, value in _flatten(raw).items():
+            name = _BY_TOML.get(key)
+            if name is None:
+                raise ConfigError(key, "unknown key (see docs/agent.md)")
+            values[name] = _coerce(name, value, from_env=False)
+    for name in _FIELDS:
+        if env_name(name) in env:
+            values[name] = _coerce(name, env[env_name(name)], from_env=True)
+    if env.get("DO_NOT_TRACK", "").strip().lower() in _TRUE:
+        values["disabled"] = True
+    return AgentConfig(**values)

@@ -1,0 +1,109 @@
+"""The daemon loop behind `telemetry-agent run` and the embedded :class:`~agent.Agent`.
+
+Every ``snapshot_interval_s`` a snapshot, every ``batch_period_s`` a seal, and the send at a random
+moment within ``send_window_s`` after it, so a fleet sealing at the same hour does not stampede the
+collector. The schedule lives in ``schedule.json`` and survives restarts. With consent off the loop
+reads nothing and opens no connection; it only keeps the schedule moving and re-reads consent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from .engine import Engine
+
+__all__ = ["Daemon"]
+
+log = logging.getLogger("agent")
+_MAX_WAIT_S: Final = 60.0  # re-read consent and approvals at least this often (agent time)
+
+
+def _at(text: object) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _advance(due: datetime, interval_s: int, now: datetime) -> datetime:
+    # Missed slots (the machine slept, the agent was stopped) are skipped, not caught up in a burst.
+    step = timedelta(seconds=interval_s)
+    missed = int((now - due) / step) + 1 if now >= due else 0
+    return due + step * missed
+
+
+class Daemon:
+    """Runs the schedule until ``stop`` is set."""
+
+    def __init__(self, engine: Engine, stop: threading.Event, *, max_wait_s: float = _MAX_WAIT_S) -> None:
+        self.engine = engine
+        self.stop = stop
+        self._max_wait_s = max_wait_s
+
+    def run(self) -> None:
+        """Hold the daemon lock and loop; returns once ``stop`` is set."""
+        state = self.engine.state
+        with state.daemon_lock():
+            log.info("telemetry agent running (state dir %s)", state.root)
+            with state.lock():
+                if self.engine.consent()[0] != "off":
+                    self.engine.prime_cpu()
+            while not self.stop.is_set():
+                wait_s = self.tick()
+                if self.engine.clock.wait(min(wait_s, self._max_wait_s), self.stop):
+                    break
+            log.info("telemetry agent stopped")
+
+    def _schedule(self, now: datetime) -> dict[str, datetime | None]:
+        saved: dict[str, Any] = self.engine.state.read("schedule.json", {})
+        cfg = self.engine.config
+        return {
+            "next_snapshot_at": _at(saved.get("next_snapshot_at")) or now + timedelta(seconds=cfg.snapshot_interval_s),
+            "next_seal_at": _at(saved.get("next_seal_at")) or now + timedelta(seconds=cfg.batch_period_s),
+            "next_send_at": _at(saved.get("next_send_at")),
+        }
+
+    def _send_moment(self, now: datetime, extra_s: float = 0.0) -> datetime:
+        return now + timedelta(seconds=extra_s + self.engine.rng.uniform(0, self.engine.config.send_window_s))
+
+    def tick(self) -> float:
+        """Do whatever is due now; returns the agent seconds until the next thing is due."""
+        engine, cfg = self.engine, self.engine.config
+        with engine.state.lock():
+            now = engine.clock.now()
+            mode, _ = engine.consent()
+            sched = self._schedule(now)
+            snap_at, seal_at = sched["next_snapshot_at"], sched["next_seal_at"]
+            assert snap_at is not None
+            assert seal_at is not None
+            if now >= snap_at:
+                if mode != "off":
+                    result = engine.collect()
+                    log.info("snapshot %s: %d metrics, %d dropped", result.taken_at, len(result.metrics),
+                             len(result.dropped))  # fmt: skip
+                    for problem in result.problems:
+                        log.warning("snapshot: %s", problem)
+                sched["next_snapshot_at"] = _advance(snap_at, cfg.snapshot_interval_s, now)
+            if now >= seal_at:
+                if mode != "off" and (batch_id := engine.seal()) is not None:
+                    log.info("sealed batch %s", batch_id)
+                sched["next_seal_at"] = _advance(seal_at, cfg.batch_period_s, now)
+            if mode == "off":
+                sched["next_send_at"] = None
+            elif sched["next_send_at"] is None and engine.sendable():
+                sched["next_send_at"] = self._send_moment(now)
+            send_at = sched["next_send_at"]
+            if send_at is not None and now >= send_at:
+                report = asyncio.run(engine.send())
+                for r in report.results:
+                    log.info("batch %s: %s after %d attempt(s)", r["batch_id"], r["outcome"], r["attempts"])
+                sched["next_send_at"] = None if report.ok else self._send_moment(now, cfg.max_backoff_s)
+            engine.state.write("schedule.json", {k: v.isoformat() if v else None for k, v in sched.items()})
+            due = [t for t in sched.values() if t is not None]
+            return max(0.0, min((t - now).total_seconds() for t in due))

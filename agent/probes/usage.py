@@ -1,0 +1,138 @@
+"""The product's usage provider: a command, a JSON file, a local HTTP URL, or a Python callable.
+
+Each returns the product's counts as a JSON object (``{"projects": 3, "deployments": 1200}``); the
+policy step maps the keys onto catalogue metrics and drops the rest. Every kind has a timeout and a
+size cap: a slow or broken provider costs one snapshot's usage metrics, never the agent.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Final
+
+import orjson
+
+from agent.config import AgentConfig
+
+__all__ = ["MAX_PROVIDER_BYTES", "ProviderError", "UsageProvider", "provider_from_config"]
+
+MAX_PROVIDER_BYTES: Final = 64 * 1024
+"""Largest provider answer read; a handful of counts is a few dozen bytes."""
+
+
+class ProviderError(Exception):
+    """The provider failed, timed out or answered something other than a JSON object."""
+
+
+class UsageProvider:
+    """Calls one provider kind with a timeout and returns its JSON object."""
+
+    name = "usage"
+
+    def __init__(self, kind: str, fetch: Callable[[], bytes | Mapping[str, object]], *, timeout_s: float) -> None:
+        self.kind = kind
+        self._fetch = fetch
+        self._timeout_s = timeout_s
+
+    def collect(self) -> dict[str, object]:
+        """The provider's object; raises :class:`ProviderError` on any failure."""
+        try:
+            raw = self._fetch()
+        except ProviderError:
+            raise
+        except subprocess.TimeoutExpired:
+            raise ProviderError(f"{self.kind} provider timed out after {self._timeout_s:g} s") from None
+        except Exception as exc:  # noqa: BLE001 - any provider failure is reported the same way
+            raise ProviderError(f"{self.kind} provider failed: {type(exc).__name__}") from None
+        if isinstance(raw, bytes | bytearray):
+            if len(raw) > MAX_PROVIDER_BYTES:
+                raise ProviderError(f"{self.kind} provider answered more than {MAX_PROVIDER_BYTES} bytes")
+            try:
+                raw = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise ProviderError(f"{self.kind} provider did not answer JSON") from None
+        if not isinstance(raw, Mapping):
+            raise ProviderError(f"{self.kind} provider did not answer a JSON object")
+        return {str(k): v for k, v in raw.items()}
+
+
+def _command(argv: tuple[str, ...], timeout_s: float) -> Callable[[], bytes]:
+    def fetch() -> bytes:
+        done = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout_s, check=False)
+        if done.returncode != 0:
+            raise ProviderError(f"command provider exited with status {done.returncode}")
+        return done.stdout
+
+    return fetch
+
+
+def _file(path: Path) -> Callable[[], bytes]:
+    def fetch() -> bytes:
+        with path.open("rb") as f:
+            return f.read(MAX_PROVIDER_BYTES + 1)
+
+    return fetch
+
+
+def _url(url: str, timeout_s: float) -> Callable[[], bytes]:
+    # No proxy for a loopback URL, even when HTTP(S)_PROXY is set for the collector.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def fetch() -> bytes:
+        with opener.open(url, timeout=timeout_s) as resp:
+            data: bytes = resp.read(MAX_PROVIDER_BYTES + 1)
+            return data
+
+    return fetch
+
+
+class _Callable:
+    """Runs a host-supplied callable in a daemon thread so a hung callable blocks neither the agent nor exit."""
+
+    def __init__(self, func: Callable[[], Mapping[str, object]], timeout_s: float) -> None:
+        self._func = func
+        self._timeout_s = timeout_s
+        self._running: threading.Thread | None = None
+
+    def __call__(self) -> Mapping[str, object]:
+        if self._running is not None and self._running.is_alive():
+            raise ProviderError("callable provider is still running from an earlier snapshot")
+        box: dict[str, object] = {}
+
+        def call() -> None:
+            try:
+                box["value"] = self._func()
+            except Exception as exc:  # noqa: BLE001 - reported below, in the agent thread
+                box["error"] = exc
+
+        self._running = threading.Thread(target=call, name="telemetry-provider", daemon=True)
+        self._running.start()
+        self._running.join(self._timeout_s)
+        if self._running.is_alive():
+            raise ProviderError(f"callable provider timed out after {self._timeout_s:g} s")
+        if "error" in box:
+            raise ProviderError(f"callable provider failed: {type(box['error']).__name__}")
+        value = box.get("value")
+        if not isinstance(value, Mapping):
+            raise ProviderError("callable provider did not return a mapping")
+        return value
+
+
+def provider_from_config(
+    config: AgentConfig, callable_: Callable[[], Mapping[str, object]] | None = None
+) -> UsageProvider | None:
+    """The provider the config names (or the given callable), or None when there is none."""
+    timeout_s = config.usage_timeout_s
+    if callable_ is not None:
+        return UsageProvider("callable", _Callable(callable_, timeout_s), timeout_s=timeout_s)
+    if config.usage_command is not None:
+        return UsageProvider("command", _command(config.usage_command, timeout_s), timeout_s=timeout_s)
+    if config.usage_file is not None:
+        return UsageProvider("file", _file(config.usage_file), timeout_s=timeout_s)
+    if config.usage_url is not None:
+        return UsageProvider("url", _url(config.usage_url, timeout_s), timeout_s=timeout_s)
+    return None
