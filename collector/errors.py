@@ -8,6 +8,7 @@ Handlers only raise; one middleware (in ``app.py``) renders every error as
     ├── UnauthorizedError (401 unauthorized)    missing or wrong token / install secret
     ├── ForbiddenError (403 forbidden)          token without the needed role
     ├── NotFoundError (404 not_found)
+    ├── RequestTimeoutError (408 request_timeout)  body not received within read_timeout_s
     ├── ConflictError (409 batch_conflict)      same batch_id, different bytes
     ├── PayloadTooLargeError (413 too_large)    body over max_body_bytes after decompression
     ├── UnsupportedMediaError (415 unsupported_media)
@@ -30,6 +31,7 @@ __all__ = [
     "NotFoundError",
     "OverloadedError",
     "PayloadTooLargeError",
+    "RequestTimeoutError",
     "UnauthorizedError",
     "UnsupportedMediaError",
 ]
@@ -75,6 +77,12 @@ class NotFoundError(CollectorError):
     """No such resource (never used to reveal whether an install exists)."""
 
     status, code = 404, "not_found"
+
+
+class RequestTimeoutError(CollectorError):
+    """The client did not send the whole body within ``read_timeout_s``."""
+
+    status, code = 408, "request_timeout"
 
 
 class ConflictError(CollectorError):

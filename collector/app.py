@@ -1,0 +1,194 @@
+"""The aiohttp application: routes, the error middleware, the private access log and the Store's lifetime."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, StreamResponse
+
+from schema import CATALOGUE, MAX_SNAPSHOTS, Entry
+
+from . import analytics
+from .config import CollectorConfig
+from .errors import CollectorError, OverloadedError
+from .ingest import post_batch
+from .keys import CONFIG, MONITOR, STORE
+from .monitoring import Monitor
+from .openapi import openapi_document
+from .spool import list_segments
+from .store import Store
+
+__all__ = ["PrivateAccessLogger", "create_app", "error_middleware"]
+
+log = logging.getLogger(__name__)
+
+_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_HTTP_CODES: Final = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                      405: "method_not_allowed", 408: "request_timeout", 413: "too_large", 415: "unsupported_media"}  # fmt: skip
+_JSON: Final = "application/json"
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type=_JSON)
+
+
+def _error_response(status: int, body: dict[str, dict[str, str]]) -> web.Response:
+    return _json(body, status)
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[StreamResponse]]
+) -> StreamResponse:
+    """Render every CollectorError (and aiohttp's own 4xx) as ``{"error": {code, message, path}}``."""
+    try:
+        return await handler(request)
+    except CollectorError as exc:
+        response = _error_response(exc.status, exc.body())
+        if isinstance(exc, OverloadedError):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        elif exc.status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        response = _error_response(exc.status, {"error": {"code": code, "message": exc.reason, "path": ""}})
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:
+        # A bug, not bad input: logged with the route (never the URL or body), answered without details.
+        log.exception("unexpected error in %s %s", request.method, _route_name(request))
+        return _error_response(500, {"error": {"code": "internal", "message": "internal error", "path": ""}})
+
+
+def _route_name(request: BaseRequest) -> str:
+    # The route template (e.g. /v1/installs/{install_id}), never the raw path or query string:
+    # a URL can carry anything a client types, and the log must hold no free text.
+    match_info = getattr(request, "match_info", None)
+    route = getattr(match_info, "route", None)
+    resource = getattr(route, "resource", None)
+    return resource.canonical if resource is not None else "<unmatched>"
+
+
+class PrivateAccessLogger(AbstractAccessLogger):
+    """Access log lines with method, route template, status and duration only: no IP, agent, referer or query."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        """Write one line for a finished request."""
+        method = request.method if request.method in _METHODS else "OTHER"
+        self.logger.info("%s %s %d %.1fms", method, _route_name(request), response.status, time * 1000)
+
+    @property
+    def enabled(self) -> bool:
+        """Skip the work when INFO is off for the access logger."""
+        return self.logger.isEnabledFor(logging.INFO)
+
+
+def _entry_json(entry: Entry) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "key": entry.key, "type": entry.type, "unit": entry.unit, "kind": entry.kind,
+        "description": entry.description, "purpose": entry.purpose, "category": entry.category,
+        "clause": entry.clause, "coarsening": entry.coarsening, "since": entry.since,
+    }  # fmt: skip
+    if entry.type == "int":
+        doc.update(min=entry.min, max=entry.max)
+    elif entry.type == "enum":
+        doc["values"] = list(entry.values)
+    else:
+        doc["pattern"] = entry.pattern
+    return doc
+
+
+def policy_document() -> dict[str, Any]:
+    """The catalogue as served by ``GET /v1/policy``."""
+    return {
+        "catalogue_version": CATALOGUE.version,
+        "max_snapshots": MAX_SNAPSHOTS,
+        "clauses": dict(CATALOGUE.clauses),
+        "header": [_entry_json(e) for e in CATALOGUE.header.values()],
+        "metrics": [_entry_json(e) for e in CATALOGUE.metrics.values()],
+    }
+
+
+async def _policy(request: web.Request) -> web.Response:
+    return _json(policy_document())
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    if request.app[STORE].healthy:
+        return _json({"status": "ready"})
+    body = {"error": {"code": "not_ready", "message": "database closed, a spool load failed or the disk refused writes",
+                      "path": ""}}  # fmt: skip
+    return _json(body, 503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    text = request.app[MONITOR].render()
+    return web.Response(body=text.encode(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return _json(openapi_document(analytics.OPENAPI_PATHS))
+
+
+def _add_gauges(monitor: Monitor, store: Store, config: CollectorConfig) -> None:
+    monitor.gauges.update({
+        "telemetry_pending_batches": ("Batches acknowledged or awaiting fsync, not yet loaded into DuckDB.",
+                                      lambda: store.pending_batches),
+        "telemetry_writer_queue_depth": ("Jobs queued for the DuckDB writer thread.", lambda: store.writer_queue_depth),
+        "telemetry_spool_segments": ("Spool segment files on disk.", lambda: len(list_segments(config.spool_path))),
+        "telemetry_dedup_index_entries": ("Batch ids in the in-memory dedup index.", lambda: store.dedup_entries),
+        "telemetry_segments_loaded_total": ("Spool segments loaded since start.", lambda: store.segments_loaded),
+        "telemetry_segment_load_failures": ("Spool segments set aside because they failed to load.",
+                                            lambda: store.load_failures),
+        "telemetry_last_load_seconds": ("Duration of the latest segment load.", lambda: store.last_load_s),
+    })  # fmt: skip
+
+
+def create_app(
+    config: CollectorConfig | None = None, *, clock: Callable[[], datetime] | None = None
+) -> web.Application:
+    """The collector as an aiohttp application; the Store opens on startup and closes (spool loaded) on cleanup.
+
+    ``clock`` (timezone-aware ``now``) is for tests. Analytics routes come from :func:`collector.analytics.setup`.
+    """
+    config = config if config is not None else CollectorConfig()
+    app = web.Application(
+        client_max_size=config.max_body_bytes,
+        middlewares=[error_middleware],
+        handler_args={"access_log_class": PrivateAccessLogger},
+    )
+    store = Store(config, clock=clock if clock is not None else (lambda: datetime.now(UTC)))
+    monitor = Monitor()
+    _add_gauges(monitor, store, config)
+    app[CONFIG] = config
+    app[STORE] = store
+    app[MONITOR] = monitor
+
+    async def storage(app: web.Application) -> AsyncIterator[None]:
+        await store.start()
+        yield
+        await store.stop()
+
+    app.cleanup_ctx.append(storage)
+    app.router.add_post("/v1/batches", post_batch)
+    app.router.add_get("/v1/policy", _policy)
+    app.router.add_get("/v1/openapi.json", _openapi)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    analytics.setup(app)
+    return app

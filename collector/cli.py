@@ -1,0 +1,140 @@
+"""``telemetry-collector``: ``serve`` and ``import`` here; ``token`` and ``report`` from :mod:`collector.admin_cli`.
+
+Exit codes: 0 success, 1 operational failure (database in use, port taken, disk error), 2 bad usage,
+configuration or input (``import`` exits 2 when any file was rejected, after storing the others).
+Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from . import admin_cli
+from .app import create_app
+from .config import ENV_PREFIX, CollectorConfig
+from .errors import CollectorError, ConfigError
+from .offline import import_files
+
+__all__ = ["build_parser", "main"]
+
+PROG = "telemetry-collector"
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", dest="db_path", metavar="PATH", help="the DuckDB file (default ./telemetry.duckdb)")
+    for field in dataclasses.fields(CollectorConfig):
+        if field.name == "db_path":
+            continue
+        env = ENV_PREFIX + field.name.upper()
+        parser.add_argument(
+            "--" + field.name.replace("_", "-"), dest=field.name, metavar="VALUE", help=f"overrides ${env}"
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Receive, store and report opt-in telemetry.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = sub.add_parser(
+        "serve", help="run the HTTP collector", description="Run the collector until SIGTERM/SIGINT."
+    )
+    _add_settings(serve)
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                       help="log level; the access log is written at info (default info)")  # fmt: skip
+    serve.set_defaults(func=_serve)
+    imp = sub.add_parser(
+        "import",
+        help="store exported batch files (air-gapped installs)",
+        description="Validate and store batch files (.json or gzip'd), with the same checks and dedup as the API. "
+        "Directories are searched for *.json and *.json.gz. Exit 2 if any file was rejected.",
+    )
+    imp.add_argument("files", nargs="+", metavar="FILE")
+    _add_settings(imp)
+    imp.set_defaults(func=_import)
+    admin_cli.register(sub)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> CollectorConfig:
+    # Flags are applied as if they were the env vars, so both go through the same conversion and checks.
+    environ = dict(os.environ)
+    for field in dataclasses.fields(CollectorConfig):
+        value = getattr(args, field.name, None)
+        if value is not None:
+            environ[ENV_PREFIX + field.name.upper()] = str(value)
+    return CollectorConfig.from_env(environ)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = _config(args)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(_run_server(config))
+
+
+async def _run_server(config: CollectorConfig) -> int:
+    app = create_app(config)
+    # Graceful stop: stop accepting, let requests in flight finish (up to 30 s), then cleanup_ctx
+    # makes the spool durable and loads it into DuckDB before the file is closed.
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=30.0)
+    try:
+        await runner.setup()
+    except CollectorError:
+        await runner.cleanup()
+        raise
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        site = web.TCPSite(runner, config.host, config.port, backlog=1024)
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise CollectorError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    port = sockets[0].getsockname()[1] if sockets else config.port
+    print(f"telemetry-collector listening on http://{config.host}:{port} (database {config.db_path})", flush=True)
+    await stop.wait()
+    print("telemetry-collector: stopping (loading the spool into the database)", file=sys.stderr, flush=True)
+    await runner.cleanup()
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    config = _config(args)
+    return import_files(config, args.files)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Any = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(func(args))
+    except ConfigError as exc:
+        print(f"{PROG}: {exc.message}", file=sys.stderr)
+        # A database held by another collector is an operational failure, not a bad setting.
+        return 1 if "in use" in exc.message else 2
+    except CollectorError as exc:
+        print(f"{PROG}: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{PROG}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

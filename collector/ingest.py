@@ -1,0 +1,109 @@
+"""``POST /v1/batches``: read the body within limits, validate it, store it once, answer a receipt.
+
+Order of checks, cheapest first: content type and encoding (415), overload (503), declared size
+(413), body read under ``read_timeout_s`` (408) and capped after decompression (413; a gzip bomb
+stops at the cap, aiohttp inflates in bounded chunks), malformed gzip or JSON (400), the batch
+format and the catalogue (422, with the JSON path), timestamps too far ahead (422 ``in_future``),
+then dedup and the durable spool append in :meth:`collector.store.Store.ingest`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from schema import Batch, SchemaError, parse_batch_obj, parse_hour
+
+from .errors import (
+    BadRequestError,
+    CollectorError,
+    InvalidBatchError,
+    OverloadedError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    UnsupportedMediaError,
+)
+from .keys import CONFIG, MONITOR, STORE
+
+__all__ = ["check_batch", "post_batch"]
+
+_ENCODINGS: Final = frozenset({"gzip", "identity", ""})
+
+
+def check_batch(body: bytes, *, now: datetime, max_future_s: int) -> tuple[Batch, Any]:
+    """Validate a decompressed body; return the batch and its decoded JSON, or raise a CollectorError.
+
+    Shared by the HTTP handler and the offline ``import`` command, so both accept exactly the same.
+    """
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # orjson also refuses nesting deeper than 1024 here, before any recursion of ours.
+        raise BadRequestError("the body is not valid UTF-8 JSON", code="invalid_json") from None
+    try:
+        batch = parse_batch_obj(obj)
+    except SchemaError as exc:
+        raise InvalidBatchError(exc.message, path=exc.path, code=exc.code) from None
+    # taken_at <= created_at is already checked, so created_at bounds every timestamp in the batch.
+    ahead_s = (parse_hour(batch.created_at, "created_at") - now).total_seconds()
+    if ahead_s > max_future_s:
+        raise InvalidBatchError(
+            f"created_at is {int(ahead_s)} s ahead of the collector's clock (at most {max_future_s} s allowed)",
+            path="created_at",
+            code="in_future",
+        )
+    return batch, obj
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    """Store one batch and answer its receipt (200), or raise the CollectorError that explains why not."""
+    started = time.perf_counter()
+    monitor = request.app[MONITOR]
+    try:
+        receipt = await _ingest(request)
+    except CollectorError as exc:
+        monitor.reject(exc.code)
+        monitor.observe(time.perf_counter() - started)
+        raise
+    if receipt.duplicate:
+        monitor.duplicates += 1
+    else:
+        monitor.batches_accepted += 1
+        monitor.snapshots_accepted += receipt.snapshots
+    monitor.observe(time.perf_counter() - started)
+    return web.Response(body=orjson.dumps(receipt.to_json()), content_type="application/json")
+
+
+async def _ingest(request: web.Request) -> Any:
+    config = request.app[CONFIG]
+    store = request.app[STORE]
+    if request.content_type != "application/json":
+        raise UnsupportedMediaError("Content-Type must be application/json", path="Content-Type")
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in _ENCODINGS:
+        raise UnsupportedMediaError("Content-Encoding must be gzip or identity", path="Content-Encoding")
+    if store.overloaded():
+        raise OverloadedError("too many batches waiting to be stored", retry_after_s=config.retry_after_s)
+    declared = request.content_length
+    if declared is not None and declared > config.max_body_bytes:
+        raise PayloadTooLargeError(f"the body is over {config.max_body_bytes} bytes")
+    try:
+        async with asyncio.timeout(config.read_timeout_s):
+            body = await request.read()
+    except TimeoutError:
+        raise RequestTimeoutError(f"the body did not arrive within {config.read_timeout_s} s") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLargeError(f"the body is over {config.max_body_bytes} bytes after decompression") from None
+    except HttpProcessingError:
+        # aiohttp's ContentEncodingError and friends: a broken gzip stream or framing.
+        raise BadRequestError("the body could not be decoded (malformed gzip?)", code="bad_encoding") from None
+    batch, obj = check_batch(body, now=store.clock(), max_future_s=config.max_future_s)
+    sha256 = hashlib.sha256(body).hexdigest()
+    return await store.ingest(batch, obj, sha256, len(body))

@@ -1,0 +1,188 @@
+"""The OpenAPI 3.1 document served at ``/v1/openapi.json``.
+
+The batch request schema is :func:`schema.batch_json_schema` itself (never restated here), and the
+analytics routes' path items are merged in from :data:`collector.analytics.OPENAPI_PATHS`. A test
+checks that every route of the app is described and that the document is valid.
+
+Components others may reference: ``#/components/schemas/Error`` (every error body) and
+``#/components/responses/<status>`` for 400, 401, 403, 404, 408, 409, 413, 415, 422 and 503.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any, Final
+
+from schema import batch_json_schema
+
+__all__ = ["openapi_document"]
+
+_VERSION: Final = "1.0.0"
+_ERROR_CODES: Final = {
+    "400": "Malformed request: not JSON (`invalid_json`), broken gzip (`bad_encoding`) or a bad parameter.",
+    "401": "Missing or wrong credentials (the same answer whether or not the resource exists).",
+    "403": "The token's role may not do this.",
+    "404": "No such route or resource.",
+    "405": "Method not allowed on this route.",
+    "408": "The request body did not arrive within `read_timeout_s` (`request_timeout`).",
+    "409": "This batch_id was already stored with different bytes (`batch_conflict`).",
+    "413": "The body is over `max_body_bytes` after decompression (`too_large`).",
+    "415": "Content-Type is not application/json, or Content-Encoding is not gzip/identity (`unsupported_media`).",
+    "422": "The batch breaks format v1 or the catalogue; `code` is the schema error code, `path` the JSON path.",
+    "503": "Overloaded (`overloaded`, with Retry-After) or not ready.",
+}
+
+_ERROR_SCHEMA: Final = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["code", "message", "path"],
+            "properties": {
+                "code": {"type": "string", "description": "Stable machine-readable reason."},
+                "message": {"type": "string", "description": "One line for people."},
+                "path": {"type": "string", "description": "JSON path or header at fault; empty if none."},
+            },
+        }
+    },
+}
+
+_RECEIPT_SCHEMA: Final = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["batch_id", "sha256", "snapshots", "duplicate"],
+    "properties": {
+        "batch_id": {"type": "string", "format": "uuid"},
+        "sha256": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{64}$",
+            "description": "SHA-256 of the decompressed request body that is stored.",
+        },
+        "snapshots": {"type": "integer", "minimum": 1},
+        "duplicate": {"type": "boolean", "description": "True when this batch was already stored (stored once)."},
+    },
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/responses/{name}"}
+
+
+def _json_content(schema: Mapping[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _ok(description: str, schema: Mapping[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": _json_content(schema)}
+
+
+def _paths() -> dict[str, Any]:
+    status_schema = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
+    return {
+        "/v1/batches": {
+            "post": {
+                "operationId": "postBatch",
+                "tags": ["ingest"],
+                "summary": "Store one batch; answered only once it is durable.",
+                "parameters": [
+                    {
+                        "name": "Content-Encoding",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["gzip", "identity"]},
+                    }
+                ],
+                "requestBody": {"required": True, "content": _json_content({"$ref": "#/components/schemas/Batch"})},
+                "responses": {
+                    "200": _ok(
+                        "Stored (or already stored: `duplicate` true).", {"$ref": "#/components/schemas/Receipt"}
+                    ),
+                    **{code: _ref(code) for code in ("400", "405", "408", "409", "413", "415", "422", "503")},
+                },
+            }
+        },
+        "/v1/policy": {
+            "get": {
+                "operationId": "getPolicy",
+                "tags": ["public"],
+                "summary": "The policy catalogue: every metric the collector accepts, and why.",
+                "responses": {
+                    "200": _ok("The catalogue.", {"type": "object", "required": ["catalogue_version", "metrics"]}),
+                    "405": _ref("405"),
+                },
+            }
+        },
+        "/v1/openapi.json": {
+            "get": {
+                "operationId": "getOpenapi",
+                "tags": ["public"],
+                "summary": "This document.",
+                "responses": {"200": _ok("OpenAPI 3.1.", {"type": "object"}), "405": _ref("405")},
+            }
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "getHealthz",
+                "tags": ["operations"],
+                "summary": "Liveness: the process answers.",
+                "responses": {"200": _ok("Alive.", status_schema), "405": _ref("405")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "getReadyz",
+                "tags": ["operations"],
+                "summary": "Readiness: database open, spool loads succeeding, disk accepting writes.",
+                "responses": {"200": _ok("Ready.", status_schema), "405": _ref("405"), "503": _ref("503")},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "getMetrics",
+                "tags": ["operations"],
+                "summary": "Prometheus text exposition (counters, latency histogram, queue depths).",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format 0.0.4.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "405": _ref("405"),
+                },
+            }
+        },
+    }
+
+
+def openapi_document(extra_paths: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The whole document: ingest and operations paths, plus ``extra_paths`` (the analytics routes)."""
+    batch = copy.deepcopy(batch_json_schema())
+    # Inside OpenAPI the schema is a component: its own $schema/$id would make tools resolve it elsewhere.
+    batch.pop("$schema", None)
+    batch.pop("$id", None)
+    responses: dict[str, Any] = {}
+    for code, text in _ERROR_CODES.items():
+        responses[code] = {"description": text, "content": _json_content({"$ref": "#/components/schemas/Error"})}
+    responses["503"]["headers"] = {
+        "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+    }
+    responses["401"]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+    paths = _paths()
+    for path, item in (extra_paths or {}).items():
+        paths[path] = copy.deepcopy(item)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "onprem-telemetry collector",
+            "version": _VERSION,
+            "description": "Receives opt-in telemetry batches and serves reports. See docs/collector.md.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": {"Batch": batch, "Receipt": _RECEIPT_SCHEMA, "Error": _ERROR_SCHEMA},
+            "responses": responses,
+        },
+    }
