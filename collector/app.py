@@ -169,7 +169,8 @@ def create_app(
     app = web.Application(
         client_max_size=config.max_body_bytes,
         middlewares=[error_middleware],
-        handler_args={"access_log_class": PrivateAccessLogger},
+        # auto_decompress off: ingest inflates gzip itself, capped, and answers 415 for other encodings.
+        handler_args={"access_log_class": PrivateAccessLogger, "auto_decompress": False},
     )
     store = Store(config, clock=clock if clock is not None else (lambda: datetime.now(UTC)))
     monitor = Monitor()

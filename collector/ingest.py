@@ -1,10 +1,12 @@
 """``POST /v1/batches``: read the body within limits, validate it, store it once, answer a receipt.
 
 Order of checks, cheapest first: content type and encoding (415), overload (503), declared size
-(413), body read under ``read_timeout_s`` (408) and capped after decompression (413; a gzip bomb
-stops at the cap, aiohttp inflates in bounded chunks), malformed gzip or JSON (400), the batch
-format and the catalogue (422, with the JSON path), timestamps too far ahead (422 ``in_future``),
-then dedup and the durable spool append in :meth:`collector.store.Store.ingest`.
+(413), body read under ``read_timeout_s`` (408) and capped at ``max_body_bytes`` (413), gzip
+inflated here with ``max_length`` so a bomb stops at the cap (413) and a broken stream is a 400,
+malformed JSON (400), the batch format and the catalogue (422, with the JSON path), timestamps too
+far ahead (422 ``in_future``), then dedup and the durable spool append in
+:meth:`collector.store.Store.ingest`. aiohttp's own decompression is off (``auto_decompress``
+False in ``create_app``) so that every encoding decision, and its error body, is made here.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+import zlib
 from datetime import datetime
 from typing import Any, Final
 
 import orjson
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from schema import Batch, SchemaError, parse_batch_obj, parse_hour
 
@@ -32,9 +34,26 @@ from .errors import (
 )
 from .keys import CONFIG, MONITOR, STORE
 
-__all__ = ["check_batch", "post_batch"]
+__all__ = ["check_batch", "gunzip_capped", "post_batch"]
 
 _ENCODINGS: Final = frozenset({"gzip", "identity", ""})
+
+
+def gunzip_capped(data: bytes, max_bytes: int) -> bytes:
+    """Inflate a gzip body, refusing (413) output over ``max_bytes`` without producing more than that."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, max_bytes + 1)
+        if len(out) > max_bytes:
+            raise PayloadTooLargeError(f"the body is over {max_bytes} bytes after decompression")
+        if not inflater.eof:
+            raise BadRequestError("the gzip stream is truncated", code="bad_encoding")
+    except zlib.error:
+        raise BadRequestError("the body is not a valid gzip stream", code="bad_encoding") from None
+    if inflater.unused_data:
+        # Concatenated gzip members are legal but no agent sends them; refusing keeps one meaning per body.
+        raise BadRequestError("unexpected bytes after the gzip stream", code="bad_encoding")
+    return out
 
 
 def check_batch(body: bytes, *, now: datetime, max_future_s: int) -> tuple[Batch, Any]:
@@ -100,10 +119,9 @@ async def _ingest(request: web.Request) -> Any:
     except TimeoutError:
         raise RequestTimeoutError(f"the body did not arrive within {config.read_timeout_s} s") from None
     except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLargeError(f"the body is over {config.max_body_bytes} bytes after decompression") from None
-    except HttpProcessingError:
-        # aiohttp's ContentEncodingError and friends: a broken gzip stream or framing.
-        raise BadRequestError("the body could not be decoded (malformed gzip?)", code="bad_encoding") from None
+        raise PayloadTooLargeError(f"the body is over {config.max_body_bytes} bytes") from None
+    if encoding == "gzip":
+        body = gunzip_capped(body, config.max_body_bytes)
     batch, obj = check_batch(body, now=store.clock(), max_future_s=config.max_future_s)
     sha256 = hashlib.sha256(body).hexdigest()
     return await store.ingest(batch, obj, sha256, len(body))

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import sys
-import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final, TextIO
 
 from .config import CollectorConfig
-from .errors import BadRequestError, CollectorError, PayloadTooLargeError
-from .ingest import check_batch
+from .errors import CollectorError, PayloadTooLargeError
+from .ingest import check_batch, gunzip_capped
 from .store import Store
 
 __all__ = ["ImportSummary", "expand_paths", "import_files", "read_batch_file"]
@@ -65,12 +64,7 @@ def read_batch_file(path: Path, max_body_bytes: int) -> bytes:
     """The decompressed bytes of a batch file (gzip detected by its magic bytes), capped like the API."""
     data = path.read_bytes()
     if data[:2] == _GZIP_MAGIC:
-        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        try:
-            # max_length stops a bomb at the cap instead of inflating it whole.
-            data = inflater.decompress(data, max_body_bytes + 1)
-        except zlib.error:
-            raise BadRequestError("not a valid gzip file", code="bad_encoding") from None
+        return gunzip_capped(data, max_body_bytes)
     if len(data) > max_body_bytes:
         raise PayloadTooLargeError(f"over {max_body_bytes} bytes after decompression")
     return data
