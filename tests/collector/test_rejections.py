@@ -62,7 +62,7 @@ CASES: dict[str, tuple[bytes, dict[str, str], int, str, str]] = {
         415,
         "unsupported_media",
         "Content-Encoding",
-    ),  # fmt: skip
+    ),
     "deep nesting": (b"[" * 5000 + b"]" * 5000, json_headers(), 400, "invalid_json", ""),
     "too many snapshots": (
         load_golden("v1/invalid/too-many-snapshots.json"),
@@ -70,14 +70,14 @@ CASES: dict[str, tuple[bytes, dict[str, str], int, str, str]] = {
         422,
         "too_many_snapshots",
         "snapshots",
-    ),  # fmt: skip
+    ),
     "unknown metric": (
         load_golden("v1/invalid/unknown-metric.json"),
         json_headers(),
         422,
         "unknown_metric",
         "snapshots[0].metrics.customer_email",
-    ),  # fmt: skip
+    ),
     "unsupported version": (_with(schema_version=2), json_headers(), 422, "unsupported_version", "schema_version"),
     "future timestamps": (_future_batch(), json_headers(), 422, "in_future", "created_at"),
     "hostname field": (_with(hostname="db01"), json_headers(), 422, "unknown_field", "hostname"),
