@@ -7,7 +7,6 @@ import gzip
 import hashlib
 import os
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +75,9 @@ class FakeCollector:
         if request.headers.get("Authorization", "") != f"Bearer {self.installs.get(install_id)}":
             return web.json_response({"error": {"code": "unauthorized", "message": "no"}}, status=401)
         if request.method == "DELETE":
-            return web.json_response({"install_id": install_id, "deleted": {"batches": len(self.bodies), "snapshots": 2}})
+            return web.json_response(
+                {"install_id": install_id, "deleted": {"batches": len(self.bodies), "snapshots": 2}}
+            )
         return web.json_response({"install_id": install_id, "batches": [orjson.loads(b) for b in self.bodies]})
 
 
@@ -115,7 +116,8 @@ class AgentHome:
         return self.root / "agent.toml"
 
     def write_config(self, **overrides: Any) -> None:
-        lines, tables = [], {"product": [], "usage": []}
+        lines: list[str] = []
+        tables: dict[str, list[str]] = {"product": [], "usage": []}
         for key, value in {**self.settings, **overrides}.items():
             table, _, sub = key.partition(".")
             text = f"{sub if sub else key} = {_toml(value)}"
@@ -198,6 +200,3 @@ async def cli(home: AgentHome, *args: str, now: str = START, env: dict[str, str]
 def preview_batches(out: bytes) -> list[bytes]:
     """The batch byte lines of `preview` output (everything that is not a # comment)."""
     return [line for line in out.split(b"\n") if line and not line.startswith(b"#")]
-
-
-Runner = Callable[..., Any]

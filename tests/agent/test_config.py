@@ -1,0 +1,86 @@
+"""Config: TOML plus TELEMETRY_* env vars, validated with errors that name the field; every field documented."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from agent import AgentConfig, ConfigError, load_config
+from agent.config import env_name, toml_key
+from tests.conftest import ROOT
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+def test_config_defaults_are_off_and_hourly() -> None:
+    """With nothing set, consent is off, snapshots hourly, batches daily."""
+    config = load_config(None, {})
+    assert (config.consent, config.snapshot_interval_s, config.batch_period_s) == ("off", 3600, 86400)
+    assert config.data_path == config.state_dir
+
+
+def test_config_env_overrides_file_and_parses_lists(tmp_path: Path) -> None:
+    """Env vars win over the file; lists accept a JSON array, a shlex string (command) or commas."""
+    path = _write(tmp_path, 'consent = "review"\n[product]\nname = "deployserver"\nversion = "1.2"\n')
+    config = load_config(path, {
+        "TELEMETRY_CONSENT": "auto",
+        "TELEMETRY_USAGE_COMMAND": "deployserver-cli stats --json",
+        "TELEMETRY_DISABLED_METRICS": "usage.projects, host.cpu.usage_pct",
+        "TELEMETRY_SEND_TIMEOUT_S": "12.5",
+    })  # fmt: skip
+    assert config.consent == "auto"
+    assert config.product_name == "deployserver"
+    assert config.usage_command == ("deployserver-cli", "stats", "--json")
+    assert config.disabled_metrics == ("usage.projects", "host.cpu.usage_pct")
+    assert config.send_timeout_s == 12.5
+    assert load_config(None, {"TELEMETRY_USAGE_COMMAND": '["a b", "c"]'}).usage_command == ("a b", "c")
+
+
+@pytest.mark.parametrize("variable", ["DO_NOT_TRACK", "TELEMETRY_DISABLED"])
+def test_config_do_not_track_forces_off(variable: str) -> None:
+    """DO_NOT_TRACK=1 or TELEMETRY_DISABLED=1 force consent off even when auto is configured."""
+    config = load_config(None, {"TELEMETRY_CONSENT": "auto", variable: "1"})
+    assert config.consent_forced_off
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ('consent = "maybe"\n', {}, "consent: must be off, review or auto"),
+        ("colour = 1\n", {}, "colour: unknown key"),
+        ('[usage]\ncommand = ["x"]\nfile = "/tmp/x"\n', {}, "usage: set exactly one of command, file, url"),
+        ('[usage]\nurl = "http://example.com/stats"\n', {}, "usage.url: must point at this machine"),
+        ('endpoint = "ftp://x"\n', {}, "endpoint: must be an http:// or https:// URL"),
+        ("snapshot_interval_s = 5\n", {}, "snapshot_interval_s: must be between 60 and 86400"),
+        ('disabled_metrics = ["user.email"]\n', {}, "disabled_metrics: 'user.email' is not a catalogue metric"),
+        ('[product]\nname = "My Product!"\n', {}, "product.name: must match"),
+        ("", {"TELEMETRY_MAX_ATTEMPTS": "lots"}, "max_attempts: must be an integer"),
+        ('ca_bundle = "/nonexistent/ca.pem"\n', {}, "ca_bundle: file not found"),
+        ("consent = \n", {}, "is not valid TOML"),
+    ],
+)
+def test_config_errors_name_the_field(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
+    """Every invalid value raises ConfigError whose message starts with the TOML key at fault."""
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text), env)
+    assert message in str(info.value)
+
+
+def test_config_every_field_and_env_var_is_documented() -> None:
+    """docs/agent.md names every config key and its TELEMETRY_* variable."""
+    docs = (ROOT / "docs" / "agent.md").read_text("utf-8")
+    missing = [
+        name for f in dataclasses.fields(AgentConfig) for name in (toml_key(f.name), env_name(f.name))
+        if f"`{name}`" not in docs
+    ]  # fmt: skip
+    for extra in ("DO_NOT_TRACK", "TELEMETRY_AGENT_CONFIG", "TELEMETRY_AGENT_FAKE_NOW", "TELEMETRY_AGENT_FAKE_SPEED",
+                  "TELEMETRY_AGENT_FAKE_HOST"):  # fmt: skip
+        if f"`{extra}`" not in docs:
+            missing.append(extra)
+    assert not missing, f"undocumented in docs/agent.md: {missing}"
