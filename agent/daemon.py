@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from .engine import Engine
+from .errors import ConfigError, StateLockedError
 
 __all__ = ["Daemon"]
 
@@ -49,13 +50,22 @@ class Daemon:
     def run(self) -> None:
         """Hold the daemon lock and loop; returns once ``stop`` is set."""
         state = self.engine.state
+        cfg = self.engine.config
+        # Fail at start, not at the first seal hours later.
+        if cfg.product_name is None or cfg.product_version is None:
+            raise ConfigError("product.name" if cfg.product_name is None else "product.version", "required by run")
         with state.daemon_lock():
             log.info("telemetry agent running (state dir %s)", state.root)
             with state.lock():
                 if self.engine.consent()[0] != "off":
                     self.engine.prime_cpu()
             while not self.stop.is_set():
-                wait_s = self.tick()
+                try:
+                    wait_s = self.tick()
+                except StateLockedError as exc:
+                    # A manual command holds the state dir (e.g. a long `send`): try again shortly.
+                    log.warning("%s; retrying", exc)
+                    wait_s = self._max_wait_s
                 if self.engine.clock.wait(min(wait_s, self._max_wait_s), self.stop):
                     break
             log.info("telemetry agent stopped")
