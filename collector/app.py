@@ -24,7 +24,7 @@ from .openapi import openapi_document
 from .spool import list_segments
 from .store import Store
 
-__all__ = ["PrivateAccessLogger", "create_app", "error_middleware"]
+__all__ = ["ClientDetailsFilter", "PrivateAccessLogger", "create_app", "error_middleware", "policy_document"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,30 @@ class PrivateAccessLogger(AbstractAccessLogger):
     def enabled(self) -> bool:
         """Skip the work when INFO is off for the access logger."""
         return self.logger.isEnabledFor(logging.INFO)
+
+
+class ClientDetailsFilter(logging.Filter):
+    """Keeps client details out of aiohttp's server log.
+
+    aiohttp logs a request it cannot handle as "Error handling request from <client IP>" with a
+    traceback that can quote the raw request line or headers. Only the error type is kept.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record in place; never drops it."""
+        if isinstance(record.msg, str) and record.msg.startswith("Error handling request"):
+            exc = record.exc_info[1] if record.exc_info else None
+            record.msg = "error handling a request: %s"
+            record.args = (type(exc).__name__ if exc is not None else "unknown",)
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _install_log_filters() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientDetailsFilter) for f in server_log.filters):
+        server_log.addFilter(ClientDetailsFilter())
 
 
 def _entry_json(entry: Entry) -> dict[str, Any]:
@@ -166,6 +190,7 @@ def create_app(
     ``clock`` (timezone-aware ``now``) is for tests. Analytics routes come from :func:`collector.analytics.setup`.
     """
     config = config if config is not None else CollectorConfig()
+    _install_log_filters()
     app = web.Application(
         client_max_size=config.max_body_bytes,
         middlewares=[error_middleware],

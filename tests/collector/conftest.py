@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import copy
 import gzip
+import re
+import select
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +21,7 @@ from aiohttp.test_utils import TestClient
 
 from collector import CollectorConfig, create_app
 from schema import encode_batch, parse_batch_obj
-from tests.conftest import load_golden
+from tests.conftest import ROOT, load_golden
 
 BATCHES = "/v1/batches"
 
@@ -66,3 +71,30 @@ async def collector(aiohttp_client: Callable[..., Any], config: CollectorConfig)
     """A real collector on 127.0.0.1 (ephemeral port) backed by a real DuckDB file."""
     client: TestClient[Any, Any] = await aiohttp_client(create_app(config))
     return client
+
+
+def start_server(db_path: Path, *args: str, timeout_s: float = 20.0) -> tuple[subprocess.Popen[str], str]:
+    """Run ``python -m collector serve`` on an ephemeral port; return the process and its base URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "collector", "serve", "--db", str(db_path), "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+    line = proc.stdout.readline() if ready else ""
+    match = re.search(r"listening on (http://\S+)", line)
+    if match is None:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"collector did not start: {line!r} {err!r}")
+    return proc, match.group(1)
+
+
+def stop_server(proc: subprocess.Popen[str], timeout_s: float = 30.0) -> tuple[int, str]:
+    """SIGTERM the collector and wait; return its exit code and stderr."""
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=timeout_s)
+    return proc.returncode, err
