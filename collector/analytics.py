@@ -1,16 +1,164 @@
-"""Reports, dashboard and data-subject routes (placeholder: filled in by the analytics work, issue 5)."""
+"""Reports, dashboard, token and data-subject routes, and their background jobs (added by :func:`setup`).
+
+Routes (every one described in :data:`OPENAPI_PATHS`):
+
+- ``GET /v1/reports`` and ``GET /v1/reports/{name}``: analyst or admin bearer token.
+- ``GET /dashboard`` and ``GET /dashboard/{file}``: static page and assets; the page asks for a token.
+- ``GET/POST /v1/tokens``, ``DELETE /v1/tokens/{token_id}``: admin token.
+- ``GET/DELETE /v1/installs/{install_id}``: the install's own secret (see :mod:`collector.installs`).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Final
 
+import orjson
 from aiohttp import web
+
+from . import reports_rollup
+from .dashboard import dashboard_asset, dashboard_page
+from .errors import BadRequestError, NotFoundError
+from .installs import delete_install, get_install
+from .keys import CONFIG, STORE
+from .reports import INTERVALS, REPORTS, ReportParams, list_products, run_report
+from .reports_openapi import OPENAPI_PATHS
+from .retention import retention_ctx
+from .tokens import ROLES, authorize, create_token, list_tokens, revoke_token
 
 __all__ = ["OPENAPI_PATHS", "setup"]
 
-OPENAPI_PATHS: dict[str, Any] = {}
-"""OpenAPI path items for the routes added by :func:`setup`, merged into /v1/openapi.json."""
+log = logging.getLogger(__name__)
+
+_REFRESH_INTERVAL_S: Final = 5.0
+"""How often new batches are folded into the report rollup in the background (requests also do it)."""
+_REPORT_QUERY: Final = frozenset({"from", "to", "interval", "product", "format"})
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json", headers={"Cache-Control": "no-store"}
+    )
+
+
+async def _fresh(request: web.Request) -> None:
+    # Fold in whatever was loaded since the last refresh (a count comparison when nothing was).
+    await request.app[STORE].write(reports_rollup.refresh)
+
+
+async def _list_reports(request: web.Request) -> web.Response:
+    await authorize(request)
+    await _fresh(request)
+    store, config = request.app[STORE], request.app[CONFIG]
+    return _json({
+        "reports": [r.describe() for r in REPORTS.values()],
+        "intervals": list(INTERVALS),
+        "products": await list_products(store.read, min_group_size=config.min_group_size),
+        "min_group_size": config.min_group_size,
+        "lost_after_days": config.lost_after_days,
+        "today": store.clock().date().isoformat(),
+    })  # fmt: skip
+
+
+async def _get_report(request: web.Request) -> web.Response:
+    await authorize(request)
+    query = request.query
+    unknown = sorted(set(query) - _REPORT_QUERY)
+    if unknown:
+        raise BadRequestError(f"unknown parameter {unknown[0][:40]!r}", path=unknown[0][:40])
+    fmt = query.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise BadRequestError("format must be json or csv", path="format")
+    name = request.match_info["name"]
+    if name not in REPORTS:
+        raise NotFoundError(f"no report named {name[:60]!r}; GET /v1/reports lists them", path="name")
+    store, config = request.app[STORE], request.app[CONFIG]
+    today = store.clock().date()
+    params = ReportParams.parse(
+        date_from=query.get("from"), date_to=query.get("to"), interval=query.get("interval"),
+        product=query.get("product"), today=today,
+    )  # fmt: skip
+    await _fresh(request)
+    result = await run_report(
+        name, params, fetch=store.read, min_group_size=config.min_group_size,
+        lost_after_days=config.lost_after_days, today=today,
+    )  # fmt: skip
+    if fmt == "json":
+        return _json(result.to_json())
+    return web.Response(
+        text=result.to_csv(),
+        content_type="text/csv",
+        headers={
+            "Cache-Control": "no-store",
+            "Telemetry-Min-Group-Size": str(result.min_group_size),
+            "Telemetry-Suppressed-Groups": str(result.suppressed_groups),
+            "Telemetry-Suppressed-Installs": str(result.suppressed_installs),
+        },
+    )
+
+
+async def _get_tokens(request: web.Request) -> web.Response:
+    await authorize(request, admin=True)
+    return _json({"tokens": await request.app[STORE].write(list_tokens)})
+
+
+async def _post_token(request: web.Request) -> web.Response:
+    await authorize(request, admin=True)
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise BadRequestError('expected a JSON object {"role": ...}', code="invalid_json") from None
+    role = body.get("role") if isinstance(body, dict) else None
+    if role not in ROLES:
+        raise BadRequestError(f"role must be one of {', '.join(ROLES)}", path="role")
+    store = request.app[STORE]
+    now = store.clock()
+    token_id, token = await store.write(lambda con: create_token(con, role, now))
+    return _json({"token_id": token_id, "role": role, "token": token}, status=201)
+
+
+async def _delete_token(request: web.Request) -> web.Response:
+    await authorize(request, admin=True)
+    token_id = request.match_info["token_id"]
+    store = request.app[STORE]
+    now = store.clock()
+    if not await store.write(lambda con: revoke_token(con, token_id, now)):
+        raise NotFoundError("no active token with this id", path="token_id")
+    return _json({"token_id": token_id, "revoked": True})
+
+
+async def _refresh_loop(app: web.Application) -> None:
+    store = app[STORE]
+    while True:
+        try:
+            await store.write(reports_rollup.refresh)
+        except Exception:  # a failed refresh is retried by the next pass or the next request
+            log.exception("report rollup refresh failed")
+        await asyncio.sleep(_REFRESH_INTERVAL_S)
+
+
+async def _refresh_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_refresh_loop(app), name="collector-report-refresh")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def setup(app: web.Application) -> None:
-    """Add the report, dashboard and /v1/installs routes (and their background jobs) to ``app``."""
+    """Add the report, dashboard, token and /v1/installs routes, and the rollup and retention jobs, to ``app``."""
+    app.cleanup_ctx.append(_refresh_ctx)
+    app.cleanup_ctx.append(retention_ctx)
+    router = app.router
+    router.add_get("/v1/reports", _list_reports)
+    router.add_get("/v1/reports/{name}", _get_report)
+    router.add_get("/v1/tokens", _get_tokens)
+    router.add_post("/v1/tokens", _post_token)
+    router.add_delete("/v1/tokens/{token_id}", _delete_token)
+    router.add_get("/v1/installs/{install_id}", get_install)
+    router.add_delete("/v1/installs/{install_id}", delete_install)
+    router.add_get("/dashboard", dashboard_page)
+    router.add_get("/dashboard/{file}", dashboard_asset)

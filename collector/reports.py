@@ -402,9 +402,7 @@ def _round(value: Any) -> float | None:
     return None if value is None else round(float(value), 2)
 
 
-def suppress(
-    report: Report, params: ReportParams, raw: list[tuple[Any, ...]], min_group_size: int
-) -> ReportResult:
+def suppress(report: Report, params: ReportParams, raw: list[tuple[Any, ...]], min_group_size: int) -> ReportResult:
     """Turn the SQL rows into output rows, hiding every group of fewer than ``min_group_size`` installs."""
     k, hidden_groups, hidden_installs = min_group_size, 0, 0
     rows: list[dict[str, Any]] = []
@@ -433,11 +431,11 @@ def suppress(
         for (period, dimension), groups in sorted(cells.items()):
             total = sum(n for _, n in groups)
             shown = [(label, n) for label, n in groups if n >= k]
-            small = [n for _, n in groups if n < k]
+            tiny = [n for _, n in groups if n < k]
             shown.sort(key=(lambda g: g[0]) if report.has_dimension else (lambda g: (-g[1], str(g[0]))))
-            if sum(small) >= k:  # together they are a large enough group; fewer are withheld entirely
-                shown.append((OTHER, sum(small)))
-            hidden_groups, hidden_installs = hidden_groups + len(small), hidden_installs + sum(small)
+            if sum(tiny) >= k:  # together they are a large enough group; fewer are withheld entirely
+                shown.append((OTHER, sum(tiny)))
+            hidden_groups, hidden_installs = hidden_groups + len(tiny), hidden_installs + sum(tiny)
             for label, n in shown:
                 group = _bucket_label(label) if report.has_dimension and label != OTHER else str(label)
                 row = {"period": period, **({"dimension": dimension} if report.has_dimension else {})}

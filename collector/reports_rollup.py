@@ -69,9 +69,7 @@ def refresh(con: Any) -> int:
         # elsewhere. Compare everything, and drop the stale rows so the cheap test works again.
         con.execute("DELETE FROM report_pending")
         con.execute("DELETE FROM report_batches WHERE batch_id NOT IN (SELECT batch_id FROM batches)")
-        con.execute(
-            "INSERT INTO report_pending SELECT batch_id FROM batches ANTI JOIN report_batches USING (batch_id)"
-        )
+        con.execute("INSERT INTO report_pending SELECT batch_id FROM batches ANTI JOIN report_batches USING (batch_id)")
     pending = int(_scalar(con, "SELECT count(*) FROM report_pending"))
     if pending:
         _rebuild(con)

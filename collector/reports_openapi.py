@@ -1,0 +1,248 @@
+"""OpenAPI 3.1 path items for the routes :func:`collector.analytics.setup` adds (merged into /v1/openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from schema import CATALOGUE
+
+from .reports import INTERVALS, REPORTS
+from .tokens import ROLES
+
+__all__ = ["OPENAPI_PATHS"]
+
+_AUTH_NOTE: Final = " Needs `Authorization: Bearer <token>` with the analyst or admin role (401 otherwise)."
+_ADMIN_NOTE: Final = " Needs `Authorization: Bearer <token>` with the admin role (401 without, 403 for analyst)."
+_OWNER_NOTE: Final = (
+    " Needs `Authorization: Bearer <install secret>`; a missing or wrong secret gets 401, the same answer"
+    " whether or not the install exists."
+)
+
+
+def _ref(code: str) -> dict[str, str]:
+    return {"$ref": f"#/components/responses/{code}"}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _object(properties: dict[str, Any], *, extra: bool = False) -> dict[str, Any]:
+    return {"type": "object", "required": sorted(properties), "properties": properties, "additionalProperties": extra}
+
+
+_STRING: Final = {"type": "string"}
+_INT: Final = {"type": "integer", "minimum": 0}
+_SUPPRESSION: Final = _object({"min_group_size": _INT, "groups": _INT, "installs": _INT, "note": _STRING})
+_CELL: Final = {"type": ["string", "number", "boolean", "null"]}
+_REPORT_RESULT: Final = _object({
+    "report": {"type": "string", "enum": list(REPORTS)},
+    "title": _STRING,
+    "definition": _STRING,
+    "unit": _STRING,
+    "from": {"type": "string", "format": "date"},
+    "to": {"type": "string", "format": "date"},
+    "interval": {"type": "string", "enum": list(INTERVALS)},
+    "product": {"type": ["string", "null"]},
+    "columns": {"type": "array", "items": _STRING},
+    "rows": {"type": "array", "items": {"type": "object", "additionalProperties": _CELL}},
+    "suppression": _SUPPRESSION,
+})  # fmt: skip
+_REPORT_LIST: Final = _object({
+    "reports": {"type": "array", "items": _object({
+        "name": _STRING, "title": _STRING, "definition": _STRING, "shape": _STRING, "unit": _STRING,
+        "columns": {"type": "array", "items": _STRING},
+    })},
+    "intervals": {"type": "array", "items": _STRING},
+    "products": {"type": "array", "items": _STRING},
+    "min_group_size": _INT,
+    "lost_after_days": _INT,
+    "today": {"type": "string", "format": "date"},
+})  # fmt: skip
+_TOKEN_INFO: Final = _object({
+    "token_id": _STRING, "role": {"type": "string", "enum": list(ROLES)},
+    "created_at": _STRING, "revoked_at": {"type": ["string", "null"]},
+})  # fmt: skip
+_INSTALL_ID: Final = {
+    "name": "install_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+    "description": "The install's id (derived from its secret).",
+}
+_ROW: Final = {"type": "object", "additionalProperties": _CELL}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+_REPORT_PARAMS: Final = [
+    _query("from", {"type": "string", "format": "date"}, "First UTC day (default: 89 days before `to`); widened to its period's start."),
+    _query("to", {"type": "string", "format": "date"}, "Last UTC day, included (default: today); widened to its period's end."),
+    _query("interval", {"type": "string", "enum": list(INTERVALS)}, "Period length (default week; weeks start on Monday)."),
+    _query("product", {"type": "string", "pattern": f"^{CATALOGUE.header['product.name'].pattern}$"},
+           "Only this product (default: every product)."),
+    _query("format", {"type": "string", "enum": ["json", "csv"]}, "Response format (default json)."),
+]  # fmt: skip
+
+OPENAPI_PATHS: Final[dict[str, Any]] = {
+    "/v1/reports": {
+        "get": {
+            "operationId": "listReports",
+            "tags": ["reports"],
+            "summary": "The reports, their exact definitions, and the products large enough to report on.",
+            "description": "Products with fewer than min_group_size installs are not listed." + _AUTH_NOTE,
+            "responses": {"200": _json("The report catalogue.", _REPORT_LIST), "401": _ref("401"), "405": _ref("405")},
+        }
+    },
+    "/v1/reports/{name}": {
+        "get": {
+            "operationId": "getReport",
+            "tags": ["reports"],
+            "summary": "One report over a range of days, by period, after small-group suppression.",
+            "description": (
+                "Groups of fewer than min_group_size distinct installs are merged into an `(other)` row or"
+                " withheld; `suppression` (JSON) or the Telemetry-Suppressed-* headers (CSV) say how much." + _AUTH_NOTE
+            ),
+            "parameters": [
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": list(REPORTS)}},
+                *_REPORT_PARAMS,
+            ],
+            "responses": {
+                "200": {
+                    "description": "The report.",
+                    "headers": {
+                        name: {"schema": {"type": "integer"}, "description": text}
+                        for name, text in (
+                            ("Telemetry-Min-Group-Size", "CSV only: the suppression threshold."),
+                            ("Telemetry-Suppressed-Groups", "CSV only: groups merged into (other) or withheld."),
+                            ("Telemetry-Suppressed-Installs", "CSV only: install-periods in those groups."),
+                        )
+                    },
+                    "content": {
+                        "application/json": {"schema": _REPORT_RESULT},
+                        "text/csv": {"schema": {"type": "string"}},
+                    },
+                },
+                **{code: _ref(code) for code in ("400", "401", "404", "405")},
+            },
+        }
+    },
+    "/v1/tokens": {
+        "get": {
+            "operationId": "listTokens",
+            "tags": ["tokens"],
+            "summary": "Every token's id, role, creation and revocation time (never the token).",
+            "description": _ADMIN_NOTE.strip(),
+            "responses": {
+                "200": _json("The tokens.", _object({"tokens": {"type": "array", "items": _TOKEN_INFO}})),
+                **{code: _ref(code) for code in ("401", "403", "405")},
+            },
+        },
+        "post": {
+            "operationId": "createToken",
+            "tags": ["tokens"],
+            "summary": "Create a token; the response is the only time it is shown.",
+            "description": _ADMIN_NOTE.strip(),
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _object({"role": {"type": "string", "enum": list(ROLES)}})}},
+            },
+            "responses": {
+                "201": _json(
+                    "Created.",
+                    _object({"token_id": _STRING, "role": {"type": "string", "enum": list(ROLES)}, "token": _STRING}),
+                ),
+                **{code: _ref(code) for code in ("400", "401", "403", "405")},
+            },
+        },
+    },
+    "/v1/tokens/{token_id}": {
+        "delete": {
+            "operationId": "revokeToken",
+            "tags": ["tokens"],
+            "summary": "Revoke a token by its id.",
+            "description": _ADMIN_NOTE.strip(),
+            "parameters": [{"name": "token_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": _json("Revoked.", _object({"token_id": _STRING, "revoked": {"type": "boolean"}})),
+                **{code: _ref(code) for code in ("401", "403", "404", "405")},
+            },
+        }
+    },
+    "/v1/installs/{install_id}": {
+        "get": {
+            "operationId": "getInstall",
+            "tags": ["data subjects"],
+            "summary": "Everything the collector holds about an install: batches, snapshots, rollup rows.",
+            "description": _OWNER_NOTE.strip(),
+            "parameters": [_INSTALL_ID],
+            "responses": {
+                "200": _json(
+                    "All data held.",
+                    _object(
+                        {
+                            "install_id": _STRING,
+                            "batches": {"type": "array", "items": _ROW},
+                            "snapshots": {"type": "array", "items": {"type": "object"}},
+                            "report_days": {"type": "array", "items": _ROW},
+                        }
+                    ),
+                ),
+                **{code: _ref(code) for code in ("401", "405")},
+            },
+        },
+        "delete": {
+            "operationId": "deleteInstall",
+            "tags": ["data subjects"],
+            "summary": "Erase the install from every table (rollups included), after loading what was acknowledged.",
+            "description": _OWNER_NOTE.strip(),
+            "parameters": [_INSTALL_ID],
+            "responses": {
+                "200": _json(
+                    "Erased.",
+                    _object({"install_id": _STRING, "deleted": _object({"batches": _INT, "snapshots": _INT})}),
+                ),
+                **{code: _ref(code) for code in ("401", "405")},
+            },
+        },
+    },
+    "/dashboard": {
+        "get": {
+            "operationId": "getDashboard",
+            "tags": ["reports"],
+            "summary": "The dashboard page (static; it asks for a token or reads #token=... from the URL).",
+            "responses": {
+                "200": {"description": "HTML.", "content": {"text/html": {"schema": {"type": "string"}}}},
+                "405": _ref("405"),
+            },
+        }
+    },
+    "/dashboard/{file}": {
+        "get": {
+            "operationId": "getDashboardAsset",
+            "tags": ["reports"],
+            "summary": "The dashboard's script and style sheet.",
+            "parameters": [
+                {
+                    "name": "file",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "enum": ["dashboard.js", "dashboard.css"]},
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": "The asset.",
+                    "content": {
+                        "text/javascript": {"schema": {"type": "string"}},
+                        "text/css": {"schema": {"type": "string"}},
+                    },
+                },
+                **{code: _ref(code) for code in ("404", "405")},
+            },
+        }
+    },
+}
+"""Path items for every route :func:`collector.analytics.setup` adds."""
