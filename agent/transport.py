@@ -68,6 +68,19 @@ class Delivery:
     error: dict[str, str] | None = None
 
 
+async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
+    """The whole answer body, up to ``_MAX_ANSWER_BYTES`` (``content.read(n)`` alone may return a partial chunk)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < _MAX_ANSWER_BYTES:
+        chunk = await resp.content.read(_MAX_ANSWER_BYTES - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def _error_of(body: bytes, status: int) -> dict[str, str]:
     try:
         obj = orjson.loads(body)
@@ -136,7 +149,7 @@ class Transport:
                         proxy=self._config.proxy,
                     ) as resp:
                         status = resp.status
-                        answer = await resp.content.read(_MAX_ANSWER_BYTES)
+                        answer = await _read_capped(resp)
                         retry_after = parse_retry_after(resp.headers.get("Retry-After"), self._now())
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                     error = {"code": "network", "message": (str(exc) or type(exc).__name__)[:_MAX_ERROR_TEXT]}
@@ -198,7 +211,7 @@ class Transport:
                     proxy=self._config.proxy,
                 ) as resp,
             ):
-                answer = await resp.content.read(_MAX_ANSWER_BYTES)
+                answer = await _read_capped(resp)
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise SendError(f"collector unreachable: {str(exc) or type(exc).__name__}") from None
