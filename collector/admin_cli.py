@@ -1,11 +1,236 @@
-"""The ``token`` and ``report`` subcommands of telemetry-collector (placeholder: issue 5 fills it in)."""
+"""The ``token`` and ``report`` subcommands of telemetry-collector.
+
+Both work either through a running collector (``--url URL --token T``, over HTTP) or straight on a
+database file that no collector holds open (``--db PATH``, the default being ``$TELEMETRY_COLLECTOR_DB_PATH``
+or ``./telemetry.duckdb``). The first admin token must be created with ``--db`` before the server starts.
+Exit codes: 0 success, 1 operational failure (collector unreachable, database in use), 2 bad usage or input.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
 
-__all__ = ["register"]
+from . import reports_rollup
+from .config import CollectorConfig
+from .errors import BadRequestError, NotFoundError
+from .reports import INTERVALS, REPORTS, ReportParams, run_report
+from .reports_format import result_csv, result_table
+from .store import Store
+from .tokens import ROLES, create_token, list_tokens, revoke_token
+
+__all__ = ["TOKEN_ENV", "register"]
+
+PROG: Final = "telemetry-collector"
+TOKEN_ENV: Final = "TELEMETRY_TOKEN"  # noqa: S105  # the name of a variable, not a secret
+"""Environment variable read when ``--token`` is not given (keeps the token out of the process list)."""
+_TIMEOUT_S: Final = 60.0
+
+
+class _CliError(Exception):
+    """A one-line error for the user, with the exit code to return."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _add_target(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--db", metavar="PATH", type=Path, help="a database file no collector holds open")
+    where.add_argument("--url", metavar="URL", help="a running collector's base URL, e.g. http://127.0.0.1:8080")
+    parser.add_argument("--token", metavar="TOKEN", help=f"bearer token for --url (default ${TOKEN_ENV})")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``token`` and ``report`` to the collector CLI; each sets ``func(args) -> int`` as its default."""
+    token = subparsers.add_parser("token", help="create, list and revoke report tokens", description=__doc__)
+    actions = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    create = actions.add_parser("create", help="create a token and print it (shown only this once)")
+    create.add_argument("--role", choices=ROLES, required=True)
+    _add_target(create)
+    create.set_defaults(func=_guarded(_token_create))
+    listing = actions.add_parser("list", help="list tokens (ids, roles, dates; never the tokens)")
+    _add_target(listing)
+    listing.set_defaults(func=_guarded(_token_list))
+    revoke = actions.add_parser("revoke", help="revoke a token by its id")
+    revoke.add_argument("token_id", metavar="ID")
+    _add_target(revoke)
+    revoke.set_defaults(func=_guarded(_token_revoke))
+
+    report = subparsers.add_parser(
+        "report",
+        help="print a report (see docs/reports.md)",
+        description="Print a report as a table (default), JSON or CSV. NAME 'list' lists the reports.",
+    )
+    report.add_argument("name", metavar="NAME", choices=[*REPORTS, "list"], help=", ".join([*REPORTS, "list"]))
+    report.add_argument(
+        "--from", dest="date_from", metavar="YYYY-MM-DD", help="first day (default: 89 days before --to)"
+    )
+    report.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="last day, included (default: today, UTC)")
+    report.add_argument("--interval", choices=INTERVALS, default="week", help="period length (default week)")
+    report.add_argument("--product", help="only this product (default: all)")
+    report.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output (default table)")
+    _add_target(report)
+    report.set_defaults(func=_guarded(_report))
+
+
+def _guarded(command: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(command(args))
+        except _CliError as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return exc.code
+        except (BadRequestError, NotFoundError) as exc:
+            print(f"{PROG}: {exc.path + ': ' if exc.path else ''}{exc.message}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+# -- the two targets ----------------------------------------------------------------------------
+
+
+def _config(args: argparse.Namespace) -> CollectorConfig:
+    return CollectorConfig.from_env(db_path=args.db)
+
+
+def _http(args: argparse.Namespace, method: str, path: str, body: Any = None) -> tuple[bytes, dict[str, str]]:
+    token = args.token or os.environ.get(TOKEN_ENV)
+    if not token:
+        raise _CliError(f"--url needs --token or ${TOKEN_ENV}", 2)
+    url = args.url.rstrip("/") + path
+    if not url.startswith(("http://", "https://")):
+        raise _CliError(f"--url must start with http:// or https://, got {args.url!r}", 2)
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310  # scheme checked
+    try:
+        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:  # noqa: S310  # scheme checked
+            return response.read(), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = exc.reason
+        raise _CliError(f"HTTP {exc.code}: {message}", 2 if exc.code < 500 else 1) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise _CliError(f"cannot reach {args.url}: {reason}", 1) from None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# -- token ----------------------------------------------------------------------------------------
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    if args.url:
+        answer = json.loads(_http(args, "POST", "/v1/tokens", {"role": args.role})[0])
+        token_id, token = answer["token_id"], answer["token"]
+    else:
+        with Store.open(_config(args)) as store:
+            token_id, token = store.write_sync(lambda con: create_token(con, args.role, _now()))
+    print(f"created {args.role} token {token_id}; it is shown only now:", file=sys.stderr)
+    print(token)
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    if args.url:
+        tokens = json.loads(_http(args, "GET", "/v1/tokens")[0])["tokens"]
+    else:
+        with Store.open(_config(args)) as store:
+            tokens = store.write_sync(list_tokens)
+    columns = ("token_id", "role", "created_at", "revoked_at")
+    rows = [{**t, "revoked_at": t["revoked_at"] or "-"} for t in tokens]
+    sys.stdout.write(result_table(columns, rows, f"{len(rows)} token(s)", 0))
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    if args.url:
+        _http(args, "DELETE", "/v1/tokens/" + urllib.parse.quote(args.token_id, safe=""))
+    else:
+        with Store.open(_config(args)) as store:
+            if not store.write_sync(lambda con: revoke_token(con, args.token_id, _now())):
+                raise _CliError(f"no active token with id {args.token_id!r}", 2)
+    print(f"revoked token {args.token_id}", file=sys.stderr)
+    return 0
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+
+def _report(args: argparse.Namespace) -> int:
+    if args.name == "list":
+        for report in REPORTS.values():
+            print(f"{report.name:<16} {report.title}")
+        return 0
+    query = {"from": args.date_from, "to": args.date_to, "interval": args.interval, "product": args.product}
+    query = {k: v for k, v in query.items() if v}
+    if args.url:
+        fmt = "csv" if args.format == "csv" else "json"
+        path = f"/v1/reports/{args.name}?" + urllib.parse.urlencode({**query, "format": fmt})
+        body, headers = _http(args, "GET", path)
+        if fmt == "csv":
+            sys.stdout.write(body.decode())
+            groups, installs = headers.get("Telemetry-Suppressed-Groups"), headers.get("Telemetry-Suppressed-Installs")
+            print(f"suppressed: {groups} group(s), {installs} install-periods", file=sys.stderr)
+            return 0
+        answer: dict[str, Any] = json.loads(body)
+    else:
+        answer = _report_from_db(args)
+    if args.format == "json":
+        print(json.dumps(answer, indent=2))
+    elif args.format == "csv":
+        sys.stdout.write(result_csv(answer["columns"], answer["rows"]))
+        print(answer["suppression"]["note"], file=sys.stderr)
+    else:
+        k = answer["suppression"]["min_group_size"]
+        print(f"{answer['title']}, {answer['interval']}ly, {answer['from']} to {answer['to']}", end="")
+        print(f", product {answer['product']}" if answer["product"] else ", all products")
+        sys.stdout.write(result_table(answer["columns"], answer["rows"], answer["suppression"]["note"], k))
+    return 0
+
+
+def _report_from_db(args: argparse.Namespace) -> dict[str, Any]:
+    config = _config(args)
+    if not config.db_path.exists():
+        raise _CliError(f"database {config.db_path} does not exist", 2)
+    with Store.open(config) as store:
+        today = store.clock().date()
+        params = ReportParams.parse(
+            date_from=args.date_from, date_to=args.date_to, interval=args.interval, product=args.product, today=today
+        )
+        store.write_sync(reports_rollup.refresh)
+
+        async def fetch(sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
+            return store.read_sync(sql, values)
+
+        result = asyncio.run(
+            run_report(
+                args.name,
+                params,
+                fetch=fetch,
+                min_group_size=config.min_group_size,
+                lost_after_days=config.lost_after_days,
+                today=today,
+            )
+        )
+    return result.to_json()

@@ -21,6 +21,10 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _numeric(text: str) -> bool:
+    return text.lstrip("<-").replace(".", "", 1).isdigit()
+
+
 def result_csv(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
     """CSV text: a header line, then one line per row; suppressed values are empty cells."""
     out = io.StringIO()
@@ -41,7 +45,7 @@ def result_table(columns: Sequence[str], rows: Sequence[dict[str, Any]], note: s
     lines = ["  ".join(c.ljust(w) for c, w in zip(shown, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     for line in body:
-        cells = [v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths, strict=True))]
+        cells = [v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(line, widths, strict=True)]
         lines.append("  ".join(cells).rstrip())
     if not body:
         lines.append("(no data in this range)")
