@@ -73,7 +73,8 @@ async def error_middleware(
 def _route_name(request: BaseRequest) -> str:
     # The route template (e.g. /v1/installs/{install_id}), never the raw path or query string:
     # a URL can carry anything a client types, and the log must hold no free text.
-    match_info = getattr(request, "match_info", None)
+    # _match_info, not match_info: the property asserts, and a request aiohttp could not parse has none.
+    match_info = getattr(request, "_match_info", None)
     route = getattr(match_info, "route", None)
     resource = getattr(route, "resource", None)
     return resource.canonical if resource is not None else "<unmatched>"
