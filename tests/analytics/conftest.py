@@ -35,7 +35,7 @@ async def new_token(client: Client, role: str) -> str:
     """Create a token in the running collector's database; return it."""
     store = client.app[STORE]
     _, token = await store.write(lambda con: create_token(con, role, NOW))
-    return token
+    return str(token)
 
 
 @pytest.fixture

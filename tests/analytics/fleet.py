@@ -61,10 +61,7 @@ def make_fleet(seed: int = 7) -> list[Install]:
             if rng.random() < 0.15:  # a missing snapshot (host down, agent stopped)
                 moment += dt.timedelta(hours=6)
                 continue
-            if i < 4:
-                version = "4.1.0"
-            else:
-                version = "4.3.0" if moment >= upgrade_at else "4.2.0"
+            version = "4.1.0" if i < 4 else ("4.3.0" if moment >= upgrade_at else "4.2.0")
             deployments += rng.randrange(0, 20)
             if rng.random() < 0.02:
                 deployments = rng.randrange(0, 5)  # counter reset (reinstall)
@@ -156,6 +153,16 @@ def last_per_period(
             if v is not None:
                 out[period_of(t.date(), interval)][inst.install_id] = v
     return out
+
+
+def metric(key: str, bucket: bool = False) -> Callable[[str, dict[str, Any], Install], Any]:
+    """A ``value`` for :func:`last_per_period`: the metric ``key`` (as its power-of-two bucket if ``bucket``)."""
+
+    def value(version: str, metrics: dict[str, Any], install: Install) -> Any:
+        v = metrics.get(key)
+        return power_bucket(v) if bucket and v is not None else v
+
+    return value
 
 
 def groups_expected(per_period: dict[dt.date, dict[str, Any]], k: int = K) -> dict[dt.date, dict[str, int]]:

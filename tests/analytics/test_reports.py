@@ -96,13 +96,13 @@ async def test_reports_match_python_computation(
     versions = f.last_per_period(loaded, interval, lambda v, m, i: f"{i.product} {v}")
     assert groups(await report(client, analyst, "versions", **q)) == f.groups_expected(versions)
     for name, key in (("os-families", "os.family"), ("os-versions", "os.version")):
-        expected = f.groups_expected(f.last_per_period(loaded, interval, lambda v, m, i, key=key: m.get(key)))
+        expected = f.groups_expected(f.last_per_period(loaded, interval, f.metric(key)))
         assert groups(await report(client, analyst, name, **q)) == expected, name
 
     body = await report(client, analyst, "hardware", **q)
     for dimension, key in (("cpu_cores", "host.cpu.logical_cores"), ("memory_gib", "host.memory.total_gib"),
                            ("disk_total_gib", "host.disk.total_gib"), ("disk_free_gib", "host.disk.free_gib")):  # fmt: skip
-        values = f.last_per_period(loaded, interval, lambda v, m, i, key=key: f.power_bucket(m[key]))
+        values = f.last_per_period(loaded, interval, f.metric(key, bucket=True))
         assert groups(body, dimension) == f.groups_expected(values), dimension
 
     body = await report(client, analyst, "cpu-usage", **q)
@@ -222,8 +222,8 @@ async def test_late_and_out_of_order_batches_give_the_same_reports(
     random.Random(3).shuffle(sends)
     half = len(sends) // 2
     for chunk in (sends[:half], sends[half:]):
-        for _, body in chunk:
-            resp = await client.post("/v1/batches", data=body, headers={"Content-Type": "application/json"})
+        for _, data in chunk:
+            resp = await client.post("/v1/batches", data=data, headers={"Content-Type": "application/json"})
             assert resp.status == 200
         await client.app[STORE].sync()
         await report(client, analyst, "deployments", interval="week")  # folds this chunk into the rollup
