@@ -359,7 +359,11 @@ def run_fleet(sim: Simulation, *, progress: Callable[[FleetResult, int], None] |
         base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
         root, temporary = Path(tempfile.mkdtemp(prefix="telemetry-fleet-", dir=base)), True
 
+    cancel = threading.Event()
+
     def one(plan: InstallPlan) -> None:
+        if cancel.is_set():
+            return
         try:
             _simulate_install(plan, sim, root, end, result)
         except (AgentError, OSError) as exc:
@@ -369,8 +373,14 @@ def run_fleet(sim: Simulation, *, progress: Callable[[FleetResult, int], None] |
             progress(result, len(plans))
 
     try:
-        with ThreadPoolExecutor(max_workers=sim.workers, thread_name_prefix="fleet") as pool:
+        pool = ThreadPoolExecutor(max_workers=sim.workers, thread_name_prefix="fleet")
+        try:
             list(pool.map(one, plans))
+        except KeyboardInterrupt:
+            cancel.set()  # installs already running finish their (short) run; the rest never start
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     finally:
         if temporary:
             shutil.rmtree(root, ignore_errors=True)
@@ -433,7 +443,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # Per-snapshot agent logging would drown the progress line; failures are counted in the totals.
     logging.getLogger("agent").setLevel(logging.ERROR)
-    result = run_fleet(sim, progress=None if args.quiet else _Progress())
+    try:
+        result = run_fleet(sim, progress=None if args.quiet else _Progress())
+    except KeyboardInterrupt:
+        return 130
     if not args.quiet:
         sys.stderr.write("\n")
     if args.json:
