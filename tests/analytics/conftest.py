@@ -6,7 +6,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -67,15 +66,3 @@ async def loaded(client: Client, fleet: list[Install]) -> list[Install]:
     """The fleet, loaded into the collector."""
     await load(client, fleet)
     return fleet
-
-
-def all_tables(db_path: Path) -> dict[str, list[str]]:
-    """Every table of a closed database file and its columns."""
-    with duckdb.connect(str(db_path), read_only=True) as con:
-        rows = con.execute(
-            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'main'"
-        ).fetchall()
-    tables: dict[str, list[str]] = {}
-    for table, column in rows:
-        tables.setdefault(table, []).append(column)
-    return tables

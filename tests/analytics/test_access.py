@@ -1,0 +1,68 @@
+"""Access control: report routes need an analyst or admin token; token routes need admin; ingest needs none."""
+
+from __future__ import annotations
+
+import pytest
+
+from collector.keys import STORE
+from tests.analytics.conftest import Client, new_token
+from tests.analytics.fleet import batches, make_fleet
+
+REPORT_ROUTES = ["/v1/reports", "/v1/reports/active-installs", "/v1/reports/versions?format=csv"]
+
+
+@pytest.mark.parametrize("path", REPORT_ROUTES)
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Bearer", "Bearer nope", "Basic dXNlcjpwYXNz", "Bearer tct_00000000_" + "A" * 43],
+)
+async def test_reports_without_a_valid_token_are_401(client: Client, path: str, authorization: str | None) -> None:
+    """No token, a malformed one, another scheme or an unknown token: 401 with a JSON error and no data."""
+    headers = {} if authorization is None else {"Authorization": authorization}
+    resp = await client.get(path, headers=headers)
+    assert resp.status == 401
+    assert resp.headers["WWW-Authenticate"] == "Bearer"
+    assert (await resp.json())["error"]["code"] == "unauthorized"
+
+
+async def test_ingest_and_dashboard_page_need_no_token(client: Client) -> None:
+    """POST /v1/batches and the static dashboard page are served without any token."""
+    body = next(iter(batches(make_fleet()[0])))
+    resp = await client.post("/v1/batches", data=body, headers={"Content-Type": "application/json"})
+    assert resp.status == 200
+    assert (await client.get("/dashboard")).status == 200
+
+
+async def test_revoked_token_is_401(client: Client) -> None:
+    """A token works until it is revoked, then gets 401."""
+    token = await new_token(client, "analyst")
+    headers = {"Authorization": f"Bearer {token}"}
+    assert (await client.get("/v1/reports", headers=headers)).status == 200
+    admin = {"Authorization": f"Bearer {await new_token(client, 'admin')}"}
+    token_id = token.split("_")[1]
+    resp = await client.delete(f"/v1/tokens/{token_id}", headers=admin)
+    assert resp.status == 200
+    assert (await client.get("/v1/reports", headers=headers)).status == 401
+    assert (await client.delete(f"/v1/tokens/{token_id}", headers=admin)).status == 404
+
+
+async def test_token_routes_need_admin(client: Client) -> None:
+    """Analysts get 403 on token management; admins create, list and revoke, and tokens are stored hashed."""
+    analyst = {"Authorization": f"Bearer {await new_token(client, 'analyst')}"}
+    admin = {"Authorization": f"Bearer {await new_token(client, 'admin')}"}
+    assert (await client.get("/v1/tokens", headers=analyst)).status == 403
+    assert (await client.post("/v1/tokens", json={"role": "admin"}, headers=analyst)).status == 403
+    assert (await client.get("/v1/tokens")).status == 401
+
+    resp = await client.post("/v1/tokens", json={"role": "analyst"}, headers=admin)
+    assert resp.status == 201
+    created = await resp.json()
+    assert (await client.get("/v1/reports", headers={"Authorization": f"Bearer {created['token']}"})).status == 200
+    assert (await client.post("/v1/tokens", json={"role": "root"}, headers=admin)).status == 400
+    assert (await client.post("/v1/tokens", data=b"{", headers=admin)).status == 400
+
+    listing = (await (await client.get("/v1/tokens", headers=admin)).json())["tokens"]
+    assert created["token_id"] in {t["token_id"] for t in listing}
+    assert all(set(t) == {"token_id", "role", "created_at", "revoked_at"} for t in listing)
+    stored = await client.app[STORE].read("SELECT token_sha256 FROM tokens")
+    assert all(created["token"] not in row[0] for row in stored)
