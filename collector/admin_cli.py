@@ -211,13 +211,13 @@ def _report(args: argparse.Namespace) -> int:
 
 def _report_from_db(args: argparse.Namespace) -> dict[str, Any]:
     config = _config(args)
+    today = _now().date()
+    params = ReportParams.parse(
+        date_from=args.date_from, date_to=args.date_to, interval=args.interval, product=args.product, today=today
+    )
     if not config.db_path.exists():
         raise _CliError(f"database {config.db_path} does not exist", 2)
     with Store.open(config) as store:
-        today = store.clock().date()
-        params = ReportParams.parse(
-            date_from=args.date_from, date_to=args.date_to, interval=args.interval, product=args.product, today=today
-        )
         store.write_sync(reports_rollup.refresh)
 
         async def fetch(sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
