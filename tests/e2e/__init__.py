@@ -1,0 +1,1 @@
+"""End-to-end tests: the real agent CLI against a real collector process."""
