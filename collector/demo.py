@@ -194,7 +194,6 @@ def run_demo(
         print(f"Reports from the command line: telemetry-collector report versions --url {url} --token {token}")
         print(f"demo: ready in {time.monotonic() - began:.1f} s", flush=True)
         if stay:
-            print("demo: serving until Ctrl-C", flush=True)
             _wait_for_interrupt()
     return 0
 
@@ -204,6 +203,7 @@ def _wait_for_interrupt() -> None:
     if sys.platform != "win32":
         signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
     with contextlib.suppress(KeyboardInterrupt):
+        print("demo: serving until Ctrl-C", flush=True)
         while not stop.wait(0.5):
             pass
 
