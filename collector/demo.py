@@ -117,9 +117,12 @@ def _wait_listening(proc: subprocess.Popen[bytes], stdout: IO[bytes], log: IO[by
     reader.start()
     reader.join(_START_TIMEOUT_S)
     if not found:
-        proc.poll()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
         log.flush()
-        raise DemoError(f"the collector did not start (exit status {proc.returncode}); see {log.name}")
+        lines = Path(str(log.name)).read_text("utf-8", "replace").strip().splitlines()
+        reason = lines[-1].removeprefix("telemetry-collector: ") if lines else f"exit status {proc.returncode}"
+        raise DemoError(f"the collector did not start: {reason} (log: {log.name})")
     return found[0]
 
 
