@@ -83,7 +83,7 @@ RAW_SQL = {
     "versions": "SELECT period, v, count(*) FROM (SELECT period, install_id, arg_max(product_name || ' ' || product_version, taken_at) v FROM {days} GROUP BY ALL) GROUP BY ALL",
     "os-families": "SELECT period, v, count(*) FROM (SELECT period, install_id, arg_max(os_family, taken_at) v FROM {days} GROUP BY ALL) GROUP BY ALL",
     "os-versions": "SELECT period, v, count(*) FROM (SELECT period, install_id, arg_max(os_version, taken_at) v FROM {days} GROUP BY ALL) GROUP BY ALL",
-    "hardware": "SELECT period, 'c', ceil(log2(c)), count(*) FROM (SELECT period, install_id, arg_max(host_cpu_logical_cores, taken_at) c, arg_max(host_memory_total_gib, taken_at) m, arg_max(host_disk_total_gib, taken_at) d, arg_max(host_disk_free_gib, taken_at) f FROM {days} GROUP BY ALL) GROUP BY ALL UNION ALL SELECT period, 'm', ceil(log2(m)), count(*) FROM (SELECT period, install_id, arg_max(host_memory_total_gib, taken_at) m FROM {days} GROUP BY ALL) GROUP BY ALL",
+    "hardware": "SELECT period, dim, CASE WHEN v <= 1 THEN 1 ELSE pow(2, ceil(log2(v))) END, count(*) FROM (UNPIVOT (SELECT period, install_id, arg_max(host_cpu_logical_cores, taken_at) c, arg_max(host_memory_total_gib, taken_at) m, arg_max(host_disk_total_gib, taken_at) d, arg_max(host_disk_free_gib, taken_at) f FROM {days} GROUP BY ALL) ON c, m, d, f INTO NAME dim VALUE v) GROUP BY ALL",
     "cpu-usage": "SELECT period, count(*), quantile_cont(v, [0.5, 0.9, 0.99]) FROM (SELECT period, install_id, avg(host_cpu_usage_pct) v FROM {days} GROUP BY ALL) GROUP BY 1",
     "projects": "SELECT period, sum(v), quantile_cont(v, [0.5, 0.9, 0.99]) FROM (SELECT period, install_id, arg_max(usage_projects, taken_at) v FROM {days} GROUP BY ALL) GROUP BY 1",
     "deployments": "SELECT period, sum(v), quantile_cont(v, [0.5, 0.9, 0.99]) FROM (SELECT period, install_id, sum(d) v FROM (SELECT CAST(date_trunc('{interval}', taken_at) AS DATE) period, install_id, taken_at, CASE WHEN p IS NULL THEN 0 WHEN usage_deployments >= p THEN usage_deployments - p ELSE usage_deployments END d FROM (SELECT *, lag(usage_deployments) OVER (PARTITION BY install_id ORDER BY taken_at) p FROM snapshots)) WHERE taken_at >= '{start}' AND taken_at < '{stop}' GROUP BY ALL) GROUP BY 1",
@@ -153,6 +153,20 @@ def main() -> int:
             asyncio.run(
                 reports.run_report(name, params, fetch=fetch, min_group_size=5, lost_after_days=30, today=today)
             )
+
+        # The two sides answer the same question: check one report's figures agree before timing.
+        mine_rows = asyncio.run(
+            reports.run_report(
+                "active-installs", params, fetch=fetch, min_group_size=1, lost_after_days=30, today=today
+            )
+        ).rows
+        raw_sql = RAW_SQL["active-installs"].format(
+            days=_RAW_DAYS, interval=args.interval, start=params.date_from, stop=stop
+        )
+        plain_rows = dict(
+            con.execute(raw_sql.format(interval=args.interval, start=params.date_from, stop=stop)).fetchall()
+        )
+        assert {r["period"]: r["installs"] for r in mine_rows if r["installs"]} == plain_rows, "answers differ"
 
         print(f"\n{args.interval} periods from {params.date_from} to {params.date_to}; median of {args.repeat} runs")
         print(f"{'report':<16} {'ours (s)':>9} {'plain SQL (s)':>14} {'ratio':>7}")
