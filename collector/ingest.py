@@ -114,8 +114,11 @@ async def _ingest(request: web.Request) -> Any:
     if declared is not None and declared > config.max_body_bytes:
         raise PayloadTooLargeError(f"the body is over {config.max_body_bytes} bytes")
     try:
-        async with asyncio.timeout(config.read_timeout_s):
-            body = await request.read()
+        if request.content.is_eof():
+            body = await request.read()  # already fully received: no timer needed (the common case)
+        else:
+            async with asyncio.timeout(config.read_timeout_s):
+                body = await request.read()
     except TimeoutError:
         raise RequestTimeoutError(f"the body did not arrive within {config.read_timeout_s} s") from None
     except web.HTTPRequestEntityTooLarge:
