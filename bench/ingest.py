@@ -14,8 +14,8 @@ The machine is shared (2 cores): run it briefly and compare ratios from one run,
 from __future__ import annotations
 
 import argparse
-import functools
 import asyncio
+import functools
 import gzip
 import multiprocessing as mp
 import os
