@@ -35,6 +35,9 @@ class CollectorConfig:
     """Largest batch body accepted, checked after decompression (413 above it). A full 744-snapshot batch is ~250 KiB."""
     read_timeout_s: float = 10.0
     """Time allowed to receive a whole request body; slower clients get 408."""
+    max_inflight_requests: int = 1024
+    """Ingest requests being received or validated at once; beyond it, 503 + Retry-After (bounds memory at
+    about this many times max_body_bytes when many slow clients connect together)."""
     max_pending_batches: int = 50_000
     """Acknowledged batches waiting to be loaded into DuckDB; when full, ingest answers 503 + Retry-After."""
     retry_after_s: int = 5
@@ -59,6 +62,7 @@ class CollectorConfig:
             "port": 0 <= self.port <= 65535,
             "max_body_bytes": 1024 <= self.max_body_bytes <= 64 * 1024 * 1024,
             "read_timeout_s": 0 < self.read_timeout_s <= 3600,
+            "max_inflight_requests": 1 <= self.max_inflight_requests <= 1_000_000,
             "max_pending_batches": self.max_pending_batches >= 1,
             "retry_after_s": 1 <= self.retry_after_s <= 3600,
             "load_interval_s": 0 < self.load_interval_s <= 60,

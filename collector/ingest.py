@@ -23,6 +23,7 @@ from aiohttp import web
 
 from schema import Batch, SchemaError, parse_batch_obj, parse_hour
 
+from .config import CollectorConfig
 from .errors import (
     BadRequestError,
     CollectorError,
@@ -33,6 +34,7 @@ from .errors import (
     UnsupportedMediaError,
 )
 from .keys import CONFIG, MONITOR, STORE
+from .store import Receipt, Store
 
 __all__ = ["check_batch", "gunzip_capped", "post_batch"]
 
@@ -100,7 +102,7 @@ async def post_batch(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(receipt.to_json()), content_type="application/json")
 
 
-async def _ingest(request: web.Request) -> Any:
+async def _ingest(request: web.Request) -> Receipt:
     config = request.app[CONFIG]
     store = request.app[STORE]
     if request.content_type != "application/json":
@@ -110,6 +112,16 @@ async def _ingest(request: web.Request) -> Any:
         raise UnsupportedMediaError("Content-Encoding must be gzip or identity", path="Content-Encoding")
     if store.overloaded():
         raise OverloadedError("too many batches waiting to be stored", retry_after_s=config.retry_after_s)
+    if store.inflight_requests >= config.max_inflight_requests:
+        raise OverloadedError("too many requests in progress", retry_after_s=config.retry_after_s)
+    store.inflight_requests += 1
+    try:
+        return await _receive(request, store, config, gzipped=encoding == "gzip")
+    finally:
+        store.inflight_requests -= 1
+
+
+async def _receive(request: web.Request, store: Store, config: CollectorConfig, *, gzipped: bool) -> Receipt:
     declared = request.content_length
     if declared is not None and declared > config.max_body_bytes:
         raise PayloadTooLargeError(f"the body is over {config.max_body_bytes} bytes")
@@ -123,7 +135,7 @@ async def _ingest(request: web.Request) -> Any:
         raise RequestTimeoutError(f"the body did not arrive within {config.read_timeout_s} s") from None
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLargeError(f"the body is over {config.max_body_bytes} bytes") from None
-    if encoding == "gzip":
+    if gzipped:
         body = gunzip_capped(body, config.max_body_bytes)
     batch, obj = check_batch(body, now=store.clock(), max_future_s=config.max_future_s)
     sha256 = hashlib.sha256(body).hexdigest()

@@ -96,6 +96,8 @@ class Store:
         self._closed_unloaded = 0
         self._loaded_seq = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.inflight_requests = 0
+        """Ingest requests between acceptance of their headers and their answer (counted by the handler)."""
         self.load_failures = 0
         """Segments that could not be loaded and were set aside as ``*.failed`` (``/readyz`` then fails)."""
         self.segments_loaded = 0

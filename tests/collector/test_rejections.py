@@ -152,3 +152,23 @@ async def test_ingest_overload_answers_503_with_retry_after(aiohttp_client: Any,
     assert (await resp.json())["error"]["code"] == "overloaded"
     await client.close()
     assert count_rows(config.db_path) == 2
+
+
+async def test_ingest_too_many_requests_in_progress_get_503(aiohttp_client: Any, tmp_path: Path) -> None:
+    """Past max_inflight_requests slow uploads at once, the next request is answered 503 with Retry-After."""
+    config = CollectorConfig(db_path=tmp_path / "t.duckdb", max_inflight_requests=2, read_timeout_s=5)
+    client = await aiohttp_client(create_app(config))
+    slow = []
+    for _ in range(2):
+        _, writer = await asyncio.open_connection("127.0.0.1", client.port)
+        writer.write(b"POST /v1/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{")  # fmt: skip
+        await writer.drain()
+        slow.append(writer)
+    await asyncio.sleep(0.2)
+    resp = await client.post(BATCHES, data=canonical(batch_obj()), headers=json_headers())
+    assert resp.status == 503
+    assert resp.headers["Retry-After"] == str(config.retry_after_s)
+    for writer in slow:
+        writer.close()
+    await client.close()
