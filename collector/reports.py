@@ -31,6 +31,7 @@ __all__ = [
     "list_products",
     "periods",
     "run_report",
+    "suppress",
 ]
 
 INTERVALS: Final = ("day", "week", "month")
