@@ -1,4 +1,4 @@
-"""``telemetry-collector``: ``serve`` and ``import`` here; ``token`` and ``report`` from :mod:`collector.admin_cli`.
+"""``telemetry-collector``: ``serve`` and ``import`` here; ``token`` and ``report`` from :mod:`collector.admin_cli`, ``demo`` from :mod:`collector.demo`.
 
 Exit codes: 0 success, 1 operational failure (database in use, port taken, disk error), 2 bad usage,
 configuration or input (``import`` exits 2 when any file was rejected, after storing the others).
@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import admin_cli
+from . import admin_cli, demo
 from .app import create_app
 from .config import ENV_PREFIX, CollectorConfig
 from .errors import CollectorError, ConfigError
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(imp)
     imp.set_defaults(func=_import)
     admin_cli.register(sub)
+    demo.register(sub)
     return parser
 
 
