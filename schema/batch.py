@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import orjson
 
-from .catalogue import CATALOGUE, Catalogue
+from .catalogue import CATALOGUE, Catalogue, Entry
 from .errors import SchemaError
 
 __all__ = [
@@ -55,8 +55,6 @@ _HOUR: Final = re.compile(r"(20[0-9]{2})-([01][0-9])-([0-3][0-9])T([0-2][0-9]):0
 # Parsed hours, memoised: a fleet's batches share the same few hundred hour strings.
 _HOUR_CACHE: dict[str, datetime] = {}
 _HOUR_CACHE_MAX: Final = 65536
-_INT_STR: Final = frozenset({int, str})
-_CHECKED_MAX: Final = 65536
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +96,17 @@ class Batch:
             "created_at": self.created_at,
             "snapshots": [{"taken_at": s.taken_at, "metrics": dict(s.metrics)} for s in self.snapshots],
         }
+
+
+def _explain_metrics(catalogue: Mapping[str, Entry], metrics: dict[str, Any], i: int) -> None:
+    """Raise the precise error for a metrics object the fast check refused."""
+    for key, value in metrics.items():
+        entry = catalogue.get(key)
+        if entry is None:
+            name = key if _safe_name(key) else "<unknown>"
+            raise SchemaError(f"snapshots[{i}].metrics.{name}", "unknown_metric", "not in the policy catalogue")
+        entry.check(value, f"snapshots[{i}].metrics.{key}")
+    raise AssertionError("the fast metrics check and Entry.check disagree")  # pragma: no cover
 
 
 def _new_snapshot(taken_at: str, metrics: Mapping[str, int | str]) -> Snapshot:
@@ -208,7 +217,7 @@ def parse_batch_obj(obj: object, *, catalogue: Catalogue = CATALOGUE) -> Batch:
     if len(snapshots) > MAX_SNAPSHOTS:
         raise SchemaError("snapshots", "too_many_snapshots", f"at most {MAX_SNAPSHOTS} snapshots per batch")
     metrics_catalogue = catalogue.metrics
-    checked = catalogue.checked_pairs
+    metrics_ok = catalogue.metrics_ok
     parsed: list[Snapshot] = []
     previous: datetime | None = None
     # The hot path of ingest (~200 values per batch): no path strings are built unless something is wrong.
@@ -230,23 +239,8 @@ def parse_batch_obj(obj: object, *, catalogue: Catalogue = CATALOGUE) -> Batch:
         metrics = raw["metrics"]
         if type(metrics) is not dict:
             raise SchemaError(f"snapshots[{i}].metrics", "wrong_type", "expected an object")
-        # Fast path, all in C: only ints and strings, and (key, value) pairs already checked once.
-        # The type test comes first because True == 1 and 1.0 == 1 would otherwise hit cached pairs.
-        pending = metrics.items()
-        if set(map(type, metrics.values())) <= _INT_STR:
-            pending = pending - checked  # type: ignore[assignment]
-        for key, value in pending:
-            entry = metrics_catalogue.get(key)
-            if entry is None:
-                name = key if _safe_name(key) else "<unknown>"
-                raise SchemaError(f"snapshots[{i}].metrics.{name}", "unknown_metric", "not in the policy catalogue")
-            if not entry.accepts(value):
-                entry.check(value, f"snapshots[{i}].metrics.{key}")
-                raise AssertionError(f"accepts() and check() disagree on {key}")  # pragma: no cover
-            if type(value) is int or type(value) is str:
-                if len(checked) >= _CHECKED_MAX:
-                    checked.clear()
-                checked.add((key, value))
+        if not metrics_ok(metrics):
+            _explain_metrics(metrics_catalogue, metrics, i)
         parsed.append(_new_snapshot(taken_at, metrics))
     return Batch(
         schema_version=version,

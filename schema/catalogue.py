@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Final, Literal
 
+from ._fastcheck import compile_metrics_check
 from .coarsen import RULES
 from .errors import SchemaError
 
@@ -47,11 +48,6 @@ class Entry:
     values: tuple[str, ...] = ()
     pattern: str | None = None
     regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
-    accepts: Callable[[object], bool] = field(default=lambda _: False, compare=False, repr=False)
-    """A fast yes/no form of :meth:`check` for the ingest hot path; :meth:`check` explains a no."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "accepts", _acceptor(self))
 
     @property
     def column(self) -> str:
@@ -81,40 +77,6 @@ class Entry:
                 raise SchemaError(path, "not_allowed", "does not match the permitted pattern")
 
 
-def _acceptor(entry: Entry) -> Callable[[object], bool]:
-    """A predicate equivalent to ``entry.check`` not raising, built once per entry.
-
-    Ingest checks ~200 values per batch, so the common case must be a type test and a comparison,
-    with no path string built; pattern matches are memoised because a fleet repeats a few labels.
-    """
-    if entry.type == "int":
-        lo, hi = entry.min, entry.max
-        assert lo is not None
-        assert hi is not None
-        if entry.coarsening == "round_sig2":
-            return lambda v: type(v) is int and lo <= v <= hi and (v < 100 or RULES["round_sig2"](v) == v)
-        return lambda v: type(v) is int and lo <= v <= hi
-    if entry.type == "enum":
-        values = frozenset(entry.values)
-        return lambda v: type(v) is str and v in values
-    regex = entry.regex
-    assert regex is not None
-    seen: set[str] = set()
-
-    def matches(v: object) -> bool:
-        if type(v) is not str:
-            return False
-        if v in seen:
-            return True
-        if regex.fullmatch(v) is None:
-            return False
-        if len(seen) < 4096:  # bounded: labels are a closed set in practice
-            seen.add(v)
-        return True
-
-    return matches
-
-
 def _json_type(value: object) -> str:
     if value is None:
         return "null"
@@ -139,9 +101,11 @@ class Catalogue:
     clauses: Mapping[str, str]
     header: Mapping[str, Entry]
     metrics: Mapping[str, Entry]
-    checked_pairs: set[tuple[str, int | str]] = field(default_factory=set, compare=False, repr=False)
-    """(key, value) pairs that passed their check: a fleet repeats the same few OS labels, core counts
-    and sizes, so the parser accepts most values with one set operation per snapshot (bounded)."""
+    metrics_ok: Callable[[dict[str, Any]], bool] = field(default=lambda _: False, compare=False, repr=False)
+    """Fast yes/no check of a snapshot's metrics object, generated from ``metrics`` (see ``_fastcheck``)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metrics_ok", compile_metrics_check(self.metrics))
 
     def metric(self, key: str) -> Entry | None:
         """The snapshot metric named ``key``, or ``None`` when it is not permitted."""

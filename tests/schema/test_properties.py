@@ -66,3 +66,28 @@ def test_parser_never_raises_anything_but_schema_error(obj: object) -> None:
     else:  # pragma: no cover - random JSON is never a valid batch
         raise AssertionError("random JSON parsed as a batch")
     assert error.code
+
+
+_any_value = st.one_of(
+    st.integers(-(2**60), 2**60), st.booleans(), st.floats(allow_nan=False), st.none(),
+    st.sampled_from(["linux", "solaris", "Ubuntu 22.04", "Ubuntu 22.04.3", "", "x" * 50]),
+    st.integers(0, 5000), st.lists(st.integers(), max_size=2),
+)  # fmt: skip
+_any_key = st.sampled_from([*CATALOGUE.metrics, "customer_email", "os", "usage"])
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.dictionaries(_any_key, _any_value, max_size=10))
+def test_fast_metrics_check_agrees_with_entry_check(metrics: dict[str, object]) -> None:
+    """The generated hot-path check says yes exactly when every key is permitted and Entry.check passes."""
+    try:
+        for key, value in metrics.items():
+            entry = CATALOGUE.metric(key)
+            if entry is None:
+                raise schema.SchemaError(key, "unknown_metric", "")
+            entry.check(value, key)
+    except schema.SchemaError:
+        expected = False
+    else:
+        expected = True
+    assert CATALOGUE.metrics_ok(metrics) is expected
