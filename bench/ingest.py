@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import functools
 import gzip
 import multiprocessing as mp
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -38,18 +40,37 @@ sys.path.insert(0, str(ROOT))
 
 from collector.loader import load_segment, migrate  # noqa: E402
 from collector.spool import segment_name  # noqa: E402
-from schema import encode_batch, parse_batch  # noqa: E402
+from schema import encode_batch, parse_batch, round_sig2  # noqa: E402
 
 TEMPLATE = (ROOT / "tests/data/v1/valid/full-day.json").read_bytes()
 BATCH_ID = orjson.loads(TEMPLATE)["batch_id"]
 
 
-def make_bodies(n: int) -> list[bytes]:
-    """``n`` canonical full-day batches (24 snapshots) with unique batch ids, gzip'd as the agent sends them."""
-    canonical = encode_batch(parse_batch(TEMPLATE))
+def make_bodies(n: int, seed: int = 0) -> list[bytes]:
+    """``n`` canonical full-day batches (24 snapshots), gzip'd as the agent sends them.
+
+    Each has its own batch id and install id, and install-specific values (hardware from a realistic
+    mix, project and deployment counts, CPU usage), so the collector's checks see fleet-like variety.
+    """
+    rng = random.Random(seed)
+    template = orjson.loads(TEMPLATE)
     out = []
     for _ in range(n):
-        body = canonical.replace(BATCH_ID.encode(), str(uuid.uuid4()).encode())
+        obj = copy.deepcopy(template)
+        obj["batch_id"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        obj["install_id"] = str(uuid.UUID(int=rng.getrandbits(128)))
+        cores, memory = rng.choice([(2, 4), (4, 8), (4, 16), (8, 16), (8, 32), (16, 64), (32, 128)])
+        disk = round_sig2(rng.choice([100, 250, 500, 1000, 2000]) * rng.uniform(0.9, 1.1))
+        projects, deployments = rng.randint(1, 400), rng.randint(0, 200_000)
+        for snap in obj["snapshots"]:
+            deployments += rng.randint(0, 40)
+            snap["metrics"].update({
+                "host.cpu.logical_cores": cores, "host.memory.total_gib": memory, "host.disk.total_gib": disk,
+                "host.disk.free_gib": round_sig2(disk * rng.uniform(0.1, 0.9)),
+                "host.cpu.usage_pct": rng.randint(0, 100), "usage.projects": projects,
+                "usage.deployments": deployments,
+            })  # fmt: skip
+        body = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)  # the canonical encoding
         out.append(gzip.compress(body, compresslevel=1))
     return out
 
@@ -148,12 +169,27 @@ class _RawConnection(asyncio.Protocol):
         self._send()
 
     def _send(self) -> None:
+        rate = self._state["rate"]
+        if not rate:
+            self._fire(time.perf_counter())
+            return
+        # Paced (open-loop) load: each request has a slot on a fixed schedule, and its latency counts from
+        # that slot, so time spent waiting for a free connection is not hidden (no coordinated omission).
+        slot = self._state["next_slot"]
+        self._state["next_slot"] = slot + 1.0 / rate
+        delay = slot - time.perf_counter()
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self._fire, slot)
+        else:
+            self._fire(slot)
+
+    def _fire(self, t0: float) -> None:
         assert self._transport is not None
         if time.perf_counter() >= self._state["deadline"]:
             self._transport.close()
             return
         body = next(self._feed)
-        self._t0 = time.perf_counter()
+        self._t0 = t0
         self._transport.write(self._head % len(body) + body)
 
     def data_received(self, data: bytes) -> None:
@@ -177,11 +213,13 @@ class _RawConnection(asyncio.Protocol):
             self._done.set_result(None)
 
 
-async def _generate_raw(url: str, bodies: list[bytes], connections: int, seconds: float) -> dict[str, Any]:
+async def _generate_raw(
+    url: str, bodies: list[bytes], connections: int, seconds: float, rate: float = 0.0
+) -> dict[str, Any]:
     host, port = url.removeprefix("http://").split(":")
     loop = asyncio.get_running_loop()
     feed = iter(bodies)
-    state: dict[str, Any] = {"latencies": [], "statuses": {}, "deadline": float("inf")}
+    state: dict[str, Any] = {"latencies": [], "statuses": {}, "deadline": float("inf"), "rate": rate}
     dones: list[asyncio.Future[None]] = [loop.create_future() for _ in range(connections)]
     protocols: list[_RawConnection] = []
     for done in dones:
@@ -190,22 +228,30 @@ async def _generate_raw(url: str, bodies: list[bytes], connections: int, seconds
         protocols.append(protocol)
     start = time.perf_counter()
     state["deadline"] = start + seconds
+    state["next_slot"] = start
     for protocol in protocols:
         protocol.start()
     await asyncio.gather(*dones)
     return {"elapsed_s": time.perf_counter() - start, "latencies": state["latencies"], "statuses": state["statuses"]}
 
 
-def _generator_main(url: str, n_bodies: int, connections: int, seconds: float, client: str, out: Any) -> None:
-    bodies = make_bodies(n_bodies)
-    generate = _generate_raw if client == "raw" else _generate
-    out.send(asyncio.run(generate(url, bodies, connections, seconds)))
+def _generator_main(
+    url: str, n_bodies: int, connections: int, seconds: float, client: str, rate: float, out: Any
+) -> None:
+    bodies = make_bodies(n_bodies, seed=os.getpid())
+    if client == "raw":
+        out.send(asyncio.run(_generate_raw(url, bodies, connections, seconds, rate)))
+    else:
+        out.send(asyncio.run(_generate(url, bodies, connections, seconds)))
 
 
-def run_load(url: str, *, n_bodies: int, connections: int, seconds: float, client: str = "raw") -> dict[str, Any]:
+def run_load(
+    url: str, *, n_bodies: int, connections: int, seconds: float, client: str = "raw", rate: float = 0.0
+) -> dict[str, Any]:
+    """Run the load generator in its own process; ``rate`` > 0 paces it (requests/s), else back to back."""
     parent, child = mp.Pipe()
     proc = mp.get_context("spawn").Process(
-        target=_generator_main, args=(url, n_bodies, connections, seconds, client, child)
+        target=_generator_main, args=(url, n_bodies, connections, seconds, client, rate, child)
     )
     proc.start()
     result: dict[str, Any] = parent.recv()
@@ -267,14 +313,24 @@ def write_doc(table: str, command: str) -> None:
         f"- Load average when the run ended: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min) on\n"
         "  2 cores; other work was running, so absolute figures are several times below an idle machine's\n"
         "  (docs of the ceilings: ~34k requests/s bare, ~10k with validation, on an idle core).\n\n"
-        "Where the time goes (py-spy of the collector during this benchmark): the event loop thread is busy\n"
-        "throughout; about 45% of its samples are the batch check (`schema.parse_batch_obj`, 24 snapshots with\n"
-        "every value checked against the catalogue) plus gunzip, about 20% aiohttp's own request and response\n"
-        "handling (socket writes), and the rest our dedup, spool line encoding and group-commit bookkeeping. The\n"
-        "writer thread's bulk loads run in DuckDB without the GIL. fsync groups average ~13 batches at 64\n"
-        "connections (median fdatasync 1.5 ms). The p99 target (< 50 ms) is not met on this shared machine:\n"
-        "the tail comes from CPU contention (the loader's DuckDB threads and other processes take the event\n"
-        "loop's core); p50 is the queueing delay of 64 connections at this throughput.\n"
+        "Where the time goes (py-spy of the collector under this load): the event loop thread is the bottleneck.\n"
+        "About a third of its samples are the batch check (orjson decode plus `schema.parse_batch_obj`, whose\n"
+        "metrics check is generated from the catalogue: ~70 us for 24 varied snapshots, down from ~150 us for a\n"
+        "generic per-value check) and gunzip; about a quarter is aiohttp's own request and response handling;\n"
+        "the rest is dedup, the spool line and group-commit bookkeeping. The writer thread's bulk loads run\n"
+        "inside DuckDB without the GIL (a Python thread beside a 72k-row load saw at most an 8 ms gap), and fsync\n"
+        "is cheap here (p99 0.3 ms), so neither is the limit.\n\n"
+        "**Targets.** Saturated ingest is 0.2-0.37x the bare handler across runs on this machine (target 0.25x):\n"
+        "the ratio swings with what else holds the two cores. The p99 target (< 50 ms at 0.25x the bare rate)\n"
+        "is **not met**: at that pace p50 is 2-15 ms but p99 is 55-240 ms across runs (the offered rate is close to the\n"
+        "collector's own saturated rate here, so queueing adds to the pauses). A latency trace shows the tail as a\n"
+        "few 40-75 ms pauses per run in which no request is answered; they remain with Python's GC disabled and\n"
+        "with loads spaced 30 s apart, and a bare handler under the same paced generator keeps p99 at 1.6 ms.\n"
+        "They coincide with CPU contention on two cores between the event loop, DuckDB's worker threads\n"
+        "(bulk loads, the report rollup refresh) and the generator; `SET threads=1` plus a lower CPU priority\n"
+        "for the writer thread halved the tail in one trial, at the cost of slower reports, so it is not the\n"
+        "default. Taking the HTTP work across cores (several accepting processes, one of them owning DuckDB)\n"
+        "is the next step.\n"
     )
     pattern = re.compile(r"## Ingest\n.*?(?=\n## |\Z)", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
@@ -292,16 +348,6 @@ def main() -> int:
     n_bodies = max(20_000, int(args.seconds * 12_000))  # unique ids for everything sent
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
-        proc, url = start_collector(tmp / "t.duckdb")
-        try:
-            col = run_load(url, n_bodies=n_bodies, connections=args.connections, seconds=args.seconds,
-                           client=args.client)  # fmt: skip
-        finally:
-            proc.terminate()
-            proc.wait(timeout=120)
-        con = duckdb.connect(str(tmp / "t.duckdb"), read_only=True)
-        stored = con.execute("SELECT count(DISTINCT batch_id), count(*) FROM batches").fetchone() or (0, 0)
-        con.close()
         port = _free_port()
         bare_proc = mp.get_context("spawn").Process(target=_bare_server, args=(port,))
         bare_proc.start()
@@ -312,29 +358,56 @@ def main() -> int:
         finally:
             bare_proc.terminate()
             bare_proc.join()
+        # The target load: a quarter of what the bare handler answered in this run, offered at a steady pace.
+        target_rate = 0.25 * bare["req_s"] if args.client == "raw" else 0.0
+        proc, url = start_collector(tmp / "t.duckdb")
+        try:
+            paced = None
+            if target_rate:
+                # Paced first, on a fresh collector: after a saturated run the loader and the report rollup
+                # are still catching up, which would be measured as latency here.
+                paced = run_load(url, n_bodies=n_bodies, connections=args.connections,
+                                 seconds=args.seconds, client=args.client, rate=target_rate)  # fmt: skip
+            col = run_load(url, n_bodies=n_bodies, connections=args.connections, seconds=args.seconds,
+                           client=args.client)  # fmt: skip
+        finally:
+            proc.terminate()
+            proc.wait(timeout=120)
+        con = duckdb.connect(str(tmp / "t.duckdb"), read_only=True)
+        stored = con.execute("SELECT count(DISTINCT batch_id), count(*) FROM batches").fetchone() or (0, 0)
+        con.close()
         bulk = duckdb_bulk(tmp, batches=20_000)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     snaps_s = col["req_s"] * 24
     rows = [
-        ("collector (ack after fsync)", f"{col['req_s']:,.0f}", f"{snaps_s:,.0f}", f"{col['p50_ms']:.1f}",
+        ("collector, saturated (ack after fsync)", f"{col['req_s']:,.0f}", f"{snaps_s:,.0f}", f"{col['p50_ms']:.1f}",
          f"{col['p99_ms']:.1f}"),
-        ("bare aiohttp read + 204", f"{bare['req_s']:,.0f}", f"{bare['req_s'] * 24:,.0f}", f"{bare['p50_ms']:.1f}",
-         f"{bare['p99_ms']:.1f}"),
+    ]  # fmt: skip
+    if paced is not None:
+        rows.append((f"collector, paced at 0.25x bare ({target_rate:,.0f}/s offered)", f"{paced['req_s']:,.0f}",
+                     f"{paced['req_s'] * 24:,.0f}", f"{paced['p50_ms']:.1f}", f"{paced['p99_ms']:.1f}"))  # fmt: skip
+    rows += [
+        ("bare aiohttp read + 204, saturated", f"{bare['req_s']:,.0f}", f"{bare['req_s'] * 24:,.0f}",
+         f"{bare['p50_ms']:.1f}", f"{bare['p99_ms']:.1f}"),
         ("DuckDB bulk load, 1 txn", f"{bulk['batches_s']:,.0f}", f"{bulk['rows_s']:,.0f}", "", ""),
     ]  # fmt: skip
     header = ("", "batches/s", "snapshots/s", "p50 ms", "p99 ms")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines.append("")
-    lines.append(f"- collector / bare aiohttp (requests/s): **{col['req_s'] / bare['req_s']:.2f}x**")
+    lines.append(f"- collector / bare aiohttp (requests/s, both saturated): **{col['req_s'] / bare['req_s']:.2f}x**")
     lines.append(f"- collector / DuckDB bulk (snapshots/s): **{snaps_s / bulk['rows_s']:.2f}x**")
+    if paced is not None:
+        lines.append(f"- at 0.25x the bare handler's rate the collector's p99 latency is **{paced['p99_ms']:.1f} ms** "
+                     f"(latency counted from each request's scheduled send time)")  # fmt: skip
+    acked = col["ok"] + (paced["ok"] if paced is not None else 0)
     lines.append(f"- {args.connections} connections, {args.seconds:g} s per HTTP run; collector statuses "
-                 f"{col['statuses']}; stored {stored[0]:,} distinct batches in {stored[1]:,} rows (acknowledged "
-                 f"{col['ok']:,}).")  # fmt: skip
+                 f"{col['statuses']}{'' if paced is None else ' / ' + str(paced['statuses'])}; stored {stored[0]:,} "
+                 f"distinct batches in {stored[1]:,} rows (acknowledged {acked:,}).")  # fmt: skip
     table = "\n".join(lines)
     print(table)
-    if stored[0] != stored[1] or stored[0] < col["ok"]:
+    if stored[0] != stored[1] or stored[0] < acked:
         print("ERROR: stored batches do not match acknowledged ones", file=sys.stderr)
         return 1
     if not args.no_write:
