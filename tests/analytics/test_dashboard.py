@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -26,7 +27,11 @@ ARGS = [
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     """Debian's Chromium driven by Playwright (installed by .ci/run)."""
-    assert shutil.which(CHROMIUM), "chromium is installed by .ci/run (apt-get install chromium)"
+    if not shutil.which(CHROMIUM):
+        # CI (.ci/run) installs Debian's chromium and must run this test; a newcomer's laptop may lack it.
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/run installs it (apt-get install chromium)")
+        pytest.skip("no /usr/bin/chromium here (apt-get install chromium to run the dashboard test)")
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield browser
