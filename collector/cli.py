@@ -69,11 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace) -> CollectorConfig:
     # Flags are applied as if they were the env vars, so both go through the same conversion and checks.
     environ = dict(os.environ)
+    flags: dict[str, str] = {}
     for field in dataclasses.fields(CollectorConfig):
         value = getattr(args, field.name, None)
         if value is not None:
-            environ[ENV_PREFIX + field.name.upper()] = str(value)
-    return CollectorConfig.from_env(environ)
+            env = ENV_PREFIX + field.name.upper()
+            environ[env] = str(value)
+            flags[env] = "--" + field.name.replace("_", "-")
+    try:
+        return CollectorConfig.from_env(environ)
+    except ConfigError as exc:
+        if exc.path in flags:  # name what the user typed, not the variable it was routed through
+            raise ConfigError(exc.message.replace(exc.path, flags[exc.path], 1), path=flags[exc.path]) from None
+        raise
 
 
 def _serve(args: argparse.Namespace) -> int:
