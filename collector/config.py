@@ -38,6 +38,8 @@ class CollectorConfig:
     max_inflight_requests: int = 1024
     """Ingest requests being received or validated at once; beyond it, 503 + Retry-After (bounds memory at
     about this many times max_body_bytes when many slow clients connect together)."""
+    writer_threads: int = 1
+    """DuckDB threads while the writer loads the spool or refreshes rollups (0 = all); keeps a core for the event loop."""
     max_pending_batches: int = 50_000
     """Acknowledged batches waiting to be loaded into DuckDB; when full, ingest answers 503 + Retry-After."""
     retry_after_s: int = 5
@@ -63,6 +65,7 @@ class CollectorConfig:
             "max_body_bytes": 1024 <= self.max_body_bytes <= 64 * 1024 * 1024,
             "read_timeout_s": 0 < self.read_timeout_s <= 3600,
             "max_inflight_requests": 1 <= self.max_inflight_requests <= 1_000_000,
+            "writer_threads": 0 <= self.writer_threads <= 1024,
             "max_pending_batches": self.max_pending_batches >= 1,
             "retry_after_s": 1 <= self.retry_after_s <= 3600,
             "load_interval_s": 0 < self.load_interval_s <= 60,
