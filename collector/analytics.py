@@ -10,10 +10,7 @@ Routes (every one described in :data:`OPENAPI_PATHS`):
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import orjson
@@ -23,6 +20,7 @@ from . import reports_rollup
 from .dashboard import dashboard_asset, dashboard_page
 from .errors import BadRequestError, NotFoundError
 from .installs import delete_install, get_install
+from .jobs import periodic
 from .keys import CONFIG, STORE
 from .reports import INTERVALS, REPORTS, ReportParams, list_products, run_report
 from .reports_openapi import OPENAPI_PATHS
@@ -130,22 +128,11 @@ async def _delete_token(request: web.Request) -> web.Response:
     return _json({"token_id": token_id, "revoked": True})
 
 
-async def _refresh_loop(app: web.Application) -> None:
-    store = app[STORE]
-    while True:
-        try:
-            await store.write(reports_rollup.refresh)
-        except Exception:  # a failed refresh is retried by the next pass or the next request
-            log.exception("report rollup refresh failed")
-        await asyncio.sleep(_REFRESH_INTERVAL_S)
+async def _refresh(app: web.Application) -> None:
+    await app[STORE].write(reports_rollup.refresh)
 
 
-async def _refresh_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_refresh_loop(app), name="collector-report-refresh")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+_refresh_ctx = periodic("report-refresh", _refresh, lambda _app: _REFRESH_INTERVAL_S)
 
 
 def setup(app: web.Application) -> None:

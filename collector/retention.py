@@ -6,17 +6,15 @@ and then every ``retention_interval_s``, in the writer thread like every other w
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import functools
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 from . import reports_rollup
+from .jobs import periodic
 from .keys import CONFIG, STORE
 
 __all__ = ["cutoff_day", "purge", "retention_ctx"]
@@ -40,25 +38,14 @@ def purge(con: Any, cutoff: dt.date) -> tuple[list[str], int]:
     return ids, int(row[0]) if row else 0
 
 
-async def _run(app: web.Application) -> None:
+async def _pass(app: web.Application) -> None:
     store, config = app[STORE], app[CONFIG]
-    while True:
-        cutoff = cutoff_day(store.clock(), config.retention_days)
-        try:
-            ids, snapshots = await store.write(functools.partial(purge, cutoff=cutoff))
-        except Exception:  # a failed pass must not end the schedule; the next one retries
-            log.exception("retention pass failed")
-        else:
-            store.forget_batch_ids(ids)
-            if ids or snapshots:
-                log.info("retention: deleted %d batches and %d snapshots before %s", len(ids), snapshots, cutoff)
-        await asyncio.sleep(config.retention_interval_s)
+    cutoff = cutoff_day(store.clock(), config.retention_days)
+    ids, snapshots = await store.write(functools.partial(purge, cutoff=cutoff))
+    store.forget_batch_ids(ids)
+    if ids or snapshots:
+        log.info("retention: deleted %d batches and %d snapshots before %s", len(ids), snapshots, cutoff)
 
 
-async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
-    """``cleanup_ctx`` generator running the retention schedule while the app is up."""
-    task = asyncio.create_task(_run(app), name="collector-retention")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+retention_ctx = periodic("retention", _pass, lambda app: app[CONFIG].retention_interval_s)
+"""``cleanup_ctx`` generator running the retention schedule while the app is up."""
