@@ -24,6 +24,15 @@ from .engine import Engine
 from .errors import AgentError, ConfigError, SendError, StateError, StateLockedError
 from .render import render_collect, render_history, render_preview, render_send, render_status
 
+# How each error reaches the admin: label and exit code; the first matching class wins (2 = fix the
+# config or state, 1 = an operational failure worth retrying).
+_EXIT: dict[type[AgentError], tuple[str, int]] = {
+    ConfigError: ("config error", 2),
+    StateError: ("state error", 2),
+    StateLockedError: ("error", 1),
+    SendError: ("error", 1),
+}
+
 __all__ = ["main"]
 
 
@@ -187,20 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(getattr(args, "config", None))
         engine = Engine(config)
         return _dispatch(args, engine)
-    except ConfigError as exc:
-        print(f"telemetry-agent: config error: {exc}", file=sys.stderr)
-        return 2
-    except StateError as exc:
-        print(f"telemetry-agent: state error: {exc}", file=sys.stderr)
-        return 2
-    except StateLockedError as exc:
-        print(f"telemetry-agent: error: {exc}", file=sys.stderr)
-        return 1
-    except SendError as exc:
-        print(f"telemetry-agent: error: {exc}", file=sys.stderr)
-        return 1
     except AgentError as exc:
-        print(f"telemetry-agent: error: {exc}", file=sys.stderr)
-        return 2
+        label, code = next((v for cls, v in _EXIT.items() if isinstance(exc, cls)), ("error", 2))
+        print(f"telemetry-agent: {label}: {exc}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         return 130

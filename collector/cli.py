@@ -22,7 +22,7 @@ from aiohttp import web
 from . import admin_cli, demo
 from .app import create_app
 from .config import ENV_PREFIX, CollectorConfig
-from .errors import CollectorError, ConfigError
+from .errors import CollectorError, ConfigError, InUseError
 from .offline import import_files
 
 __all__ = ["build_parser", "main"]
@@ -135,10 +135,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(func(args))
+    except InUseError as exc:
+        print(f"{PROG}: {exc.message}", file=sys.stderr)
+        return 1
     except ConfigError as exc:
         print(f"{PROG}: {exc.message}", file=sys.stderr)
-        # A database held by another collector is an operational failure, not a bad setting.
-        return 1 if "in use" in exc.message else 2
+        return 2
     except CollectorError as exc:
         print(f"{PROG}: {exc.message}", file=sys.stderr)
         return 1

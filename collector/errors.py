@@ -15,6 +15,7 @@ Handlers only raise; one middleware (in ``app.py``) renders every error as
     ├── InvalidBatchError (422 + SchemaError.code)  the batch breaks the policy or format
     ├── OverloadedError (503 overloaded, Retry-After)
     └── ConfigError (also ValueError)           a bad setting; the CLI exits 2 with its message
+        └── InUseError                          the database or spool is held by another process (exit 1)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "CollectorError",
     "ConfigError",
     "ConflictError",
+    "InUseError",
     "ForbiddenError",
     "InvalidBatchError",
     "NotFoundError",
@@ -123,3 +125,7 @@ class ConfigError(CollectorError, ValueError):
     """A setting is invalid; ``path`` names it (e.g. ``port`` or ``TELEMETRY_COLLECTOR_PORT``)."""
 
     status, code = 500, "bad_config"
+
+
+class InUseError(ConfigError):
+    """The database file or spool directory is held by another process: an operational failure, not a bad setting."""

@@ -97,12 +97,12 @@ def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-_CACHE: dict[tuple[int, str], str] = {}
+_CACHE: dict[tuple[tuple[tuple[str, str, int | None], ...], str], str] = {}
 
 
 def _cached(kind: str, catalogue: Catalogue, build: Any) -> str:
-    # Catalogue holds dicts, so it is not hashable; the SQL text only depends on its identity.
-    key = (id(catalogue), kind)
+    # The SQL text depends only on the metrics' keys and types (Catalogue holds dicts: not hashable).
+    key = (tuple((e.key, e.type, e.max) for e in catalogue.metrics.values()), kind)
     text = _CACHE.get(key)
     if text is None:
         text = _CACHE[key] = build(catalogue)

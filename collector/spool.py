@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from .errors import ConfigError
+from .errors import ConfigError, InUseError
 
 __all__ = [
     "SEGMENT_SUFFIX",
@@ -114,7 +114,7 @@ class SpoolLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise ConfigError(
+            raise InUseError(
                 f"spool directory {self.spool_dir} is in use by another process", path="spool_dir"
             ) from None
         self._fd = fd

@@ -31,7 +31,7 @@ from schema import Batch, format_hour, parse_hour
 
 from .config import CollectorConfig
 from .dedup import DedupIndex
-from .errors import CollectorError, ConfigError, ConflictError, OverloadedError
+from .errors import CollectorError, ConfigError, ConflictError, InUseError, OverloadedError
 from .loader import last_loaded_name, load_segment, loaded_segment_names, migrate
 from .spool import SpoolLock, SpoolWriter, fsync_dir, list_segments, segment_name, segment_seq, truncate_torn_tail
 
@@ -111,7 +111,7 @@ class Store:
     def open(cls, config: CollectorConfig, *, clock: Callable[[], datetime] = _utcnow) -> Iterator[Store]:
         """Open synchronously for CLI use without a server (``import``, ``token``, ``report --db``).
 
-        Raises :class:`ConfigError` ("database ... is in use by another process") when a running
+        Raises :class:`InUseError` ("database ... is in use by another process") when a running
         collector holds the file. Any spool left by a crash is loaded first.
         """
         store = cls(config, clock=clock)
@@ -128,7 +128,7 @@ class Store:
             self._con = duckdb.connect(str(path))
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
-                raise ConfigError(f"database {path} is in use by another process", path="db_path") from None
+                raise InUseError(f"database {path} is in use by another process", path="db_path") from None
             raise ConfigError(f"database {path}: cannot open ({str(exc).splitlines()[0]})", path="db_path") from None
         except duckdb.Error as exc:
             raise ConfigError(f"database {path}: cannot open ({str(exc).splitlines()[0]})", path="db_path") from None

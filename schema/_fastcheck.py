@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .coarsen import round_sig2
+
 if TYPE_CHECKING:
     from .catalogue import Entry
 
@@ -47,8 +49,7 @@ def compile_metrics_check(metrics: Mapping[str, Entry]) -> Callable[[dict[str, A
 
 
 def _sig2_ok(value: int) -> bool:
-    scale: int = 10 ** (len(str(value)) - 2)
-    return value % scale == 0
+    return round_sig2(value) == value
 
 
 def _memo_match(regex: re.Pattern[str]) -> Callable[[str], bool]:
