@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .coarsen import round_sig2
+from .coarsen import is_sig2
 
 if TYPE_CHECKING:
     from .catalogue import Entry
@@ -32,8 +32,8 @@ def compile_metrics_check(metrics: Mapping[str, Entry]) -> Callable[[dict[str, A
         if entry.type == "int":
             test = f"type(v) is _int and {entry.min!r} <= v <= {entry.max!r}"
             if entry.coarsening == "round_sig2":
-                env[f"_sig2_{i}"] = _sig2_ok
-                test += f" and (v < 100 or _sig2_{i}(v))"
+                env["_is_sig2"] = is_sig2
+                test += " and (v < 100 or _is_sig2(v))"
         elif entry.type == "enum":
             env[f"_values_{i}"] = frozenset(entry.values)
             test = f"type(v) is _str and v in _values_{i}"
@@ -46,10 +46,6 @@ def compile_metrics_check(metrics: Mapping[str, Entry]) -> Callable[[dict[str, A
     exec(compile("\n".join(lines), "<schema metrics check>", "exec"), env)  # noqa: S102 - source built from the catalogue only
     check: Callable[[dict[str, Any]], bool] = env["ok"]
     return check
-
-
-def _sig2_ok(value: int) -> bool:
-    return round_sig2(value) == value
 
 
 def _memo_match(regex: re.Pattern[str]) -> Callable[[str], bool]:

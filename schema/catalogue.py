@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Any, Final, Literal
 
 from ._fastcheck import compile_metrics_check
-from .coarsen import RULES, is_coarse
+from .coarsen import RULES, is_sig2
 from .errors import SchemaError
 
 __all__ = ["CATALOGUE", "Catalogue", "Entry", "load_catalogue"]
@@ -63,7 +63,7 @@ class Entry:
             assert self.max is not None
             if not self.min <= value <= self.max:
                 raise SchemaError(path, "out_of_bounds", f"{value} is outside [{self.min}, {self.max}]")
-            if self.coarsening == "round_sig2" and not is_coarse("round_sig2", value):
+            if self.coarsening == "round_sig2" and not is_sig2(value):
                 raise SchemaError(path, "not_coarsened", f"{value} is not rounded to two significant digits")
         elif type(value) is not str:
             raise SchemaError(path, "wrong_type", f"expected a string, got {_json_type(value)}")

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["RULES", "coarsen", "is_coarse", "round_sig2"]
+__all__ = ["RULES", "coarsen", "is_coarse", "is_sig2", "round_sig2"]
 
 
 def _exact(value: object) -> object:
@@ -34,6 +34,15 @@ def round_sig2(value: float) -> int:
         return n
     scale: int = 10 ** (len(str(n)) - 2)
     return ((n + scale // 2) // scale) * scale
+
+
+def is_sig2(value: int) -> bool:
+    """Whether a non-negative integer already has at most two significant digits (the hot-path form of
+    ``round_sig2(value) == value``: one modulo instead of a rounding)."""
+    if value < 100:
+        return True
+    scale: int = 10 ** (len(str(value)) - 2)
+    return value % scale == 0
 
 
 def _round_sig2(value: object) -> object:
