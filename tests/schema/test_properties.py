@@ -97,7 +97,6 @@ def test_fast_metrics_check_agrees_with_entry_check(metrics: dict[str, object]) 
 @given(st.integers(0, 10**12))
 def test_is_sig2_is_round_sig2_fixed_point(value: int) -> None:
     """The hot-path coarseness test agrees with the coarsening rule itself."""
-    assert schema.coarsen("round_sig2", value) == value or not schema.is_coarse("round_sig2", value)
     from schema.coarsen import is_sig2
 
     assert is_sig2(value) is (schema.round_sig2(value) == value)
