@@ -26,11 +26,14 @@ from schema import CATALOGUE
 
 from .errors import ConfigError
 
-__all__ = ["CONSENT_MODES", "ENV_CONFIG", "AgentConfig", "env_name", "load_config", "toml_key"]
+__all__ = ["CONSENT_MODES", "ENV_CONFIG", "MAX_ENDPOINTS", "AgentConfig", "Endpoint", "env_name", "load_config",
+           "toml_key"]  # fmt: skip
 
 ENV_CONFIG: Final = "TELEMETRY_AGENT_CONFIG"
 """Path of the TOML config file when ``--config`` is not given."""
 CONSENT_MODES: Final = ("off", "review", "auto")
+MAX_ENDPOINTS: Final = 8
+"""Most collector URLs ``endpoint`` may list: a retry round tries each once, so this bounds one round's cost."""
 _TABLES: Final = ("product", "usage")
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
@@ -45,10 +48,29 @@ def _default_state_dir() -> Path:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """One collector base URL of ``endpoint``, as configured, with the names the agent knows it by."""
+
+    url: str
+    """The URL as configured (requests go to it without its trailing slash, plus ``/v1/...``)."""
+    key: str
+    """Which collector this is: scheme, host, port (the default one spelled out) and path, never user info.
+    Two entries with the same key are duplicates; the stored endpoint choice is this key."""
+    label: str
+    """Host, and port when the URL gives one: what history and messages show (never user info)."""
+
+    @property
+    def base(self) -> str:
+        """The URL to which API paths such as ``/v1/batches`` are appended."""
+        return self.url.rstrip("/")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AgentConfig:
     """Everything the agent may be told; validated on construction (raises :class:`ConfigError`)."""
 
-    endpoint: str | None = None
+    endpoint: str | tuple[str, ...] | None = None
+    """The collector's base URL, or up to :data:`MAX_ENDPOINTS` of them tried in order (failover)."""
     consent: str = "off"
     disabled: bool = False
     state_dir: Path = field(default_factory=_default_state_dir)
@@ -76,8 +98,10 @@ class AgentConfig:
     def __post_init__(self) -> None:
         if self.consent not in CONSENT_MODES:
             raise ConfigError("consent", "must be off, review or auto")
-        if self.endpoint is not None:
-            _check_url("endpoint", self.endpoint, loopback_only=False)
+        given: object = self.endpoint  # typed as a tuple, but a Python caller may well pass a list
+        if isinstance(given, list):
+            object.__setattr__(self, "endpoint", tuple(given))  # keeps the config immutable and hashable
+        _endpoints_of(self.endpoint)
         if self.proxy is not None:
             _check_url("proxy", self.proxy, loopback_only=False)
         if self.usage_url is not None:
@@ -110,6 +134,11 @@ class AgentConfig:
             raise ConfigError("usage.command", "must be a non-empty list of strings")
 
     @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The configured collector endpoints in failover order (empty when ``endpoint`` is not set)."""
+        return _endpoints_of(self.endpoint)
+
+    @property
     def data_path(self) -> Path:
         """The directory whose volume the disk metrics describe (``data_dir``, else ``state_dir``)."""
         return self.data_dir if self.data_dir is not None else self.state_dir
@@ -136,8 +165,43 @@ def _check_url(name: str, value: str, *, loopback_only: bool) -> None:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(name, "must be an http:// or https:// URL")
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check (it raises on a bad one)
+    except ValueError:
+        raise ConfigError(name, "has an invalid port") from None
     if loopback_only and not _is_loopback(parts.hostname):
         raise ConfigError(name, "must point at this machine (localhost, 127.0.0.1 or ::1)")
+
+
+def _endpoint(name: str, url: object) -> Endpoint:
+    if not isinstance(url, str):
+        raise ConfigError(name, "must be a string")
+    _check_url(name, url, loopback_only=False)
+    parts = urlsplit(url)
+    assert parts.hostname is not None  # _check_url made sure
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    label = f"{host}:{parts.port}" if parts.port else host
+    return Endpoint(url=url, key=f"{parts.scheme}://{host}:{port}{parts.path.rstrip('/')}", label=label)
+
+
+def _endpoints_of(value: object) -> tuple[Endpoint, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, tuple):
+        return (_endpoint("endpoint", value),)
+    if not value:
+        raise ConfigError("endpoint", "must list at least one URL")
+    if len(value) > MAX_ENDPOINTS:
+        raise ConfigError("endpoint", f"must list at most {MAX_ENDPOINTS} URLs")
+    endpoints: list[Endpoint] = []
+    for n, url in enumerate(value):
+        endpoint = _endpoint(f"endpoint[{n}]", url)
+        same = next((i for i, e in enumerate(endpoints) if e.key == endpoint.key), None)
+        if same is not None:
+            raise ConfigError(f"endpoint[{n}]", f"names the same collector as endpoint[{same}]")
+        endpoints.append(endpoint)
+    return tuple(endpoints)
 
 
 def _is_loopback(host: str) -> bool:
@@ -177,11 +241,32 @@ def _flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def _coerce_endpoint(value: Any, *, from_env: bool) -> str | tuple[str, ...]:
+    # One URL stays a plain string, exactly as before lists were allowed; a list becomes a tuple whose
+    # entries AgentConfig checks one by one (so errors name `endpoint[N]`).
+    if from_env:
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                raise ConfigError("endpoint", "must be a JSON array of URLs or comma-separated URLs") from None
+        elif "," in text:
+            value = [part.strip() for part in text.split(",") if part.strip()]
+    if isinstance(value, list):
+        return tuple(value)
+    if not isinstance(value, str):
+        raise ConfigError("endpoint", "must be a URL or a list of URLs")
+    return value
+
+
 def _coerce(name: str, value: Any, *, from_env: bool) -> Any:
     key = toml_key(name)
     kind = str(_FIELDS[name].type)
     if from_env and value == "" and "None" in kind:
         return None
+    if name == "endpoint":
+        return _coerce_endpoint(value, from_env=from_env)
     if "bool" in kind:
         if isinstance(value, bool):
             return value

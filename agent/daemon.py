@@ -112,7 +112,8 @@ class Daemon:
             if send_at is not None and now >= send_at:
                 report = asyncio.run(engine.send())
                 for r in report.results:
-                    log.info("batch %s: %s after %d attempt(s)", r["batch_id"], r["outcome"], r["attempts"])
+                    log.info("batch %s: %s after %d attempt(s), the last to %s", r["batch_id"], r["outcome"],
+                             r["attempts"], r["endpoint"])  # fmt: skip
                 sched["next_send_at"] = None if report.ok else self._send_moment(now, cfg.max_backoff_s)
             engine.state.write("schedule.json", {k: v.isoformat() if v else None for k, v in sched.items()})
             due = [t for t in sched.values() if t is not None]

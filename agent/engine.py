@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -33,8 +32,8 @@ from schema import (
 
 from ._version import __version__
 from .clock import Clock
-from .config import CONSENT_MODES, AgentConfig
-from .errors import AgentError, ConfigError, ProbeUnavailableError
+from .config import CONSENT_MODES, AgentConfig, Endpoint
+from .errors import AgentError, ConfigError, ProbeUnavailableError, StateError
 from .policy import Admitted, admit
 from .probes import (
     CpuCoresProbe,
@@ -44,14 +43,12 @@ from .probes import (
     MemoryProbe,
     OsProbe,
     Probe,
+    default_host,
     provider_from_config,
-    real_host,
-    recorded_host,
 )
-from .probes.recorded import ENV_FAKE_HOST
 from .probes.usage import ProviderError
-from .state import StateDir, atomic_write
-from .transport import Attempt, Transport
+from .state import EndpointChoice, StateDir, atomic_write
+from .transport import Attempt, Transport, starting_endpoint
 
 __all__ = ["CollectResult", "Engine", "SendReport"]
 
@@ -83,12 +80,6 @@ class SendReport:
         return all(r["outcome"] in ("delivered", "duplicate") for r in self.results)
 
 
-def default_host(clock: Clock) -> HostAccess:
-    """The real host, or the recorded one named by the ``TELEMETRY_AGENT_FAKE_HOST`` testing hook."""
-    fake = os.environ.get(ENV_FAKE_HOST)
-    return recorded_host(Path(fake), clock.now) if fake else real_host()
-
-
 class Engine:
     """One agent's operations; OS access, clock, sleep and randomness are injected for tests."""
 
@@ -106,7 +97,7 @@ class Engine:
         self.config = config
         self.clock = clock if clock is not None else Clock.from_env()
         self.state = StateDir(config.state_dir, lock_wait_s=lock_wait_s)
-        self.host = host if host is not None else default_host(self.clock)
+        self.host = host if host is not None else default_host(self.clock.now)
         self.provider = provider_from_config(config, usage)
         self.rng = rng if rng is not None else random.SystemRandom()
         self._sleep = sleep
@@ -290,6 +281,7 @@ class Engine:
             "outcome": attempt.outcome,
             "error": attempt.error,
             "wait_s": None if attempt.wait_s is None else round(attempt.wait_s, 3),
+            "endpoint": attempt.endpoint,
         }
         self.state.record(entry, max_entries=self.config.max_history_entries)
 
@@ -314,7 +306,7 @@ class Engine:
         entries = [e for e in self.state.outbox() if e.batch_id in ids]
         if not entries:
             return SendReport(skipped="nothing to send" if mode == "auto" else "no approved batch waiting")
-        transport = Transport(self.config, sleep=self._sleep, rng=self.rng, now=self.clock.now)
+        transport = self._transport()
         report = SendReport()
         for entry in entries:
             delivery = await transport.deliver(
@@ -323,7 +315,8 @@ class Engine:
             last = delivery.attempts[-1]
             outcome = last.outcome if delivery.outcome == "delivered" else delivery.outcome
             report.results.append({"batch_id": entry.batch_id, "outcome": outcome, "status": last.status,
-                                   "attempts": len(delivery.attempts), "error": delivery.error})  # fmt: skip
+                                   "endpoint": last.endpoint, "attempts": len(delivery.attempts),
+                                   "error": delivery.error})  # fmt: skip
             if delivery.outcome == "delivered":
                 self.state.mark_sent(entry)
             elif delivery.outcome == "rejected":
@@ -331,6 +324,20 @@ class Engine:
             else:
                 break  # the collector is unreachable or failing: later batches wait for the next send
         return report
+
+    def _transport(self) -> Transport:
+        """A transport that starts at the stored endpoint choice and stores a new one when it changes."""
+        choice = self.state.endpoint_choice()
+        return Transport(self.config, sleep=self._sleep, rng=self.rng, now=self.clock.now,
+                         current=None if choice is None else choice.key, on_answer=self._choose_endpoint)  # fmt: skip
+
+    def _choose_endpoint(self, endpoint: Endpoint) -> None:
+        # Best effort: the choice only saves one failover after a restart, so failing to store it
+        # (disk full, say) must not stop a delivery that is going well.
+        try:
+            self.state.choose_endpoint(EndpointChoice(key=endpoint.key, since=self._stamp()))
+        except (OSError, StateError) as exc:
+            log.warning("cannot store the current endpoint %s: %s", endpoint.label, exc)
 
     # -- admin views -----------------------------------------------------------------------------
 
@@ -341,11 +348,15 @@ class Engine:
         approved = self.state.approvals()
         history = self.state.history()
         opened = self.state.read("open.json", {})
+        endpoints = self.config.endpoints
+        choice = self.state.endpoint_choice()
+        current = starting_endpoint(endpoints, None if choice is None else choice.key)
         return {
             "consent": mode,
             "consent_source": source,
             "install_id": self.install_id(),
-            "endpoint": self.config.endpoint,
+            "endpoint": endpoints[current].url if endpoints else None,
+            "endpoints": [{"url": e.url, "label": e.label, "current": n == current} for n, e in enumerate(endpoints)],
             "state_dir": str(self.state.root),
             "outbox": {
                 "batches": len(outbox),
@@ -375,13 +386,11 @@ class Engine:
 
     async def remote(self) -> dict[str, Any]:
         """What the collector holds about this install (proven by the secret)."""
-        transport = Transport(self.config, sleep=self._sleep, rng=self.rng, now=self.clock.now)
-        return await transport.install_request("GET", self.install_id(), self.state.secret())
+        return await self._transport().install_request("GET", self.install_id(), self.state.secret())
 
     async def forget(self) -> dict[str, Any]:
         """Ask the collector to erase this install; on success start over with a new secret and id."""
-        transport = Transport(self.config, sleep=self._sleep, rng=self.rng, now=self.clock.now)
-        answer = await transport.install_request("DELETE", self.install_id(), self.state.secret())
+        answer = await self._transport().install_request("DELETE", self.install_id(), self.state.secret())
         self.state.reset()
         self.state.new_secret()
         return {"deleted": answer.get("deleted"), "old_install_id": answer.get("install_id"),

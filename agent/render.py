@@ -80,7 +80,7 @@ def render_send(report: SendReport) -> str:
     lines = []
     for r in report.results:
         status = f"HTTP {r['status']}" if r["status"] else "no answer"
-        line = f"batch {r['batch_id']}: {r['outcome']} ({status}, {r['attempts']} attempt(s))"
+        line = f"batch {r['batch_id']}: {r['outcome']} ({status} from {r['endpoint']}, {r['attempts']} attempt(s))"
         if r["error"] and r["outcome"] not in ("delivered", "duplicate"):
             err = r["error"]
             line += f": {err.get('code', '')} {err.get('message', '')}" + (
@@ -98,11 +98,22 @@ def _drops(counters: dict[str, Any]) -> str:
     return "; ".join(parts) or "none"
 
 
+def _endpoint_lines(endpoints: list[dict[str, Any]]) -> list[str]:
+    if len(endpoints) <= 1:
+        return [f"endpoint:         {endpoints[0]['url'] if endpoints else '(not set)'}"]
+    # Named like the config errors name them, so `endpoint[1]` means the same thing everywhere.
+    return [
+        f"{f'endpoint[{n}]:':<18}{e['url']}" + (" (current)" if e["current"] else "") for n, e in enumerate(endpoints)
+    ]
+
+
 def render_status(s: dict[str, Any]) -> str:
     """The admin's overview."""
     last = s["last_attempt"]
     if last:
         status = f"HTTP {last['status']}" if last.get("status") else "no answer"
+        if last.get("endpoint"):
+            status += f" from {last['endpoint']}"
         last_text = f"{last['at']} batch {last['batch_id']}: {last['outcome']} ({status})"
         if last.get("error"):
             last_text += f" {last['error'].get('code', '')}: {last['error'].get('message', '')}"
@@ -112,7 +123,7 @@ def render_status(s: dict[str, Any]) -> str:
     lines = [
         f"consent:          {s['consent']} (from {s['consent_source']})",
         f"install id:       {s['install_id']}",
-        f"endpoint:         {s['endpoint'] or '(not set)'}",
+        *_endpoint_lines(s["endpoints"]),
         f"state dir:        {s['state_dir']}",
         f"outbox:           {s['outbox']['batches']} sealed batch(es) waiting ({s['outbox']['approved']} approved; "
         f"limit {s['outbox']['max_batches']})",
@@ -139,10 +150,12 @@ def render_history(history: list[dict[str, Any]]) -> str:
     """One line per attempt, oldest first."""
     if not history:
         return "No delivery attempt yet."
-    lines = [f"{'time':<20} {'batch id':<36} {'sha256':<12} {'bytes':>6} {'http':>4} outcome"]
+    # Entries written before endpoints were recorded, and exports, went to no endpoint: shown as "-".
+    width = max(len("endpoint"), *(len(h.get("endpoint") or "-") for h in history))
+    lines = [f"{'time':<20} {'batch id':<36} {'sha256':<12} {'bytes':>6} {'endpoint':<{width}} {'http':>4} outcome"]
     for h in history:
         err = h.get("error") or {}
         extra = f" {err.get('code', '')}: {err.get('message', '')}" if err else ""
         lines.append(f"{h['at']:<20} {h['batch_id']:<36} {h['sha256'][:12]:<12} {h['bytes']:>6} "
-                     f"{h['status'] or '-':>4} {h['outcome']}{extra}")  # fmt: skip
+                     f"{h.get('endpoint') or '-':<{width}} {h['status'] or '-':>4} {h['outcome']}{extra}")  # fmt: skip
     return "\n".join(lines)

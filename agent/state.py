@@ -16,6 +16,7 @@ Layout (all JSON unless noted; every write is atomic: temp file, fsync, rename, 
       approvals.json            batch ids approved in review mode
       history.json              the last `max_history_entries` delivery attempts
       schedule.json             next snapshot, seal and send times
+      endpoint.json             the collector endpoint that last answered: where requests start
       counters.json             what was dropped, by reason
 """
 
@@ -38,7 +39,7 @@ from schema import SchemaError, new_secret, parse_batch
 
 from .errors import StateError, StateLockedError
 
-__all__ = ["OutboxEntry", "StateDir"]
+__all__ = ["EndpointChoice", "OutboxEntry", "StateDir"]
 
 _OUTBOX_NAME: Final = re.compile(r"(?P<seq>[0-9]{10})-(?P<id>[0-9a-f-]{36})\.json")
 _SECRET: Final = re.compile(r"[0-9a-f]{64}")
@@ -52,6 +53,16 @@ class OutboxEntry:
     batch_id: str
     path: Path
     data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointChoice:
+    """The collector endpoint that answered last (when ``endpoint`` lists several): requests start there."""
+
+    key: str
+    """The endpoint's key (scheme, host, port, path; never user info), see :class:`agent.config.Endpoint`."""
+    since: str
+    """When it became the current endpoint (UTC, ``YYYY-MM-DDTHH:MM:SSZ``)."""
 
 
 def _lock_fd(f: IO[bytes]) -> bool:
@@ -219,6 +230,24 @@ class StateDir:
         secret = new_secret()
         atomic_write(self.root / "secret", secret.encode() + b"\n", mode=0o600)
         return secret
+
+    # -- endpoint choice ---------------------------------------------------------------------------
+
+    def endpoint_choice(self) -> EndpointChoice | None:
+        """The stored endpoint choice; None when there is none or it is unreadable.
+
+        Unlike other state, an unreadable choice is not an error: it is only a hint that saves one
+        failover, and the next answer from a collector rewrites it.
+        """
+        try:
+            saved = self.read("endpoint.json", {})
+            return EndpointChoice(key=str(saved["key"]), since=str(saved["since"])) if saved else None
+        except (StateError, KeyError):
+            return None
+
+    def choose_endpoint(self, choice: EndpointChoice) -> None:
+        """Store the endpoint requests start at (atomically, like all state)."""
+        self.write("endpoint.json", {"key": choice.key, "since": choice.since})
 
     # -- counters --------------------------------------------------------------------------------
 

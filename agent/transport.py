@@ -1,9 +1,16 @@
-"""Delivery to the collector: gzip POST with timeouts, TLS, proxies, retries with backoff, receipt check.
+"""Delivery to the collector: gzip POST with timeouts, TLS, proxies, failover, retries with backoff, receipt check.
 
-Retry rule: network errors, timeouts, 408, 429, 502, 503 and 504 are transient and retried with
-exponential backoff and full jitter (``uniform(0, min(max_backoff_s, base * 2**n))``), never less than
-the server's ``Retry-After`` (clamped to ``max_backoff_s``). Any other 4xx is final: the batch will
-never be accepted as it is. A 200 whose receipt does not echo our sha256 is a failed attempt.
+Retry rule: network errors, timeouts, 408, 429, 502, 503 and 504 are transient, and so is a 200 whose
+receipt does not echo our sha256. Any other 4xx is final: the batch will never be accepted as it is, so
+it is not tried at another endpoint either. Another 5xx takes that endpoint out for the rest of the call.
+
+Failover rule (``endpoint`` may list several collectors): the attempts of one delivery go round the
+list in order, starting at the *current* endpoint, the one that last gave any HTTP answer. After a
+transient failure the next attempt goes at once to the next endpoint (wrapping around); only once
+every endpoint has failed in a round does the agent back off, by exponential backoff with full jitter
+(``uniform(0, min(max_backoff_s, base * 2**round))``), never less than the largest ``Retry-After`` heard
+in the round (clamped to ``max_backoff_s``). So a dead collector costs one failed connection, not a
+backoff, while another is up; ``max_attempts`` counts rounds. With one endpoint, a round is one attempt.
 """
 
 from __future__ import annotations
@@ -17,15 +24,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import aiohttp
 import orjson
 
-from .config import AgentConfig
+from .config import AgentConfig, Endpoint
 from .errors import ConfigError, RejectedError, SendError
 
-__all__ = ["RETRYABLE_STATUSES", "Attempt", "Delivery", "Transport", "parse_retry_after"]
+__all__ = ["RETRYABLE_STATUSES", "Attempt", "Delivery", "Transport", "parse_retry_after", "starting_endpoint"]
 
 RETRYABLE_STATUSES: Final = frozenset({408, 429, 502, 503, 504})
 _MAX_ANSWER_BYTES: Final = 1024 * 1024  # receipts and errors are tiny; a remote install record may be larger
@@ -54,9 +61,12 @@ class Attempt:
 
     at: str
     status: int | None
-    outcome: str  # delivered | duplicate | retry | rejected | failed
+    outcome: str  # delivered | duplicate | retry (another attempt follows) | rejected | failed
     error: dict[str, str] | None = None
     wait_s: float | None = None
+    """The wait before the next attempt: 0 when it fails over at once, None when none follows."""
+    endpoint: str | None = None
+    """The label (host and port) of the endpoint it went to; None for an export."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -81,6 +91,21 @@ async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
     return b"".join(chunks)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Answer:
+    """What one POST came to, before the failover rule decides what follows."""
+
+    status: int | None  # None: no HTTP answer at all
+    kind: Literal["delivered", "duplicate", "rejected", "transient", "broken"]  # rejected: a final 4xx; broken: 5xx
+    error: dict[str, str] | None = None
+    retry_after_s: float | None = None
+
+
+def starting_endpoint(endpoints: tuple[Endpoint, ...], chosen_key: str | None) -> int:
+    """Index of the endpoint to start at: the stored choice while it is still configured, else the first."""
+    return next((n for n, e in enumerate(endpoints) if e.key == chosen_key), 0)
+
+
 def _error_of(body: bytes, status: int) -> dict[str, str]:
     try:
         obj = orjson.loads(body)
@@ -93,7 +118,13 @@ def _error_of(body: bytes, status: int) -> dict[str, str]:
 
 
 class Transport:
-    """Talks to the collector named by ``config.endpoint``; ``sleep``, ``rng`` and ``now`` are injectable."""
+    """Talks to the collectors named by ``config.endpoint``, failing over between them.
+
+    ``current`` is the key of the endpoint to start at (the stored choice); ``on_answer`` is called with
+    an endpoint whenever it answers and is not the stored choice, so the caller can store the new one
+    (never with a single endpoint: there is nothing to choose).
+    ``sleep``, ``rng`` and ``now`` are injectable.
+    """
 
     def __init__(
         self,
@@ -102,17 +133,41 @@ class Transport:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        current: str | None = None,
+        on_answer: Callable[[Endpoint], None] | None = None,
     ) -> None:
-        if config.endpoint is None:
+        self._endpoints = config.endpoints
+        if not self._endpoints:
             raise ConfigError("endpoint", "not set: needed to talk to the collector (or set TELEMETRY_ENDPOINT)")
         self._config = config
-        self._base = config.endpoint.rstrip("/")
+        self._current = starting_endpoint(self._endpoints, current)
+        self._stored_key = current
+        self._on_answer = on_answer
         self._sleep = sleep
         self._rng = rng if rng is not None else random.SystemRandom()
         self._now = now
 
+    @property
+    def current(self) -> Endpoint:
+        """The endpoint the next call starts at: the last one that answered."""
+        return self._endpoints[self._current]
+
+    def _rotation(self) -> list[int]:
+        n = len(self._endpoints)
+        return [(self._current + k) % n for k in range(n)]
+
+    def _answered(self, index: int) -> None:
+        # Any HTTP answer, even a rejection or a 503, shows that collector is reachable: start there next time.
+        self._current = index
+        endpoint = self._endpoints[index]
+        # With one endpoint there is nothing to choose, so nothing to store.
+        if len(self._endpoints) > 1 and endpoint.key != self._stored_key:
+            self._stored_key = endpoint.key
+            if self._on_answer is not None:
+                self._on_answer(endpoint)
+
     def backoff_s(self, retry: int, retry_after_s: float | None) -> float:
-        """The wait before retry number ``retry`` (0-based): full jitter, at least the clamped Retry-After."""
+        """The wait after round number ``retry`` (0-based): full jitter, at least the clamped Retry-After."""
         cap = self._config.max_backoff_s
         delay = self._rng.uniform(0, min(cap, self._config.backoff_base_s * 2**retry))
         if retry_after_s is not None:
@@ -129,100 +184,132 @@ class Transport:
             return True  # default verification against the system store
         return ssl.create_default_context(cafile=str(self._config.ca_bundle))
 
+    async def _post(self, session: aiohttp.ClientSession, endpoint: Endpoint, body: bytes, batch_id: str,
+                    digest: str) -> _Answer:  # fmt: skip
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        try:
+            async with session.post(
+                f"{endpoint.base}/v1/batches", data=body, headers=headers, ssl=self._ssl(), proxy=self._config.proxy
+            ) as resp:
+                status = resp.status
+                answer = await _read_capped(resp)
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"), self._now())
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            error = {"code": "network", "message": (str(exc) or type(exc).__name__)[:_MAX_ERROR_TEXT]}
+            return _Answer(status=None, kind="transient", error=error)
+        if status == 200:
+            kind = _receipt_kind(answer, batch_id, digest)
+            if kind is not None:
+                return _Answer(status=200, kind=kind)
+            error = {"code": "bad_receipt", "message": "receipt does not match the bytes sent"}
+            return _Answer(status=200, kind="transient", error=error)
+        error = _error_of(answer, status)
+        if status in RETRYABLE_STATUSES:
+            return _Answer(status=status, kind="transient", error=error, retry_after_s=retry_after)
+        return _Answer(status=status, kind="rejected" if 400 <= status < 500 else "broken", error=error)
+
     async def deliver(self, data: bytes, batch_id: str, on_attempt: Callable[[Attempt], None]) -> Delivery:
         """POST the exact bytes until delivered, rejected or out of attempts; reports every attempt."""
         digest = hashlib.sha256(data).hexdigest()
         body = gzip.compress(data, mtime=0)
-        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
         result = Delivery(outcome="failed")
+        # The order is fixed for the whole delivery, so every retry moves on to the next endpoint.
+        order = self._rotation()
+        broken: set[int] = set()
         async with self._session() as session:
-            for n in range(self._config.max_attempts):
-                at = self._now().strftime("%Y-%m-%dT%H:%M:%SZ")
-                status: int | None = None
-                retry_after: float | None = None
+            for round_n in range(self._config.max_attempts):
+                live = [i for i in order if i not in broken]
+                round_retry_after: float | None = None
+                for pos, index in enumerate(live):
+                    endpoint = self._endpoints[index]
+                    at = self._now().strftime("%Y-%m-%dT%H:%M:%SZ")
+                    answer = await self._post(session, endpoint, body, batch_id, digest)
+                    if answer.status is not None:
+                        self._answered(index)
+                    if answer.kind in ("delivered", "duplicate", "rejected"):
+                        attempt = Attempt(at=at, status=answer.status, outcome=answer.kind, error=answer.error,
+                                          endpoint=endpoint.label)  # fmt: skip
+                        on_attempt(attempt)
+                        result.attempts.append(attempt)
+                        result.outcome = "rejected" if answer.kind == "rejected" else "delivered"
+                        result.error = answer.error
+                        return result
+                    if answer.kind == "broken":
+                        broken.add(index)
+                    elif answer.retry_after_s is not None:
+                        round_retry_after = max(round_retry_after or 0.0, answer.retry_after_s)
+                    wait: float | None = None
+                    if pos + 1 < len(live):
+                        wait = 0.0  # fail over at once: another collector may well be up
+                    elif round_n + 1 < self._config.max_attempts and len(broken) < len(order):
+                        wait = self.backoff_s(round_n, round_retry_after)
+                    attempt = Attempt(at=at, status=answer.status, outcome="failed" if wait is None else "retry",
+                                      error=answer.error, wait_s=wait, endpoint=endpoint.label)  # fmt: skip
+                    on_attempt(attempt)
+                    result.attempts.append(attempt)
+                    result.error = answer.error
+                    if wait is None:
+                        return result
+                    if wait > 0:
+                        await self._sleep(wait)
+        return result
+
+    async def install_request(self, method: str, install_id: str, secret: str) -> dict[str, Any]:
+        """GET or DELETE ``/v1/installs/ID`` proven by the secret; the JSON answer, or :class:`SendError`.
+
+        Fails over like :meth:`deliver` but makes one round without backoff (the admin is waiting and
+        can run the command again): an unreachable endpoint, a 408/429/5xx moves on to the next one; a
+        final 4xx (e.g. 401) or an answer that is not a JSON object ends the request.
+        """
+        failure: SendError | None = None
+        tried: list[str] = []
+        async with self._session() as session:
+            for index in self._rotation():
+                endpoint = self._endpoints[index]
+                tried.append(endpoint.label)
                 try:
-                    async with session.post(
-                        f"{self._base}/v1/batches",
-                        data=body,
-                        headers=headers,
+                    async with session.request(
+                        method,
+                        f"{endpoint.base}/v1/installs/{install_id}",
+                        headers={"Authorization": f"Bearer {secret}"},
                         ssl=self._ssl(),
                         proxy=self._config.proxy,
                     ) as resp:
-                        status = resp.status
                         answer = await _read_capped(resp)
-                        retry_after = parse_retry_after(resp.headers.get("Retry-After"), self._now())
+                        status = resp.status
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                    error = {"code": "network", "message": (str(exc) or type(exc).__name__)[:_MAX_ERROR_TEXT]}
-                else:
-                    if status == 200:
-                        attempt = self._receipt(answer, batch_id, digest, at)
-                        if attempt is not None:
-                            on_attempt(attempt)
-                            result.attempts.append(attempt)
-                            result.outcome = "delivered"
-                            return result
-                        error = {"code": "bad_receipt", "message": "receipt does not match the bytes sent"}
-                    else:
-                        error = _error_of(answer, status)
-                        if 400 <= status < 500 and status not in RETRYABLE_STATUSES:
-                            attempt = Attempt(at=at, status=status, outcome="rejected", error=error)
-                            on_attempt(attempt)
-                            result.attempts.append(attempt)
-                            result.outcome, result.error = "rejected", error
-                            return result
-                        if status not in RETRYABLE_STATUSES:
-                            # Other 5xx: not retried now; the batch stays for the next send.
-                            attempt = Attempt(at=at, status=status, outcome="failed", error=error)
-                            on_attempt(attempt)
-                            result.attempts.append(attempt)
-                            result.error = error
-                            return result
-                last = n == self._config.max_attempts - 1
-                wait = None if last else self.backoff_s(n, retry_after)
-                attempt = Attempt(at=at, status=status, outcome="failed" if last else "retry", error=error, wait_s=wait)
-                on_attempt(attempt)
-                result.attempts.append(attempt)
-                result.error = error
-                if wait is not None:
-                    await self._sleep(wait)
-        return result
+                    failure = SendError(f"collector unreachable: {str(exc) or type(exc).__name__}")
+                    continue
+                self._answered(index)
+                if status == 200:
+                    return _json_object(answer, status)
+                error = _error_of(answer, status)
+                message = f"collector answered HTTP {status}: {error.get('message', '')}"
+                if 400 <= status < 500 and status not in RETRYABLE_STATUSES:
+                    raise RejectedError(message, status=status)
+                failure = SendError(message, status=status)
+        assert failure is not None
+        if len(tried) > 1:
+            failure = SendError(f"{failure} (tried {', '.join(tried)})", status=failure.status)
+        raise failure
 
-    def _receipt(self, answer: bytes, batch_id: str, digest: str, at: str) -> Attempt | None:
-        try:
-            receipt = orjson.loads(answer)
-        except orjson.JSONDecodeError:
-            return None
-        if not isinstance(receipt, dict) or receipt.get("batch_id") != batch_id or receipt.get("sha256") != digest:
-            return None
-        outcome = "duplicate" if receipt.get("duplicate") is True else "delivered"
-        return Attempt(at=at, status=200, outcome=outcome)
 
-    async def install_request(self, method: str, install_id: str, secret: str) -> dict[str, Any]:
-        """GET or DELETE ``/v1/installs/ID`` proven by the secret; the JSON answer, or :class:`SendError`."""
-        url = f"{self._base}/v1/installs/{install_id}"
-        try:
-            async with (
-                self._session() as session,
-                session.request(
-                    method,
-                    url,
-                    headers={"Authorization": f"Bearer {secret}"},
-                    ssl=self._ssl(),
-                    proxy=self._config.proxy,
-                ) as resp,
-            ):
-                answer = await _read_capped(resp)
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise SendError(f"collector unreachable: {str(exc) or type(exc).__name__}") from None
-        if status != 200:
-            error = _error_of(answer, status)
-            cls = RejectedError if 400 <= status < 500 else SendError
-            raise cls(f"collector answered HTTP {status}: {error.get('message', '')}", status=status)
-        try:
-            obj = orjson.loads(answer)
-        except orjson.JSONDecodeError:
-            raise SendError("collector answered something other than JSON", status=status) from None
-        if not isinstance(obj, dict):
-            raise SendError("collector answered something other than a JSON object", status=status)
-        return obj
+def _receipt_kind(answer: bytes, batch_id: str, digest: str) -> Literal["delivered", "duplicate"] | None:
+    """``delivered`` or ``duplicate`` when the receipt matches the batch and its bytes, else None."""
+    try:
+        receipt = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(receipt, dict) or receipt.get("batch_id") != batch_id or receipt.get("sha256") != digest:
+        return None
+    return "duplicate" if receipt.get("duplicate") is True else "delivered"
+
+
+def _json_object(answer: bytes, status: int) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        raise SendError("collector answered something other than JSON", status=status) from None
+    if not isinstance(obj, dict):
+        raise SendError("collector answered something other than a JSON object", status=status)
+    return obj

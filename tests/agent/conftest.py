@@ -81,18 +81,65 @@ class FakeCollector:
         return web.json_response({"install_id": install_id, "batches": [orjson.loads(b) for b in self.bodies]})
 
 
+def _app(fake: FakeCollector) -> web.Application:
+    app = web.Application()
+    app.router.add_post("/v1/batches", fake.batches)
+    app.router.add_route("*", "/v1/installs/{install_id}", fake.install)
+    return app
+
+
 @pytest.fixture
 async def collector() -> Any:
     """A scriptable collector on 127.0.0.1 (ephemeral port)."""
     fake = FakeCollector()
-    app = web.Application()
-    app.router.add_post("/v1/batches", fake.batches)
-    app.router.add_route("*", "/v1/installs/{install_id}", fake.install)
-    server = TestServer(app, host="127.0.0.1")
+    server = TestServer(_app(fake), host="127.0.0.1")
     await server.start_server()
     fake.url = str(server.make_url("")).rstrip("/")
     yield fake
     await server.close()
+
+
+class Site:
+    """A :class:`FakeCollector` on 127.0.0.1 that can go down and come back on the same port (one of an HA pair).
+
+    Down means the port is closed: a connection is refused, as for a collector whose process died.
+    """
+
+    def __init__(self) -> None:
+        self.fake = FakeCollector()
+        self.port = 0
+        self._server: TestServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def label(self) -> str:
+        """How history and status name this endpoint."""
+        return f"127.0.0.1:{self.port}"
+
+    async def up(self) -> None:
+        self._server = TestServer(_app(self.fake), host="127.0.0.1", port=self.port or None)
+        await self._server.start_server()
+        self.port = self._server.port or 0
+        self.fake.url = self.url
+
+    async def down(self) -> None:
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
+
+
+@pytest.fixture
+async def pair() -> Any:
+    """Two collectors of an HA pair, both up; tests take either down with ``await site.down()``."""
+    sites = (Site(), Site())
+    for site in sites:
+        await site.up()
+    yield sites
+    for site in sites:
+        await site.down()
 
 
 def gunzip_if_needed(body: bytes) -> bytes:

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from schema import parse_batch
-from tests.agent.conftest import AgentHome, FakeCollector, cli, preview_batches
+from tests.agent.conftest import START, AgentHome, FakeCollector, Site, cli, preview_batches
 
 pytestmark = pytest.mark.slow
 LATER = "2026-11-28T11:05:00Z"
@@ -286,3 +286,67 @@ async def test_cli_consent_command_persists_and_do_not_track_wins(home: AgentHom
     forced = (await cli(home, "consent", "--json", env={"DO_NOT_TRACK": "1"})).json()
     assert forced["consent"] == "off"
     assert (await cli(home, "consent", "sometimes")).code == 2
+
+
+async def test_cli_bad_endpoint_entry_exits_2_naming_it(home: AgentHome) -> None:
+    """A bad entry in an endpoint list, in the file or the env var, is one line naming `endpoint[N]` (exit 2)."""
+    home.write_config(endpoint=["https://c1.example:8443", "c2.example:8443"])
+    bad = await cli(home, "status")
+    assert bad.code == 2
+    assert bad.err.strip() == "telemetry-agent: config error: endpoint[1]: must be an http:// or https:// URL"
+    home.write_config()
+    dup = await cli(
+        home, "send", env={"TELEMETRY_ENDPOINT": "https://c1.example,https://c2.example,https://c1.example"}
+    )
+    assert dup.code == 2
+    assert dup.err.strip() == "telemetry-agent: config error: endpoint[2]: names the same collector as endpoint[0]"
+
+
+async def test_cli_failover_pair_sticks_across_restarts_and_fails_back(home: AgentHome,
+                                                                       pair: tuple[Site, Site]) -> None:  # fmt: skip
+    """HA pair: first down -> the second delivers in the same round with no backoff; each new CLI process
+    sticks to the second (even with the first back); the second down -> back to the first; `remote` alike."""
+    first, second = pair
+    # A backoff would be up to 10 minutes: only failing over at once keeps these sends quick (and wait_s 0).
+    home.write_config(endpoint=[first.url, second.url], max_attempts=2, backoff_base_s=600, max_backoff_s=600)
+    await first.down()
+
+    async def send_one(now: str) -> list[tuple[str, int | None, str, float | None]]:
+        before = len((await cli(home, "history", "--json", now=now)).json())
+        assert (await cli(home, "collect", now=now)).code == 0
+        assert (await cli(home, "seal", now=now)).code == 0
+        sent = await cli(home, "send", now=now)
+        assert sent.code == 0, sent.text + sent.err
+        history = (await cli(home, "history", "--json", now=now)).json()
+        return [(h["endpoint"], h["status"], h["outcome"], h["wait_s"]) for h in history[before:]]
+
+    assert await send_one(START) == [(first.label, None, "retry", 0.0), (second.label, 200, "delivered", None)]
+    assert len(second.fake.bodies) == 1
+    status = (await cli(home, "status", "--json")).json()
+    assert status["endpoint"] == second.url
+    assert [(e["url"], e["current"]) for e in status["endpoints"]] == [(first.url, False), (second.url, True)]
+    human = (await cli(home, "status")).text
+    assert f"endpoint[0]:      {first.url}\n" in human
+    assert f"endpoint[1]:      {second.url} (current)\n" in human
+    assert f"from {second.label})" in human
+
+    await first.up()  # back on the same port, but the agent sticks to the one that answered last
+    assert await send_one(LATER) == [(second.label, 200, "delivered", None)]
+    assert first.fake.bodies == []
+
+    await second.down()
+    assert await send_one("2026-11-28T12:05:00Z") == [(second.label, None, "retry", 0.0),
+                                                      (first.label, 200, "delivered", None)]  # fmt: skip
+    assert (await cli(home, "status", "--json")).json()["endpoint"] == first.url
+    *_, went_second, went_first = (await cli(home, "history")).text.splitlines()
+    assert f" {second.label} " in went_second
+    assert f" {first.label} " in went_first
+
+    await second.up()
+    await first.down()
+    install_id = (await cli(home, "status", "--json")).json()["install_id"]
+    second.fake.installs[install_id] = (home.state / "secret").read_text().strip()
+    remote = await cli(home, "remote")
+    assert remote.code == 0, remote.err
+    assert remote.json()["install_id"] == install_id
+    assert (await cli(home, "status", "--json")).json()["endpoint"] == second.url

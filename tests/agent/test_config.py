@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import orjson
 import pytest
 
 from agent import AgentConfig, ConfigError, load_config
@@ -42,6 +43,24 @@ def test_config_env_overrides_file_and_parses_lists(tmp_path: Path) -> None:
     assert load_config(None, {"TELEMETRY_USAGE_COMMAND": '["a b", "c"]'}).usage_command == ("a b", "c")
 
 
+def test_config_endpoint_takes_one_url_or_a_list(tmp_path: Path) -> None:
+    """`endpoint` is a URL (kept a plain string, as ever) or a list: a TOML array, or commas/JSON in the env."""
+    pair = ("https://c1.example:8443", "https://c2.example:8443")
+    one = load_config(_write(tmp_path, 'endpoint = "https://telemetry.example.com"\n'), {})
+    assert one.endpoint == "https://telemetry.example.com"
+    assert [e.label for e in one.endpoints] == ["telemetry.example.com"]
+    listed = load_config(_write(tmp_path, f"endpoint = {list(pair)!r}\n".replace("'", '"')), {})
+    assert listed.endpoint == pair
+    assert [e.label for e in listed.endpoints] == ["c1.example:8443", "c2.example:8443"]
+    assert (
+        load_config(None, {"TELEMETRY_ENDPOINT": " https://c1.example:8443 ,https://c2.example:8443"}).endpoint == pair
+    )
+    assert load_config(None, {"TELEMETRY_ENDPOINT": orjson.dumps(pair).decode()}).endpoint == pair
+    assert load_config(None, {"TELEMETRY_ENDPOINT": "https://c1.example:8443"}).endpoint == pair[0]
+    assert load_config(None, {"TELEMETRY_ENDPOINT": ""}).endpoints == ()
+    assert AgentConfig(endpoint=list(pair)).endpoint == pair  # type: ignore[arg-type]  # a Python caller's list
+
+
 @pytest.mark.parametrize("variable", ["DO_NOT_TRACK", "TELEMETRY_DISABLED"])
 def test_config_do_not_track_forces_off(variable: str) -> None:
     """DO_NOT_TRACK=1 or TELEMETRY_DISABLED=1 force consent off even when auto is configured."""
@@ -57,6 +76,27 @@ def test_config_do_not_track_forces_off(variable: str) -> None:
         ('[usage]\ncommand = ["x"]\nfile = "/tmp/x"\n', {}, "usage: set exactly one of command, file, url"),
         ('[usage]\nurl = "http://example.com/stats"\n', {}, "usage.url: must point at this machine"),
         ('endpoint = "ftp://x"\n', {}, "endpoint: must be an http:// or https:// URL"),
+        ('endpoint = "https://x:99999"\n', {}, "endpoint: has an invalid port"),
+        ("endpoint = 8443\n", {}, "endpoint: must be a URL or a list of URLs"),
+        ("endpoint = []\n", {}, "endpoint: must list at least one URL"),
+        ('endpoint = ["https://c1.example", "ftp://c2"]\n', {}, "endpoint[1]: must be an http:// or https:// URL"),
+        ('endpoint = ["https://c1.example", 8443]\n', {}, "endpoint[1]: must be a string"),
+        (
+            'endpoint = ["https://c1.example", "https://C1.example:443/"]\n',
+            {},
+            "endpoint[1]: names the same collector as endpoint[0]",
+        ),
+        (
+            "endpoint = [" + ", ".join(f'"https://c{n}.example"' for n in range(9)) + "]\n",
+            {},
+            "endpoint: must list at most 8 URLs",
+        ),
+        (
+            "",
+            {"TELEMETRY_ENDPOINT": "https://c1.example,c2.example"},
+            "endpoint[1]: must be an http:// or https:// URL",
+        ),
+        ("", {"TELEMETRY_ENDPOINT": "[oops"}, "endpoint: must be a JSON array of URLs or comma-separated URLs"),
         ("snapshot_interval_s = 5\n", {}, "snapshot_interval_s: must be between 60 and 86400"),
         ('disabled_metrics = ["user.email"]\n', {}, "disabled_metrics: 'user.email' is not a catalogue metric"),
         ('[product]\nname = "My Product!"\n', {}, "product.name: must match"),

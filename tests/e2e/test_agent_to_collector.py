@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -96,3 +97,32 @@ def test_agent_cli_delivers_and_forget_erases(tmp_path: Path) -> None:
                 assert rows.fetchone() == (0,), table
     finally:
         con.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_agent_cli_fails_over_to_the_second_collector_of_a_pair(tmp_path: Path) -> None:
+    """`TELEMETRY_ENDPOINT` lists a dead collector then a real one: the batch goes to the real one at once."""
+    usage = tmp_path / "usage.json"
+    usage.write_text('{"projects": 7, "deployments": 1234}')
+    dead = f"127.0.0.1:{_closed_port()}"
+    with running_collector(tmp_path) as collector:
+        env = _agent_env(tmp_path / "install", f"http://{dead},{collector.url}", usage)
+        env["TELEMETRY_BACKOFF_BASE_S"] = "600"  # a backoff would stall the send: failover must not wait
+        _agent(env, "collect")
+        _agent(env, "seal")
+        sent = _agent(env, "send")
+        assert [r["outcome"] for r in sent["results"]] == ["delivered"]
+        live = collector.url.removeprefix("http://")
+        history = _agent(env, "history")
+        assert [(h["endpoint"], h["outcome"], h["wait_s"]) for h in history] == [
+            (dead, "retry", 0.0),
+            (live, "delivered", None),
+        ]
+        status = _agent(env, "status")
+        assert status["endpoint"] == collector.url
+        assert _agent(env, "remote")["install_id"] == status["install_id"]
