@@ -19,7 +19,9 @@ from .errors import (
     ProbeUnavailableError,
     RejectedError,
     SendError,
+    StateAccessError,
     StateError,
+    StateIOError,
     StateLockedError,
 )
 from .library import Agent
@@ -33,7 +35,9 @@ __all__ = [
     "ProbeUnavailableError",
     "RejectedError",
     "SendError",
+    "StateAccessError",
     "StateError",
+    "StateIOError",
     "StateLockedError",
     "load_config",
 ]

@@ -1,7 +1,8 @@
 """The `telemetry-agent` command line (also `python -m agent`).
 
 Exit codes: 0 success, 1 operational failure (collector unreachable, batch rejected, state dir in
-use), 2 bad usage, config or state file (one line naming the field or file, no traceback).
+use, a full or read-only state dir), 2 bad usage, config or state file, or a state dir this user must not use
+(one line naming the field or file, no traceback).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import shlex
 import signal
 import sys
 import threading
@@ -18,16 +21,26 @@ from typing import Any
 
 import orjson
 
-from .config import CONSENT_MODES, load_config
+from .config import CONSENT_MODES, ENV_CONFIG, load_config
 from .daemon import Daemon
 from .engine import Engine
-from .errors import AgentError, ConfigError, SendError, StateError, StateLockedError
+from .errors import (
+    AgentError,
+    ConfigError,
+    SendError,
+    StateAccessError,
+    StateError,
+    StateIOError,
+    StateLockedError,
+)
 from .render import render_collect, render_history, render_preview, render_send, render_status
 
 # How each error reaches the admin: label and exit code; the first matching class wins (2 = fix the
 # config or state, 1 = an operational failure worth retrying).
 _EXIT: dict[type[AgentError], tuple[str, int]] = {
     ConfigError: ("config error", 2),
+    StateAccessError: ("state error", 2),
+    StateIOError: ("error", 1),
     StateError: ("state error", 2),
     StateLockedError: ("error", 1),
     SendError: ("error", 1),
@@ -188,8 +201,21 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> int:
     raise AssertionError(cmd)
 
 
+def _run_as(owner: str, args: argparse.Namespace, argv: Sequence[str]) -> str:
+    """The command line to run this same command as ``owner`` (sudo resets the environment, so the
+    config file given by the environment is passed on as ``--config``)."""
+    # The path it was started by, when that was the installed script (sudo's PATH may well lack its directory).
+    started = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    program = str(started) if started.is_absolute() and started.stem == "telemetry-agent" else "telemetry-agent"
+    words = ["sudo", "-u", owner, program]
+    if getattr(args, "config", None) is None and os.environ.get(ENV_CONFIG):
+        words += ["--config", os.environ[ENV_CONFIG]]
+    return shlex.join([*words, *argv])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `telemetry-agent`; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="telemetry-agent: %(message)s", stream=sys.stderr)
     try:
@@ -198,7 +224,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args, engine)
     except AgentError as exc:
         label, code = next((v for cls, v in _EXIT.items() if isinstance(exc, cls)), ("error", 2))
-        print(f"telemetry-agent: {label}: {exc}", file=sys.stderr)
+        message = str(exc)
+        if isinstance(exc, StateAccessError) and exc.owner is not None:
+            message = f"{exc.problem}: run the command as that user: `{_run_as(exc.owner, args, argv)}`"
+        print(f"telemetry-agent: {label}: {message}", file=sys.stderr)
         return code
+    except OSError as exc:
+        # A last line of defence: every state file access already names its path, but an OS failure
+        # anywhere (a full disk, say) is one line and exit 1, never a traceback.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"telemetry-agent: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130

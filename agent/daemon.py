@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from .engine import Engine
-from .errors import ConfigError, StateLockedError
+from .errors import ConfigError, StateIOError, StateLockedError
 
 __all__ = ["Daemon"]
 
@@ -58,13 +58,21 @@ class Daemon:
             log.info("telemetry agent running (state dir %s)", state.root)
             with state.lock():
                 if self.engine.consent()[0] != "off":
-                    self.engine.prime_cpu()
+                    try:
+                        self.engine.prime_cpu()
+                    except StateIOError as exc:  # costs the first snapshot its CPU usage, nothing more
+                        log.warning("%s; the first snapshot goes without CPU usage", exc)
             while not self.stop.is_set():
                 try:
                     wait_s = self.tick()
                 except StateLockedError as exc:
                     # A manual command holds the state dir (e.g. a long `send`): try again shortly.
                     log.warning("%s; retrying", exc)
+                    wait_s = self._max_wait_s
+                except StateIOError as exc:
+                    # A full or read-only state dir: the state on disk is intact (atomic writes), so log
+                    # one line and retry; the admin frees space, and the next tick picks up where it left.
+                    log.warning("%s; retrying in %g s", exc, self._max_wait_s)
                     wait_s = self._max_wait_s
                 if self.engine.clock.wait(min(wait_s, self._max_wait_s), self.stop):
                     break

@@ -14,7 +14,6 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
@@ -33,38 +32,17 @@ from schema import (
 from ._version import __version__
 from .clock import Clock
 from .config import CONSENT_MODES, AgentConfig, Endpoint
-from .errors import AgentError, ConfigError, ProbeUnavailableError, StateError
-from .policy import Admitted, admit
-from .probes import (
-    CpuCoresProbe,
-    CpuUsageProbe,
-    DiskProbe,
-    HostAccess,
-    MemoryProbe,
-    OsProbe,
-    Probe,
-    default_host,
-    provider_from_config,
-)
-from .probes.usage import ProviderError
-from .state import EndpointChoice, StateDir, atomic_write
+from .errors import AgentError, ConfigError, StateError, StateIOError
+from .files import atomic_write
+from .probes import HostAccess, default_host, provider_from_config
+from .snapshot import CollectResult, SnapshotReader
+from .state import EndpointChoice, StateDir
 from .transport import Attempt, Transport, starting_endpoint
 
 __all__ = ["CollectResult", "Engine", "SendReport"]
 
 log = logging.getLogger("agent")
 _FORCED: Final = "DO_NOT_TRACK / TELEMETRY_DISABLED"
-
-
-@dataclass(slots=True, kw_only=True)
-class CollectResult:
-    """What one snapshot took in, and what it left out (by reason, never by value)."""
-
-    taken_at: str
-    metrics: dict[str, int | str]
-    dropped: list[tuple[str, str]]
-    problems: list[str] = field(default_factory=list)
-    stored: bool = True
 
 
 @dataclass(slots=True, kw_only=True)
@@ -99,6 +77,7 @@ class Engine:
         self.state = StateDir(config.state_dir, lock_wait_s=lock_wait_s)
         self.host = host if host is not None else default_host(self.clock.now)
         self.provider = provider_from_config(config, usage)
+        self._reader = SnapshotReader(config, self.state, self.host, self.provider, self.clock)
         self.rng = rng if rng is not None else random.SystemRandom()
         self._sleep = sleep
 
@@ -128,59 +107,13 @@ class Engine:
 
     # -- collecting ------------------------------------------------------------------------------
 
-    def _cpu_previous(self, now: datetime) -> dict[str, float] | None:
-        saved = self.state.read("cpu.json", {})
-        try:
-            at = datetime.fromisoformat(saved["at"])
-            times = {str(k): float(v) for k, v in saved["times"].items()}
-        except (KeyError, TypeError, ValueError, AttributeError):
-            return None
-        # A sample far older than the interval would average over the wrong period (or across a downtime).
-        if not timedelta(0) < now - at <= timedelta(seconds=2 * self.config.snapshot_interval_s):
-            return None
-        return times
-
     def prime_cpu(self) -> None:
         """Record a CPU sample now, so the first snapshot can average over its interval."""
-        now = self.clock.now()
-        if self._cpu_previous(now) is None:
-            self.state.write("cpu.json", {"at": now.isoformat(), "times": self.host.cpu_times()})
-
-    def _probes(self, now: datetime) -> tuple[list[Probe], CpuUsageProbe]:
-        cpu = CpuUsageProbe(self.host, previous=self._cpu_previous(now))
-        probes: list[Probe] = [
-            OsProbe(self.host),
-            CpuCoresProbe(self.host),
-            cpu,
-            MemoryProbe(self.host),
-            DiskProbe(self.host, path=self.config.data_path),
-        ]
-        return probes, cpu
+        self._reader.prime_cpu()
 
     def read_metrics(self) -> CollectResult:
-        """Read every probe and the usage provider through the policy gate (stores nothing)."""
-        now = self.clock.now()
-        disabled = frozenset(self.config.disabled_metrics)
-        admitted, problems = Admitted(), []
-        probes, cpu = self._probes(now)
-        for probe in probes:
-            try:
-                admit(probe.collect(), disabled=disabled, from_provider=False, into=admitted)
-            except ProbeUnavailableError as exc:
-                problems.append(f"probe {probe.name} unavailable: {exc}")
-            except Exception as exc:  # noqa: BLE001 - a probe bug costs its metrics, not the snapshot
-                problems.append(f"probe {probe.name} failed: {type(exc).__name__}")
-        if cpu.sample is not None:
-            self.state.write("cpu.json", {"at": now.isoformat(), "times": cpu.sample})
-        if self.provider is not None:
-            try:
-                admit(self.provider.collect(), disabled=disabled, from_provider=True, into=admitted)
-            except ProviderError as exc:
-                problems.append(str(exc))
-                self.state.count("provider_failures")
-        return CollectResult(
-            taken_at=format_hour(now), metrics=admitted.metrics, dropped=admitted.dropped, problems=problems
-        )
+        """Read every probe and the usage provider through the policy gate (stores only the CPU sample)."""
+        return self._reader.read()
 
     def _open(self) -> dict[str, Any]:
         opened: dict[str, Any] = self.state.read("open.json", {})
@@ -240,7 +173,7 @@ class Engine:
         dropped = self.state.add_to_outbox(opened["batch_id"], data, max_batches=self.config.max_outbox_batches)
         for batch_id in dropped:
             log.warning("outbox full: dropped the oldest batch %s", batch_id)
-        (self.state.root / "open.json").unlink()
+        self.state.remove("open.json")
         return str(opened["batch_id"])
 
     def preview(self) -> list[dict[str, Any]]:
@@ -342,8 +275,17 @@ class Engine:
     # -- admin views -----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """Mode, identity, outbox, last attempt, schedule and counters (no metric values)."""
+        """Mode, identity, outbox, last attempt, schedule and counters (no metric values).
+
+        On a full or read-only state dir it shows what it can read: without a secret yet, no install id.
+        """
         mode, source = self.consent()
+        try:
+            install_id: str | None = self.install_id()
+        except StateIOError as exc:
+            install_id, problems = None, [f"no install id yet: {exc}"]
+        else:
+            problems = []
         outbox = self.state.outbox()
         approved = self.state.approvals()
         history = self.state.history()
@@ -354,7 +296,8 @@ class Engine:
         return {
             "consent": mode,
             "consent_source": source,
-            "install_id": self.install_id(),
+            "install_id": install_id,
+            "problems": problems,
             "endpoint": endpoints[current].url if endpoints else None,
             "endpoints": [{"url": e.url, "label": e.label, "current": n == current} for n, e in enumerate(endpoints)],
             "state_dir": str(self.state.root),
@@ -379,7 +322,10 @@ class Engine:
         written = []
         for entry in self.state.outbox():
             path = target / f"{entry.batch_id}.json"
-            atomic_write(path, entry.data, mode=0o644)
+            try:
+                atomic_write(path, entry.data, mode=0o644)
+            except OSError as exc:  # the admin's target (a USB stick, say) is full or read-only: exit 1
+                raise StateIOError(f"{path}: cannot write ({exc.strerror or exc})") from None
             self._record(entry.batch_id, entry.data, Attempt(at=self._stamp(), status=None, outcome="exported"))
             written.append(path)
         return written

@@ -4,7 +4,10 @@
 
     AgentError
     ├── ConfigError (also ValueError)   bad config file, key or env var: names the field (CLI exit 2)
-    ├── StateError                      a corrupt or unreadable state file: names the file (CLI exit 2)
+    ├── StateError                      a corrupt state file: names the file (CLI exit 2)
+    │   ├── StateAccessError            a state dir or file this user must not trust or cannot read: another
+    │   │                               user's, writable by others, a symbolic link (CLI exit 2)
+    │   └── StateIOError                the OS failed a read or write (disk full, read-only, I/O error) (CLI exit 1)
     ├── StateLockedError                another agent process holds the state directory (CLI exit 1)
     ├── ProbeUnavailableError           a probe cannot read this OS; the probe is skipped
     └── SendError                       a delivery or data-subject request failed (CLI exit 1)
@@ -19,7 +22,9 @@ __all__ = [
     "ProbeUnavailableError",
     "RejectedError",
     "SendError",
+    "StateAccessError",
     "StateError",
+    "StateIOError",
     "StateLockedError",
 ]
 
@@ -44,6 +49,27 @@ class ConfigError(AgentError, ValueError):
 
 class StateError(AgentError):
     """A state file that cannot be read or parsed (the message names the file)."""
+
+
+class StateAccessError(StateError):
+    """The state dir (or a file in it) is not safe or not possible to use as this user; nothing was read from it.
+
+    Attributes:
+        problem: what is wrong, naming the path (the message without the hint on how to run the command).
+        owner: the name of the user the state dir belongs to, when the fix is to run the command as that
+            user (e.g. root running an admin command against the service user's dir); else None.
+    """
+
+    def __init__(self, problem: str, *, owner: str | None = None) -> None:
+        hint = f": run the command as that user, e.g. `sudo -u {owner} telemetry-agent ...`" if owner else ""
+        super().__init__(problem + hint)
+        self.problem = problem
+        self.owner = owner
+
+
+class StateIOError(StateError):
+    """The OS failed to read or write a state file (disk full, read-only file system); the message names the
+    path and the OS error. The state stays as it was: every write is atomic."""
 
 
 class StateLockedError(AgentError):

@@ -122,7 +122,7 @@ def render_status(s: dict[str, Any]) -> str:
     c = s["counters"]
     lines = [
         f"consent:          {s['consent']} (from {s['consent_source']})",
-        f"install id:       {s['install_id']}",
+        f"install id:       {s['install_id'] or '(none yet)'}",
         *_endpoint_lines(s["endpoints"]),
         f"state dir:        {s['state_dir']}",
         f"outbox:           {s['outbox']['batches']} sealed batch(es) waiting ({s['outbox']['approved']} approved; "
@@ -142,6 +142,7 @@ def render_status(s: dict[str, Any]) -> str:
         f"dropped batches:  {c.get('dropped_batches', 0)} (outbox full)",
         f"quarantined:      {c.get('quarantined', 0)} corrupt outbox file(s)",
         f"provider errors:  {c.get('provider_failures', 0)}",
+        *(f"problem:          {p}" for p in s.get("problems", [])),
     ]
     return "\n".join(lines)
 

@@ -1,8 +1,11 @@
 """The agent's state directory: identity, open batch, outbox, approvals, history, schedule and counters.
 
+Every file access goes through :mod:`agent.files`: no link inside the state dir is followed, every file is
+created with ``O_EXCL | O_NOFOLLOW``, and OS errors become StateErrors naming the path.
+
 Layout (all JSON unless noted; every write is atomic: temp file, fsync, rename, fsync of the directory)::
 
-    state_dir/                  mode 0700
+    state_dir/                  mode 0700, the running user's (checked: see agent.files)
       agent.lock                flock held for the length of one operation (holds the pid)
       daemon.lock               flock held by `telemetry-agent run` for its whole life
       secret                    64 hex characters, mode 0600: the install secret (the id derives from it)
@@ -23,27 +26,30 @@ Layout (all JSON unless noted; every write is atomic: temp file, fsync, rename, 
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 import re
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 import orjson
 
 from schema import SchemaError, new_secret, parse_batch
 
-from .errors import StateError, StateLockedError
+from .errors import StateError, StateIOError
+from .files import FileLock, NotRegularFileError, atomic_write, fsync_dir, make_private_dir, read_regular, state_errors
 
 __all__ = ["EndpointChoice", "OutboxEntry", "StateDir"]
 
 _OUTBOX_NAME: Final = re.compile(r"(?P<seq>[0-9]{10})-(?P<id>[0-9a-f-]{36})\.json")
 _SECRET: Final = re.compile(r"[0-9a-f]{64}")
 _MAX_KEYS_PER_REASON: Final = 32  # bounds counters.json however many odd keys a provider invents
+_SUBDIRS: Final = ("outbox", "rejected", "sent", "quarantine")
+log = logging.getLogger("agent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,109 +71,18 @@ class EndpointChoice:
     """When it became the current endpoint (UTC, ``YYYY-MM-DDTHH:MM:SSZ``)."""
 
 
-def _lock_fd(f: IO[bytes]) -> bool:
-    """Try to take an exclusive lock without waiting; False when another process holds it."""
-    if sys.platform == "win32":
-        import msvcrt
-
-        try:
-            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-    import fcntl
-
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-class _FileLock:
-    """An inter-process lock on one file, re-entrant within this process."""
-
-    def __init__(self, path: Path, root: Path) -> None:
-        self._path = path
-        self._root = root
-        self._file: IO[bytes] | None = None
-        self._depth = 0
-        self._mutex = threading.RLock()
-
-    def acquire(self, wait_s: float) -> None:
-        self._mutex.acquire()
-        if self._depth:
-            self._depth += 1
-            return
-        try:
-            f = self._path.open("a+b")
-            deadline = time.monotonic() + wait_s
-            while not _lock_fd(f):
-                if time.monotonic() >= deadline:
-                    f.seek(0)
-                    pid = f.read(16).decode("ascii", "replace").strip() or "?"
-                    f.close()
-                    raise StateLockedError(f"state dir {self._root} is in use by pid {pid}")
-                time.sleep(0.05)
-            f.seek(0)
-            f.truncate()
-            f.write(str(os.getpid()).encode())
-            f.flush()
-        except BaseException:
-            self._mutex.release()
-            raise
-        self._file = f
-        self._depth = 1
-
-    def release(self) -> None:
-        self._depth -= 1
-        if self._depth == 0 and self._file is not None:
-            # Closing the file drops the lock (flock and msvcrt alike).
-            self._file.close()
-            self._file = None
-        self._mutex.release()
-
-
-def _fsync_dir(path: Path) -> None:
-    if sys.platform == "win32":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    """Write ``data`` so that ``path`` holds either the old or the new bytes, even after a crash."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 class StateDir:
     """Typed access to the state directory; callers hold :meth:`lock` around each operation."""
 
     def __init__(self, root: Path, *, lock_wait_s: float = 10.0) -> None:
         self.root = root
         self._lock_wait_s = lock_wait_s
-        try:
-            root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            for sub in ("outbox", "rejected", "sent", "quarantine"):
-                (root / sub).mkdir(mode=0o700, exist_ok=True)
-        except OSError as exc:
-            raise StateError(f"state dir {root}: cannot create it ({exc.strerror})") from None
-        self._lock = _FileLock(root / "agent.lock", root)
-        self._daemon = _FileLock(root / "daemon.lock", root)
+        # Refuses (StateAccessError) a dir of another user or one others may write, before anything is read.
+        make_private_dir(root, label="state dir ", follow=True, parents=True)
+        for sub in _SUBDIRS:
+            make_private_dir(root / sub)
+        self._lock = FileLock(root / "agent.lock", root)
+        self._daemon = FileLock(root / "daemon.lock", root)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -192,12 +107,11 @@ class StateDir:
     def read(self, name: str, default: Any) -> Any:
         """The JSON content of ``name``, or ``default`` when absent; :class:`StateError` when corrupt."""
         path = self.root / name
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return default
-        except OSError as exc:
-            raise StateError(f"{path}: cannot read ({exc.strerror})") from None
+        with state_errors(path, "read", root=self.root):
+            try:
+                data = read_regular(path)
+            except FileNotFoundError:
+                return default
         try:
             value = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -208,19 +122,28 @@ class StateDir:
 
     def write(self, name: str, value: Any) -> None:
         """Atomically replace ``name`` with ``value`` as JSON."""
-        atomic_write(self.root / name, orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2))
+        self._write(self.root / name, orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2))
+
+    def _write(self, path: Path, data: bytes) -> None:
+        with state_errors(path, "write", root=self.root):
+            atomic_write(path, data)
+
+    def remove(self, name: str) -> None:
+        """Delete ``name`` (a path relative to the state dir) if it exists; never follows a link."""
+        path = self.root / name
+        with state_errors(path, "delete", root=self.root):
+            path.unlink(missing_ok=True)
 
     # -- identity --------------------------------------------------------------------------------
 
     def secret(self) -> str:
         """The install secret, created (mode 0600) on first use."""
         path = self.root / "secret"
-        try:
-            text = path.read_text("ascii").strip()
-        except FileNotFoundError:
-            return self.new_secret()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise StateError(f"{path}: cannot read the install secret ({exc})") from None
+        with state_errors(path, "read the install secret", root=self.root):
+            try:
+                text = read_regular(path, limit=4096).decode("ascii", "replace").strip()
+            except FileNotFoundError:
+                return self.new_secret()
         if _SECRET.fullmatch(text) is None:
             raise StateError(f"{path}: corrupt install secret (expected 64 hex characters)")
         return text
@@ -228,7 +151,7 @@ class StateDir:
     def new_secret(self) -> str:
         """Replace the install secret with a fresh one (a new install id follows from it)."""
         secret = new_secret()
-        atomic_write(self.root / "secret", secret.encode() + b"\n", mode=0o600)
+        self._write(self.root / "secret", secret.encode() + b"\n")
         return secret
 
     # -- endpoint choice ---------------------------------------------------------------------------
@@ -275,35 +198,57 @@ class StateDir:
     # -- outbox ----------------------------------------------------------------------------------
 
     def outbox(self) -> list[OutboxEntry]:
-        """Sealed batches, oldest first; a corrupt file is moved to ``quarantine/`` and counted."""
+        """Sealed batches, oldest first; a corrupt file is moved to ``quarantine/`` and counted.
+
+        Corrupt means it was read and is no batch (or a link or special file): a batch this user merely
+        cannot read stops with :class:`~agent.errors.StateAccessError` and stays where it is.
+        """
         entries: list[OutboxEntry] = []
-        for path in sorted((self.root / "outbox").iterdir()):
+        outbox = self.root / "outbox"
+        with state_errors(outbox, "list", root=self.root):
+            paths = sorted(outbox.iterdir())
+        for path in paths:
             if path.name.startswith("."):
                 continue
             match = _OUTBOX_NAME.fullmatch(path.name)
+            with state_errors(path, "read", root=self.root):
+                try:
+                    data: bytes | None = read_regular(path)
+                except FileNotFoundError:
+                    continue
+                except NotRegularFileError:
+                    data = None
+                except OSError as exc:
+                    if exc.errno not in (errno.ELOOP, errno.EMLINK):
+                        raise
+                    data = None  # a link: never followed, so it is no batch
             try:
-                data = path.read_bytes()
-                if match is None or parse_batch(data).batch_id != match["id"]:
+                if data is None or match is None or parse_batch(data).batch_id != match["id"]:
                     raise SchemaError("batch_id", "bad_id", "file name and batch disagree")
-            except (OSError, SchemaError):
-                self.quarantine(path)
+            except SchemaError:
+                try:
+                    self.quarantine(path)
+                except StateIOError as exc:  # e.g. a read-only state dir: skip it, so status still works
+                    log.warning("corrupt outbox file skipped: %s", exc)
                 continue
+            assert match is not None
             entries.append(OutboxEntry(match["id"], path, data))
         return entries
 
     def quarantine(self, path: Path) -> None:
-        """Move a corrupt file out of the way, keep it for inspection, and count it."""
-        os.replace(path, self.root / "quarantine" / f"{int(time.time())}-{path.name}")
+        """Move a corrupt file (or link: the link itself) out of the way, keep it for inspection, and count it."""
+        with state_errors(path, "quarantine", root=self.root):
+            os.replace(path, self.root / "quarantine" / f"{int(time.time())}-{path.name}")
         self.count("quarantined")
 
     def add_to_outbox(self, batch_id: str, data: bytes, *, max_batches: int) -> list[str]:
         """Store a sealed batch; drops the oldest beyond ``max_batches`` and returns their ids."""
         existing = self.outbox()
         seq = 1 + max((int(e.path.name[:10]) for e in existing), default=0)
-        atomic_write(self.root / "outbox" / f"{seq:010d}-{batch_id}.json", data)
+        self._write(self.root / "outbox" / f"{seq:010d}-{batch_id}.json", data)
         dropped: list[str] = []
         for entry in existing[: max(0, len(existing) + 1 - max_batches)]:
-            entry.path.unlink()
+            self.remove(f"outbox/{entry.path.name}")
             dropped.append(entry.batch_id)
         if dropped:
             self.count("dropped_batches", len(dropped))
@@ -312,15 +257,18 @@ class StateDir:
 
     def mark_sent(self, entry: OutboxEntry) -> None:
         """Move a delivered batch's bytes to ``sent/`` (kept while the history refers to it)."""
-        os.replace(entry.path, self.root / "sent" / f"{entry.batch_id}.json")
-        _fsync_dir(self.root / "outbox")
+        self._move(entry, "sent")
         self.forget_approvals([entry.batch_id])
+
+    def _move(self, entry: OutboxEntry, sub: str) -> None:
+        with state_errors(entry.path, f"move it to {sub}/", root=self.root):
+            os.replace(entry.path, self.root / sub / f"{entry.batch_id}.json")
+            fsync_dir(self.root / "outbox")
 
     def mark_rejected(self, entry: OutboxEntry, error: dict[str, Any]) -> None:
         """Move a refused batch to ``rejected/`` with the collector's error, for the admin to see."""
         self.write(f"rejected/{entry.batch_id}.error.json", error)
-        os.replace(entry.path, self.root / "rejected" / f"{entry.batch_id}.json")
-        _fsync_dir(self.root / "outbox")
+        self._move(entry, "rejected")
         self.forget_approvals([entry.batch_id])
 
     def rejected(self) -> list[tuple[str, dict[str, Any]]]:
@@ -339,8 +287,11 @@ class StateDir:
                 return entry.data
         for sub in ("sent", "rejected"):
             path = self.root / sub / f"{batch_id}.json"
-            if path.exists():
-                return path.read_bytes()
+            with state_errors(path, "read", root=self.root):
+                try:
+                    return read_regular(path)
+                except FileNotFoundError:
+                    continue
         return None
 
     # -- approvals and history ---------------------------------------------------------------------
@@ -370,12 +321,12 @@ class StateDir:
         referenced = {h.get("batch_id") for h in history}
         for path in (self.root / "sent").glob("*.json"):
             if path.stem not in referenced:
-                path.unlink()
+                self.remove(f"sent/{path.name}")
 
     def reset(self) -> None:
         """Forget everything but the lock files: used by `forget` before a new secret is made."""
         for sub in ("outbox", "rejected", "sent"):
             for path in (self.root / sub).iterdir():
-                path.unlink()
+                self.remove(f"{sub}/{path.name}")
         for name in ("open.json", "approvals.json", "history.json", "cpu.json", "counters.json"):
-            (self.root / name).unlink(missing_ok=True)
+            self.remove(name)

@@ -1,0 +1,101 @@
+"""One snapshot's readings: every host probe and the usage provider, through the policy gate.
+
+Split from :mod:`agent.engine`, which stores the result in the open batch; this module only reads (and keeps
+the CPU times sample that the next snapshot's usage is averaged against).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from schema import format_hour
+
+from .clock import Clock
+from .config import AgentConfig
+from .errors import ProbeUnavailableError
+from .policy import Admitted, admit
+from .probes import CpuCoresProbe, CpuUsageProbe, DiskProbe, HostAccess, MemoryProbe, OsProbe, Probe, UsageProvider
+from .probes.usage import ProviderError
+from .state import StateDir
+
+__all__ = ["CollectResult", "SnapshotReader"]
+
+
+@dataclass(slots=True, kw_only=True)
+class CollectResult:
+    """What one snapshot took in, and what it left out (by reason, never by value)."""
+
+    taken_at: str
+    metrics: dict[str, int | str]
+    dropped: list[tuple[str, str]]
+    problems: list[str] = field(default_factory=list)
+    stored: bool = True
+
+
+class SnapshotReader:
+    """Reads the host and the provider for one snapshot; OS access, provider and clock come from the engine."""
+
+    def __init__(self, config: AgentConfig, state: StateDir, host: HostAccess, provider: UsageProvider | None,
+                 clock: Clock) -> None:  # fmt: skip
+        self.config = config
+        self.state = state
+        self.host = host
+        self.provider = provider
+        self.clock = clock
+
+    def cpu_previous(self, now: datetime) -> dict[str, float] | None:
+        """The stored CPU sample, if it is recent enough to average over (else None)."""
+        saved = self.state.read("cpu.json", {})
+        try:
+            at = datetime.fromisoformat(saved["at"])
+            times = {str(k): float(v) for k, v in saved["times"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+        # A sample far older than the interval would average over the wrong period (or across a downtime).
+        if not timedelta(0) < now - at <= timedelta(seconds=2 * self.config.snapshot_interval_s):
+            return None
+        return times
+
+    def prime_cpu(self) -> None:
+        """Record a CPU sample now, so the first snapshot can average over its interval."""
+        now = self.clock.now()
+        if self.cpu_previous(now) is None:
+            self.state.write("cpu.json", {"at": now.isoformat(), "times": self.host.cpu_times()})
+
+    def probes(self, now: datetime) -> tuple[list[Probe], CpuUsageProbe]:
+        """The host probes, and among them the CPU usage one (its new sample is stored after reading)."""
+        cpu = CpuUsageProbe(self.host, previous=self.cpu_previous(now))
+        probes: list[Probe] = [
+            OsProbe(self.host),
+            CpuCoresProbe(self.host),
+            cpu,
+            MemoryProbe(self.host),
+            DiskProbe(self.host, path=self.config.data_path),
+        ]
+        return probes, cpu
+
+    def read(self) -> CollectResult:
+        """Read every probe and the usage provider through the policy gate (stores only the CPU sample)."""
+        now = self.clock.now()
+        disabled = frozenset(self.config.disabled_metrics)
+        admitted, problems = Admitted(), []
+        probes, cpu = self.probes(now)
+        for probe in probes:
+            try:
+                admit(probe.collect(), disabled=disabled, from_provider=False, into=admitted)
+            except ProbeUnavailableError as exc:
+                problems.append(f"probe {probe.name} unavailable: {exc}")
+            except Exception as exc:  # noqa: BLE001 - a probe bug costs its metrics, not the snapshot
+                problems.append(f"probe {probe.name} failed: {type(exc).__name__}")
+        if cpu.sample is not None:
+            self.state.write("cpu.json", {"at": now.isoformat(), "times": cpu.sample})
+        if self.provider is not None:
+            try:
+                admit(self.provider.collect(), disabled=disabled, from_provider=True, into=admitted)
+            except ProviderError as exc:
+                problems.append(str(exc))
+                self.state.count("provider_failures")
+        return CollectResult(
+            taken_at=format_hour(now), metrics=admitted.metrics, dropped=admitted.dropped, problems=problems
+        )
