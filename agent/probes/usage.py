@@ -1,22 +1,32 @@
 """The product's usage provider: a command, a JSON file, a local HTTP URL, or a Python callable.
 
 Each returns the product's counts as a JSON object (``{"projects": 3, "deployments": 1200}``); the
-policy step maps the keys onto catalogue metrics and drops the rest. Every kind has a timeout and a
-size cap: a slow or broken provider costs one snapshot's usage metrics, never the agent.
+policy step maps the keys onto catalogue metrics and drops the rest. Every kind has one overall deadline
+(``usage.timeout_s``, for the whole call, not per read) and reads at most the size cap plus one byte: a
+slow, huge or broken provider costs one snapshot's usage metrics, never the agent's memory or schedule.
+
+- command: see :mod:`agent.probes.command` (process group, bounded non-blocking read);
+- file: opened non-blocking and used only if it is a regular file, so a FIFO never blocks the agent
+  (limit: a read from a hung network file system cannot be interrupted);
+- url: one aiohttp request with a total timeout, no redirect followed (a redirect could lead anywhere,
+  e.g. to a cloud metadata service), no proxy, no transparent decompression (no gzip bomb).
 """
 
 from __future__ import annotations
 
-import subprocess
+import asyncio
 import threading
-import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
+import aiohttp
 import orjson
 
 from agent.config import AgentConfig
+from agent.files import NotRegularFileError, read_regular
+
+from .command import CommandError, CommandTimeoutError, run_command
 
 __all__ = ["MAX_PROVIDER_BYTES", "ProviderError", "UsageProvider", "provider_from_config"]
 
@@ -44,7 +54,7 @@ class UsageProvider:
             raw = self._fetch()
         except ProviderError:
             raise
-        except subprocess.TimeoutExpired:
+        except TimeoutError:
             raise ProviderError(f"{self.kind} provider timed out after {self._timeout_s:g} s") from None
         except Exception as exc:  # noqa: BLE001 - any provider failure is reported the same way
             raise ProviderError(f"{self.kind} provider failed: {type(exc).__name__}") from None
@@ -62,30 +72,58 @@ class UsageProvider:
 
 def _command(argv: tuple[str, ...], timeout_s: float) -> Callable[[], bytes]:
     def fetch() -> bytes:
-        done = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout_s, check=False)
-        if done.returncode != 0:
-            raise ProviderError(f"command provider exited with status {done.returncode}")
-        return done.stdout
+        try:
+            return run_command(argv, timeout_s=timeout_s, max_bytes=MAX_PROVIDER_BYTES)
+        except CommandTimeoutError:
+            raise TimeoutError from None
+        except CommandError as exc:
+            raise ProviderError(f"command provider {exc}") from None
 
     return fetch
 
 
 def _file(path: Path) -> Callable[[], bytes]:
     def fetch() -> bytes:
-        with path.open("rb") as f:
-            return f.read(MAX_PROVIDER_BYTES + 1)
+        try:
+            # The admin may well point at a link (follow=True); a FIFO or device is refused without blocking.
+            return read_regular(path, follow=True, limit=MAX_PROVIDER_BYTES + 1)
+        except NotRegularFileError as exc:
+            raise ProviderError(f"file provider: {path} is not a regular file ({exc.kind})") from None
+        except OSError as exc:
+            raise ProviderError(f"file provider: cannot read {path} ({exc.strerror or type(exc).__name__})") from None
 
     return fetch
 
 
-def _url(url: str, timeout_s: float) -> Callable[[], bytes]:
-    # No proxy for a loopback URL, even when HTTP(S)_PROXY is set for the collector.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+async def _get(url: str, timeout_s: float) -> bytes:
+    # total: one deadline for connect, headers and body together (a drip of one byte per read cannot
+    # stretch it); trust_env=False: never a proxy for a loopback URL, even when HTTP(S)_PROXY is set.
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with (
+        aiohttp.ClientSession(timeout=timeout, trust_env=False, auto_decompress=False) as session,
+        session.get(url, allow_redirects=False, headers={"Accept-Encoding": "identity"}) as resp,
+    ):
+        if 300 <= resp.status < 400:
+            raise ProviderError(f"url provider answered a redirect (HTTP {resp.status}), which is never followed: "
+                                f"set usage.url to the final address")  # fmt: skip
+        if resp.status != 200:
+            raise ProviderError(f"url provider answered HTTP {resp.status}")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_PROVIDER_BYTES and (chunk := await resp.content.read(MAX_PROVIDER_BYTES + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
 
+
+def _url(url: str, timeout_s: float) -> Callable[[], bytes]:
     def fetch() -> bytes:
-        with opener.open(url, timeout=timeout_s) as resp:
-            data: bytes = resp.read(MAX_PROVIDER_BYTES + 1)
-            return data
+        try:
+            return asyncio.run(_get(url, timeout_s))
+        except TimeoutError:
+            raise  # before ClientError: aiohttp's ServerTimeoutError is both
+        except aiohttp.ClientError as exc:
+            raise ProviderError(f"url provider unreachable: {str(exc) or type(exc).__name__}") from None
 
     return fetch
 
