@@ -58,11 +58,20 @@ class Endpoint:
     Two entries with the same key are duplicates; the stored endpoint choice is this key."""
     label: str
     """Host, and port when the URL gives one: what history and messages show (never user info)."""
+    name: str = "endpoint"
+    """How errors name this entry: ``endpoint``, or ``endpoint[N]`` in a list (counted from 0)."""
 
     @property
     def base(self) -> str:
         """The URL to which API paths such as ``/v1/batches`` are appended."""
         return self.url.rstrip("/")
+
+    @property
+    def cleartext(self) -> bool:
+        """Whether requests travel unencrypted over a network: ``http://`` to a host other than this machine
+        (127.0.0.0/8, ::1, ``localhost``). The install secret is never sent to such an endpoint."""
+        parts = urlsplit(self.url)
+        return parts.scheme != "https" and not _is_loopback(parts.hostname or "")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,11 +187,15 @@ def _endpoint(name: str, url: object) -> Endpoint:
         raise ConfigError(name, "must be a string")
     _check_url(name, url, loopback_only=False)
     parts = urlsplit(url)
+    if "@" in parts.netloc:
+        # Refused rather than redacted: a URL that holds no password can never print one (status, logs).
+        raise ConfigError(name, "must not contain user info (user:password@); the collector needs no "
+                                "credentials in its URL")  # fmt: skip
     assert parts.hostname is not None  # _check_url made sure
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     port = parts.port or (443 if parts.scheme == "https" else 80)
     label = f"{host}:{parts.port}" if parts.port else host
-    return Endpoint(url=url, key=f"{parts.scheme}://{host}:{port}{parts.path.rstrip('/')}", label=label)
+    return Endpoint(url=url, key=f"{parts.scheme}://{host}:{port}{parts.path.rstrip('/')}", label=label, name=name)
 
 
 def _endpoints_of(value: object) -> tuple[Endpoint, ...]:

@@ -260,7 +260,14 @@ class Transport:
         Fails over like :meth:`deliver` but makes one round without backoff (the admin is waiting and
         can run the command again): an unreachable endpoint, a 408/429/5xx moves on to the next one; a
         final 4xx (e.g. 401) or an answer that is not a JSON object ends the request.
+        Refused (:class:`ConfigError`, before any request) when an endpoint is plain HTTP off this machine.
         """
+        for endpoint in self._endpoints:
+            # The secret proves ownership of the install's data: it must not be readable on the way. Checked
+            # for every endpoint before the first request, as failover could reach any of them.
+            if endpoint.cleartext:
+                raise ConfigError(endpoint.name, "is plain http:// to another machine; the install secret is sent "
+                                  "only over https:// (or to this machine: 127.0.0.1, ::1, localhost)")  # fmt: skip
         failure: SendError | None = None
         tried: list[str] = []
         async with self._session() as session:

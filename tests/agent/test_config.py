@@ -81,6 +81,13 @@ def test_config_do_not_track_forces_off(variable: str) -> None:
         ("endpoint = []\n", {}, "endpoint: must list at least one URL"),
         ('endpoint = ["https://c1.example", "ftp://c2"]\n', {}, "endpoint[1]: must be an http:// or https:// URL"),
         ('endpoint = ["https://c1.example", 8443]\n', {}, "endpoint[1]: must be a string"),
+        ('endpoint = "https://agent:s3cret@c1.example"\n', {}, "endpoint: must not contain user info"),
+        ('endpoint = ["https://agent@c1.example"]\n', {}, "endpoint[0]: must not contain user info"),
+        (
+            "",
+            {"TELEMETRY_ENDPOINT": "https://c1.example,http://:s3cret@c2.example"},
+            "endpoint[1]: must not contain user info",
+        ),
         (
             'endpoint = ["https://c1.example", "https://C1.example:443/"]\n',
             {},

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agent import AgentConfig, Engine, RejectedError
+from agent import AgentConfig, ConfigError, Engine, RejectedError
 from agent.config import Endpoint
 from agent.transport import Attempt, Transport
 from tests.agent.conftest import RECORDED, Site
@@ -162,15 +162,17 @@ async def test_failover_one_endpoint_in_a_list_behaves_like_a_plain_string(tmp_p
 
 
 async def test_failover_history_names_the_collector_host_only(pair: tuple[Site, Site], tmp_path: Path) -> None:
-    """An attempt records the endpoint's host and port: never user info from the URL."""
+    """An attempt records the endpoint's host and port only (user info cannot even be configured any more)."""
     first, _ = pair
     attempts: list[Attempt] = []
     chosen: list[Endpoint] = []
-    config = _config(tmp_path, f"http://agent:s3cret@127.0.0.1:{first.port}/")
+    config = _config(tmp_path, f"http://127.0.0.1:{first.port}/")
     await _transport(config, [], chosen=chosen).deliver(BATCH, BATCH_ID, attempts.append)
     assert [a.endpoint for a in attempts] == [first.label]
     assert config.endpoints[0].key == f"http://127.0.0.1:{first.port}"
     assert chosen == []  # one endpoint: nothing to choose, nothing stored
+    with pytest.raises(ConfigError, match=r"^endpoint\[0\]: must not contain user info"):
+        _config(tmp_path, f"http://agent:s3cret@127.0.0.1:{first.port}/")
 
 
 async def test_failover_install_requests_fail_over_in_one_round(pair: tuple[Site, Site], tmp_path: Path) -> None:
