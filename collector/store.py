@@ -331,7 +331,7 @@ class Store:
                 waiters = self._inflight[batch_id] = []
             waiters.append(waiter)
             await waiter
-        known = self._index.get(batch_id)
+        known = self._index.matches(batch_id, sha256)
         if known is not None:
             return _answer(batch, sha256, known)
         if self.overloaded():
@@ -346,7 +346,7 @@ class Store:
                 stored = await self.read(_OLD_BATCH_SQL, [_naive(created), batch_id])
                 if stored:
                     self._index.add(batch_id, stored[0][0], created_s=created.timestamp(), now_s=now.timestamp())
-                    return _answer(batch, sha256, stored[0][0])
+                    return _answer(batch, sha256, stored[0][0] == sha256)
             line = _spool_line(now, sha256, body_bytes, obj)
             try:
                 await asyncio.shield(self._spool.append(line))
@@ -416,12 +416,12 @@ class Store:
         every few thousand batches and at the end). Raises :class:`ConflictError` like the API.
         """
         batch_id = batch.batch_id
-        known = self._index.get(batch_id)
+        known = self._index.matches(batch_id, sha256)
         now = self.clock()
         created = parse_hour(batch.created_at, "created_at")
         if known is None and created.timestamp() < self._index.cutoff_s(now.timestamp()):
             stored = self.read_sync(_OLD_BATCH_SQL, [_naive(created), batch_id])
-            known = stored[0][0] if stored else None
+            known = stored[0][0] == sha256 if stored else None
         if known is not None:
             return _answer(batch, sha256, known)
         staged.append(_spool_line(now, sha256, body_bytes, obj))
@@ -453,8 +453,8 @@ class Store:
 _OLD_BATCH_SQL: Final = "SELECT sha256 FROM batches WHERE created_at = ? AND batch_id = ? LIMIT 1"
 
 
-def _answer(batch: Batch, sha256: str, stored_sha256: str) -> Receipt:
-    if stored_sha256 != sha256:
+def _answer(batch: Batch, sha256: str, same: bool) -> Receipt:
+    if not same:
         raise ConflictError("this batch_id was already stored with different content", path="batch_id")
     return Receipt(batch_id=batch.batch_id, sha256=sha256, snapshots=len(batch.snapshots), duplicate=True)
 
