@@ -4,7 +4,7 @@
     python bench/dedup.py --entries 200000 --no-write
 
 Both designs get the same entries: random UUID4 batch ids and sha256-like hex, created at random over the 35-day
-window. *pages* is ``collector.dedup.DedupIndex``; *dict* is ``DictDedupIndex`` below, a copy of the
+window. *pages* is ``collector.storage.embedded.dedup.DedupIndex``; *dict* is ``DictDedupIndex`` below, a copy of the
 ``batch_id -> sha256`` dict with hour buckets of ids that it replaced. Each measurement runs in a fresh process:
 
 - under ``tracemalloc``: fill N entries; bytes held per entry afterwards (every allocation the index keeps, not its
@@ -35,7 +35,7 @@ from typing import Any, Final, Protocol
 
 import psutil
 
-from collector.dedup import DedupIndex
+from collector.storage.embedded.dedup import DedupIndex
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT_B = 32
@@ -76,7 +76,7 @@ class Index(Protocol):
     def get(self, batch_id: str) -> Any: ...
 
 
-DESIGNS = {"pages": "sorted pages (collector.dedup)", "dict": "dict of str (old, DictDedupIndex)"}
+DESIGNS = {"pages": "sorted pages (collector.storage.embedded.dedup)", "dict": "dict of str (old, DictDedupIndex)"}
 
 
 def make(design: str) -> Index:
@@ -191,7 +191,7 @@ def write_doc(command: str, table: str, count: int, per_page: float) -> None:
     section = (
         "## Dedup index\n\n"
         f"Measured by `{command}` ({count:,} entries) on the 2-core development machine, shared with other work\n"
-        f"(load average {load} at the end). *pages* is `collector.dedup.DedupIndex` (sorted pages of `array`\n"
+        f"(load average {load} at the end). *pages* is `collector.storage.embedded.dedup.DedupIndex` (sorted pages of `array`\n"
         "columns: batch_id high and low 64 bits, a 64-bit sha256 fingerprint, the expiry hour; see its module\n"
         "docstring); *dict* is a copy of the `batch_id -> sha256` dict with hour buckets it replaced\n"
         "(`DictDedupIndex` in the script), measured in the same run on the same entries.\n\n"

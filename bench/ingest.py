@@ -38,8 +38,9 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from collector.loader import load_segment, migrate  # noqa: E402
-from collector.spool import segment_name  # noqa: E402
+from collector.storage.embedded.segments import load_segment  # noqa: E402
+from collector.storage.embedded.spool import segment_name  # noqa: E402
+from collector.storage.migrations import migrate  # noqa: E402
 from schema import encode_batch, parse_batch, round_sig2  # noqa: E402
 
 TEMPLATE = (ROOT / "tests/data/v1/valid/full-day.json").read_bytes()

@@ -1,4 +1,4 @@
-"""The collector: receives telemetry batches over HTTP, stores them durably in one DuckDB file, serves reports.
+"""The collector: receives telemetry batches over HTTP, stores them durably (one DuckDB file, or a shared DuckLake), serves reports.
 
 Run it with ``telemetry-collector serve`` (see docs/collector.md), or embed :func:`create_app`.
 """
@@ -6,6 +6,6 @@ Run it with ``telemetry-collector serve`` (see docs/collector.md), or embed :fun
 from .app import create_app
 from .config import CollectorConfig
 from .errors import CollectorError, ConfigError
-from .store import Receipt, Store
+from .storage import Receipt, Storage, open_storage
 
-__all__ = ["CollectorConfig", "CollectorError", "ConfigError", "Receipt", "Store", "create_app"]
+__all__ = ["CollectorConfig", "CollectorError", "ConfigError", "Receipt", "Storage", "create_app", "open_storage"]

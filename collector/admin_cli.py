@@ -21,12 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from . import reports_rollup
 from .config import CollectorConfig
 from .errors import BadRequestError, NotFoundError
 from .reports import INTERVALS, REPORTS, ReportParams, run_report
 from .reports_format import result_csv, result_table
-from .store import Store
+from .storage import open_storage
 from .tokens import ROLES, create_token, list_tokens, revoke_token
 
 __all__ = ["TOKEN_ENV", "register"]
@@ -144,7 +143,7 @@ def _token_create(args: argparse.Namespace) -> int:
         answer = json.loads(_http(args, "POST", "/v1/tokens", {"role": args.role})[0])
         token_id, token = answer["token_id"], answer["token"]
     else:
-        with Store.open(_config(args)) as store:
+        with open_storage(_config(args)) as store:
             token_id, token = store.write_sync(lambda con: create_token(con, args.role, _now()))
     print(f"created {args.role} token {token_id}; it is shown only now:", file=sys.stderr)
     print(token)
@@ -155,7 +154,7 @@ def _token_list(args: argparse.Namespace) -> int:
     if args.url:
         tokens = json.loads(_http(args, "GET", "/v1/tokens")[0])["tokens"]
     else:
-        with Store.open(_config(args)) as store:
+        with open_storage(_config(args)) as store:
             tokens = store.write_sync(list_tokens)
     columns = ("token_id", "role", "created_at", "revoked_at")
     rows = [{**t, "revoked_at": t["revoked_at"] or "-"} for t in tokens]
@@ -167,7 +166,7 @@ def _token_revoke(args: argparse.Namespace) -> int:
     if args.url:
         _http(args, "DELETE", "/v1/tokens/" + urllib.parse.quote(args.token_id, safe=""))
     else:
-        with Store.open(_config(args)) as store:
+        with open_storage(_config(args)) as store:
             if not store.write_sync(lambda con: revoke_token(con, args.token_id, _now())):
                 raise _CliError(f"no active token with id {args.token_id!r}", 2)
     print(f"revoked token {args.token_id}", file=sys.stderr)
@@ -215,10 +214,10 @@ def _report_from_db(args: argparse.Namespace) -> dict[str, Any]:
     params = ReportParams.parse(
         date_from=args.date_from, date_to=args.date_to, interval=args.interval, product=args.product, today=today
     )
-    if not config.db_path.exists():
+    if not config.lake and not config.db_path.exists():
         raise _CliError(f"database {config.db_path} does not exist", 2)
-    with Store.open(config) as store:
-        store.write_sync(reports_rollup.refresh)
+    with open_storage(config) as store:
+        store.refresh_rollup_sync()
 
         async def fetch(sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
             return store.read_sync(sql, values)

@@ -16,7 +16,6 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from . import reports_rollup
 from .dashboard import dashboard_asset, dashboard_page
 from .errors import BadRequestError, NotFoundError
 from .installs import delete_install, get_install
@@ -43,8 +42,10 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 
 async def _fresh(request: web.Request) -> None:
-    # Fold in whatever was loaded since the last refresh (a count comparison when nothing was).
-    await request.app[STORE].write(reports_rollup.refresh)
+    # Fold in whatever was stored since the last refresh (a count comparison when nothing was).
+    store = request.app[STORE]
+    store.check_readable()
+    await store.refresh_rollup()
 
 
 async def _list_reports(request: web.Request) -> web.Response:
@@ -129,7 +130,7 @@ async def _delete_token(request: web.Request) -> web.Response:
 
 
 async def _refresh(app: web.Application) -> None:
-    await app[STORE].write(reports_rollup.refresh)
+    await app[STORE].refresh_rollup()
 
 
 _refresh_ctx = periodic("report-refresh", _refresh, lambda _app: _REFRESH_INTERVAL_S)

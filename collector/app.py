@@ -1,4 +1,4 @@
-"""The aiohttp application: routes, the error middleware, the private access log and the Store's lifetime."""
+"""The aiohttp application: routes, the error middleware, the private access log and the storage's lifetime."""
 
 from __future__ import annotations
 
@@ -21,8 +21,7 @@ from .ingest import post_batch
 from .keys import CONFIG, MONITOR, STORE
 from .monitoring import Monitor
 from .openapi import openapi_document
-from .spool import list_segments
-from .store import Store
+from .storage import Storage, create_storage
 
 __all__ = ["ClientDetailsFilter", "PrivateAccessLogger", "create_app", "error_middleware", "policy_document"]
 
@@ -153,11 +152,11 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    if request.app[STORE].healthy:
+    health = request.app[STORE].health()
+    if health.ready:
         return _json({"status": "ready"})
-    body = {"error": {"code": "not_ready", "message": "database closed, a spool load failed or the disk refused writes",
-                      "path": ""}}  # fmt: skip
-    return _json(body, 503)
+    # path names the part that failed: database, spool (embedded), catalog or object_store (lake).
+    return _json({"error": {"code": "not_ready", "message": health.message, "path": health.part}}, 503)
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -169,24 +168,14 @@ async def _openapi(request: web.Request) -> web.Response:
     return _json(openapi_document(analytics.OPENAPI_PATHS))
 
 
-def _add_gauges(monitor: Monitor, store: Store, config: CollectorConfig) -> None:
-    monitor.gauges.update({
-        "telemetry_pending_batches": ("Batches acknowledged or awaiting fsync, not yet loaded into DuckDB.",
-                                      lambda: store.pending_batches),
-        "telemetry_writer_queue_depth": ("Jobs queued for the DuckDB writer thread.", lambda: store.writer_queue_depth),
-        "telemetry_spool_segments": ("Spool segment files on disk.", lambda: len(list_segments(config.spool_path))),
-        "telemetry_dedup_index_entries": ("Batch ids in the in-memory dedup index.", lambda: store.dedup_entries),
-        "telemetry_segments_loaded_total": ("Spool segments loaded since start.", lambda: store.segments_loaded),
-        "telemetry_segment_load_failures": ("Spool segments set aside because they failed to load.",
-                                            lambda: store.load_failures),
-        "telemetry_last_load_seconds": ("Duration of the latest segment load.", lambda: store.last_load_s),
-    })  # fmt: skip
+def _add_gauges(monitor: Monitor, store: Storage) -> None:
+    monitor.gauges.update({name: (gauge.help, gauge.read) for name, gauge in store.gauges().items()})
 
 
 def create_app(
     config: CollectorConfig | None = None, *, clock: Callable[[], datetime] | None = None
 ) -> web.Application:
-    """The collector as an aiohttp application; the Store opens on startup and closes (spool loaded) on cleanup.
+    """The collector as an aiohttp application; its storage opens on startup and closes on cleanup.
 
     ``clock`` (timezone-aware ``now``) is for tests. Analytics routes come from :func:`collector.analytics.setup`.
     """
@@ -198,9 +187,9 @@ def create_app(
         # auto_decompress off: ingest inflates gzip itself, capped, and answers 415 for other encodings.
         handler_args={"access_log_class": PrivateAccessLogger, "auto_decompress": False},
     )
-    store = Store(config, clock=clock if clock is not None else (lambda: datetime.now(UTC)))
+    store = create_storage(config, clock=clock if clock is not None else (lambda: datetime.now(UTC)))
     monitor = Monitor()
-    _add_gauges(monitor, store, config)
+    _add_gauges(monitor, store)
     app[CONFIG] = config
     app[STORE] = store
     app[MONITOR] = monitor

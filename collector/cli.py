@@ -21,7 +21,7 @@ from aiohttp import web
 
 from . import admin_cli, demo
 from .app import create_app
-from .config import ENV_PREFIX, CollectorConfig
+from .config import ENV_PREFIX, CollectorConfig, flag_name
 from .errors import CollectorError, ConfigError, InUseError
 from .offline import import_files
 
@@ -31,14 +31,14 @@ PROG = "telemetry-collector"
 
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", dest="db_path", metavar="PATH", help="the DuckDB file (default ./telemetry.duckdb)")
+    parser.add_argument(
+        "--db", "--db-path", dest="db_path", metavar="PATH", help="the DuckDB file (default ./telemetry.duckdb)"
+    )
     for field in dataclasses.fields(CollectorConfig):
         if field.name == "db_path":
             continue
         env = ENV_PREFIX + field.name.upper()
-        parser.add_argument(
-            "--" + field.name.replace("_", "-"), dest=field.name, metavar="VALUE", help=f"overrides ${env}"
-        )
+        parser.add_argument(flag_name(field.name), dest=field.name, metavar="VALUE", help=f"overrides ${env}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,21 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> CollectorConfig:
-    # Flags are applied as if they were the env vars, so both go through the same conversion and checks.
-    environ = dict(os.environ)
-    flags: dict[str, str] = {}
-    for field in dataclasses.fields(CollectorConfig):
-        value = getattr(args, field.name, None)
-        if value is not None:
-            env = ENV_PREFIX + field.name.upper()
-            environ[env] = str(value)
-            flags[env] = "--" + field.name.replace("_", "-")
-    try:
-        return CollectorConfig.from_env(environ)
-    except ConfigError as exc:
-        if exc.path in flags:  # name what the user typed, not the variable it was routed through
-            raise ConfigError(exc.message.replace(exc.path, flags[exc.path], 1), path=flags[exc.path]) from None
-        raise
+    # Flags go through each setting's own parser, like the environment; an error names the flag.
+    flags = {f.name: value for f in dataclasses.fields(CollectorConfig) if (value := getattr(args, f.name, None))}
+    return CollectorConfig.from_env(os.environ, flags=flags)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -113,7 +101,8 @@ async def _run_server(config: CollectorConfig) -> int:
     server = site._server
     sockets = getattr(server, "sockets", None) or []
     port = sockets[0].getsockname()[1] if sockets else config.port
-    print(f"telemetry-collector listening on http://{config.host}:{port} (database {config.db_path})", flush=True)
+    where = config.where
+    print(f"telemetry-collector listening on http://{config.host}:{port} ({where})", flush=True)
     await stop.wait()
     print("telemetry-collector: stopping (loading the spool into the database)", file=sys.stderr, flush=True)
     await runner.cleanup()

@@ -1,66 +1,135 @@
 """Collector settings: one frozen, keyword-only dataclass, validated on construction.
 
 Every field can be set by an environment variable ``TELEMETRY_COLLECTOR_<FIELD>`` (upper case),
-and the ``serve`` command's flags override those. docs/collector.md documents every field; a
-test fails when one is missing there.
+and by a flag ``--<field-with-dashes>`` of the commands that take settings; flags win. Each field
+names its own parser (``_setting(parse=...)``), so the environment and the flags go through the
+same conversion, and an error names what the user typed (the variable or the flag).
+docs/collector.md documents every field; a test fails when one is missing there.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from .errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "CollectorConfig"]
+__all__ = ["ENV_PREFIX", "STORES", "CollectorConfig", "flag_name"]
 
 ENV_PREFIX: Final = "TELEMETRY_COLLECTOR_"
+STORES: Final = ("duckdb", "ducklake")
+"""The storage backends: the embedded DuckDB file (default) or a shared DuckLake."""
+
+_AWS_FALLBACKS: Final = {
+    "s3_key_id": "AWS_ACCESS_KEY_ID",
+    "s3_secret": "AWS_SECRET_ACCESS_KEY",  # the name of a variable, not a secret
+    "s3_region": "AWS_REGION",
+    "s3_endpoint": "AWS_ENDPOINT_URL",
+}
+"""The standard AWS variables, read when ours are unset."""
+
+Parse = Callable[[str], Any]
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("expected int") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("expected float") from None
+
+
+def _optional_path(text: str) -> Path | None:
+    return Path(text) if text else None
+
+
+def _optional_text(text: str) -> str | None:
+    return text or None
+
+
+def _setting(default: Any, parse: Parse, *, secret: bool = False) -> Any:
+    # A secret (a password inside the catalog URL, an S3 key) is kept out of repr(), so no log line
+    # or traceback that prints the config shows it.
+    return field(default=default, repr=not secret, metadata={"parse": parse})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CollectorConfig:
     """Everything the collector can be told. Defaults run the embedded single-file setup."""
 
-    db_path: Path = Path("telemetry.duckdb")
-    """The DuckDB file. One collector process owns it; a second one fails fast."""
-    spool_dir: Path | None = None
+    store: Literal["duckdb", "ducklake"] = _setting("duckdb", _text)
+    """Storage backend: ``duckdb`` (one embedded file) or ``ducklake`` (a lake shared by several collectors)."""
+    db_path: Path = _setting(Path("telemetry.duckdb"), Path)  # noqa: RUF009  # _setting returns a field()
+    """The DuckDB file (``store = duckdb``). One collector process owns it; a second one fails fast."""
+    spool_dir: Path | None = _setting(None, _optional_path)  # noqa: RUF009  # _setting returns a field()
     """Write-ahead spool of acknowledged batches; default ``<db_path>.spool`` beside the database."""
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_body_bytes: int = 1024 * 1024
+    catalog: str | None = _setting(None, _optional_text, secret=True)
+    """The lake's PostgreSQL catalog, ``postgresql://user[:password]@host:port/dbname`` (``store = ducklake``)."""
+    data_path: str | None = _setting(None, _optional_text)
+    """Where the lake's Parquet files live: ``s3://bucket/prefix/`` or an absolute directory shared by all collectors."""
+    s3_endpoint: str | None = _setting(None, _optional_text)
+    """S3-compatible endpoint URL such as ``http://127.0.0.1:8333`` (path-style addressing); unset means AWS."""
+    s3_key_id: str | None = _setting(None, _optional_text, secret=True)
+    """S3 access key id (default ``$AWS_ACCESS_KEY_ID``)."""
+    s3_secret: str | None = _setting(None, _optional_text, secret=True)
+    """S3 secret access key (default ``$AWS_SECRET_ACCESS_KEY``)."""
+    s3_region: str | None = _setting(None, _optional_text)
+    """S3 region (default ``$AWS_REGION``, else ``us-east-1``)."""
+    host: str = _setting("127.0.0.1", _text)
+    port: int = _setting(8080, _int)
+    max_body_bytes: int = _setting(1024 * 1024, _int)
     """Largest batch body accepted, checked after decompression (413 above it). A full 744-snapshot batch is ~250 KiB."""
-    read_timeout_s: float = 10.0
+    read_timeout_s: float = _setting(10.0, _float)
     """Time allowed to receive a whole request body; slower clients get 408."""
-    max_inflight_requests: int = 1024
+    max_inflight_requests: int = _setting(1024, _int)
     """Ingest requests being received or validated at once; beyond it, 503 + Retry-After (bounds memory at
     about this many times max_body_bytes when many slow clients connect together)."""
-    writer_threads: int = 1
+    writer_threads: int = _setting(1, _int)
     """DuckDB threads while the writer loads the spool or refreshes rollups (0 = all); keeps a core for the event loop."""
-    max_pending_batches: int = 50_000
-    """Acknowledged batches waiting to be loaded into DuckDB; when full, ingest answers 503 + Retry-After."""
-    retry_after_s: int = 5
+    max_pending_batches: int = _setting(50_000, _int)
+    """Batches accepted but not yet in the tables (embedded: awaiting load; lake: awaiting their commit);
+    when full, ingest answers 503 + Retry-After."""
+    retry_after_s: int = _setting(5, _int)
     """The Retry-After value sent with 503 answers."""
-    load_interval_s: float = 0.5
+    load_interval_s: float = _setting(0.5, _float)
     """How often the spool is bulk-loaded into DuckDB (an acknowledged batch shows in reports after about this long)."""
-    dedup_window_days: int = 35
-    """Batches created within this many days are deduplicated from memory; older ones are checked in DuckDB."""
-    max_future_s: int = 2 * 3600
+    dedup_window_days: int = _setting(35, _int)
+    """Batches created within this many days are deduplicated from memory (lake: from claims in PostgreSQL);
+    older ones are looked up in the tables."""
+    max_future_s: int = _setting(2 * 3600, _int)
     """How far ahead of the collector's clock a batch's timestamps may be (clock skew)."""
-    min_group_size: int = 5
+    min_group_size: int = _setting(5, _int)
     """Report groups with fewer distinct installs than this are suppressed (k-anonymity)."""
-    retention_days: int = 400
+    retention_days: int = _setting(400, _int)
     """Raw snapshots older than this are deleted on a schedule."""
-    retention_interval_s: float = 3600.0
+    retention_interval_s: float = _setting(3600.0, _float)
     """How often the retention job runs."""
-    lost_after_days: int = 30
+    lost_after_days: int = _setting(30, _int)
     """An install not seen for this many days counts as lost."""
+    maintenance_interval_s: float = _setting(300.0, _float)
+    """Lake: how often one collector (holding a PostgreSQL advisory lock) compacts and cleans the lake."""
+    erasure_max_hours: float = _setting(24.0, _float)
+    """Lake: an erased install's rows are gone from every Parquet file, catalog row and retained snapshot
+    within this many hours of the DELETE (the rows stop being readable at once)."""
 
     def __post_init__(self) -> None:
         checks: dict[str, bool] = {
+            "store": self.store in STORES,
             "port": 0 <= self.port <= 65535,
             "max_body_bytes": 1024 <= self.max_body_bytes <= 64 * 1024 * 1024,
             "read_timeout_s": 0 < self.read_timeout_s <= 3600,
@@ -75,41 +144,120 @@ class CollectorConfig:
             "retention_days": 1 <= self.retention_days <= 36500,
             "retention_interval_s": 1 <= self.retention_interval_s <= 7 * 86400,
             "lost_after_days": 1 <= self.lost_after_days <= 3650,
+            "maintenance_interval_s": 0.1 <= self.maintenance_interval_s <= 86400,
+            "erasure_max_hours": 0 < self.erasure_max_hours <= 24 * 30,
             "host": bool(self.host),
         }
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError(f"{name}: invalid value {getattr(self, name)!r}", path=name)
+        if self.store == "ducklake":
+            self._check_lake()
+
+    def _check_lake(self) -> None:
+        if self.catalog is None:
+            raise ConfigError("catalog: required with store = ducklake (postgresql://user@host:port/dbname)",
+                              path="catalog")  # fmt: skip
+        catalog_error = _catalog_error(self.catalog)
+        if catalog_error:
+            raise ConfigError(f"catalog: {catalog_error}", path="catalog")
+        if self.data_path is None:
+            raise ConfigError("data_path: required with store = ducklake (s3://bucket/prefix/ or a directory)",
+                              path="data_path")  # fmt: skip
+        if self.data_path.startswith("s3://"):
+            bucket = self.data_path.removeprefix("s3://").split("/", 1)[0]
+            if not bucket:
+                raise ConfigError("data_path: s3:// needs a bucket, e.g. s3://telemetry/lake/", path="data_path")
+            if (self.s3_key_id is None) != (self.s3_secret is None):
+                raise ConfigError("s3_key_id and s3_secret: set both or neither", path="s3_key_id")
+        elif not Path(self.data_path).is_absolute() or "://" in self.data_path:
+            raise ConfigError("data_path: expected s3://bucket/prefix/ or an absolute directory", path="data_path")
+        if self.s3_endpoint is not None:
+            parts = urllib.parse.urlsplit(self.s3_endpoint)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+                raise ConfigError("s3_endpoint: expected a URL such as http://127.0.0.1:8333", path="s3_endpoint")
 
     @property
     def spool_path(self) -> Path:
         """The spool directory in effect."""
         return self.spool_dir if self.spool_dir is not None else self.db_path.with_name(self.db_path.name + ".spool")
 
+    @property
+    def where(self) -> str:
+        """Where the batches are stored, for people and logs (never a credential)."""
+        if not self.lake:
+            return f"database {self.db_path}"
+        url = urllib.parse.urlsplit(self.catalog or "")
+        return f"lake postgresql://{url.hostname}:{url.port}{url.path}, data {self.data_path}"
+
+    @property
+    def lake(self) -> bool:
+        """True when the batches live in a shared DuckLake rather than the embedded file."""
+        return self.store == "ducklake"
+
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> CollectorConfig:
-        """Build from ``TELEMETRY_COLLECTOR_*`` variables, then ``overrides`` (e.g. CLI flags) on top."""
+    def from_env(
+        cls, environ: Mapping[str, str] = os.environ, *, flags: Mapping[str, str] | None = None, **overrides: Any
+    ) -> CollectorConfig:
+        """Build from ``TELEMETRY_COLLECTOR_*`` (and the AWS fallbacks), then ``flags``, then ``overrides``.
+
+        ``flags`` maps field names to the text a user typed on the command line (parsed like the
+        environment; an error names the flag); ``overrides`` are typed values (``None`` is ignored).
+        """
         values: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):
-            env = ENV_PREFIX + field.name.upper()
+        for item in dataclasses.fields(cls):
+            env = ENV_PREFIX + item.name.upper()
+            fallback = _AWS_FALLBACKS.get(item.name)
             if env in environ:
-                values[field.name] = _convert(field, environ[env], env)
+                values[item.name] = _parse(item, environ[env], env)
+            elif fallback is not None and environ.get(fallback):
+                values[item.name] = _parse(item, environ[fallback], fallback)
+        for name, text in (flags or {}).items():
+            values[name] = _parse(_field(cls, name), text, flag_name(name))
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)
         except TypeError as exc:  # an override with a wrong name or type
             raise ConfigError(str(exc)) from None
 
+    def with_flags(self, flags: Mapping[str, str]) -> CollectorConfig:
+        """A copy with flag texts applied (as :meth:`from_env` does)."""
+        values = {name: _parse(_field(type(self), name), text, flag_name(name)) for name, text in flags.items()}
+        return dataclasses.replace(self, **values)
 
-def _convert(field: dataclasses.Field[Any], text: str, env: str) -> Any:
-    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+
+def flag_name(field_name: str) -> str:
+    """The command-line flag of a setting (``db_path`` is also ``--db``)."""
+    return "--" + field_name.replace("_", "-")
+
+
+def _field(cls: type[CollectorConfig], name: str) -> dataclasses.Field[Any]:
+    for item in dataclasses.fields(cls):
+        if item.name == name:
+            return item
+    raise ConfigError(f"unknown setting {name!r}", path=name)
+
+
+def _parse(item: dataclasses.Field[Any], text: str, source: str) -> Any:
+    parse: Parse = item.metadata["parse"]
     try:
-        if kind.startswith("Path"):
-            return Path(text) if text else None
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            return float(text)
-        return text
+        return parse(text)
+    except ValueError as exc:
+        # A secret's text is never echoed back, even in an error.
+        shown = "(hidden)" if not item.repr else repr(text[:80])
+        raise ConfigError(f"{source}: {exc}, got {shown}", path=source) from None
+
+
+def _catalog_error(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        return "expected postgresql://user[:password]@host:port/dbname"
+    try:
+        port = parts.port
     except ValueError:
-        raise ConfigError(f"{env}: expected {kind}, got {text!r}", path=env) from None
+        return "the port is not a number"
+    if not parts.hostname or not parts.username or not parts.path.strip("/") or port is None:
+        return "expected postgresql://user[:password]@host:port/dbname (user, host, port and dbname are required)"
+    if parts.query or parts.fragment or "/" in parts.path.strip("/"):
+        return "expected postgresql://user[:password]@host:port/dbname with nothing after the dbname"
+    return ""

@@ -30,7 +30,7 @@ import orjson
 from .config import CollectorConfig
 from .errors import CollectorError
 from .reports_format import result_table
-from .store import Store
+from .storage import open_storage
 from .tokens import create_token
 
 __all__ = ["DEMO_REPORTS", "DemoError", "main", "register", "run_demo"]
@@ -74,7 +74,7 @@ def _fresh_dir(directory: Path) -> Path:
 def _analyst_token(db: Path) -> str:
     # Created before the server starts: DuckDB lets one process hold the file, and the token table
     # is only written here and by the token commands.
-    with Store.open(CollectorConfig(db_path=db)) as store:
+    with open_storage(CollectorConfig(db_path=db)) as store:
         _token_id, token = store.write_sync(lambda con: create_token(con, "analyst", dt.datetime.now(dt.UTC)))
     return token
 

@@ -14,6 +14,7 @@ Handlers only raise; one middleware (in ``app.py``) renders every error as
     ├── UnsupportedMediaError (415 unsupported_media)
     ├── InvalidBatchError (422 + SchemaError.code)  the batch breaks the policy or format
     ├── OverloadedError (503 overloaded, Retry-After)
+    │   └── UnavailableError (503 unavailable)  a part of the store is down (lake: PostgreSQL or the object store)
     └── ConfigError (also ValueError)           a bad setting; the CLI exits 2 with its message
         └── InUseError                          the database or spool is held by another process (exit 1)
 """
@@ -35,6 +36,7 @@ __all__ = [
     "PayloadTooLargeError",
     "RequestTimeoutError",
     "UnauthorizedError",
+    "UnavailableError",
     "UnsupportedMediaError",
 ]
 
@@ -119,6 +121,16 @@ class OverloadedError(CollectorError):
     def __init__(self, message: str, *, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class UnavailableError(OverloadedError):
+    """A part the store depends on is down (the lake's catalog or object store); retry after ``retry_after_s``."""
+
+    code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int = 5, part: str = "") -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.path = part
 
 
 class ConfigError(CollectorError, ValueError):

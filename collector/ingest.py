@@ -5,7 +5,7 @@ Order of checks, cheapest first: content type and encoding (415), overload (503)
 inflated here with ``max_length`` so a bomb stops at the cap (413) and a broken stream is a 400,
 malformed JSON (400), the batch format and the catalogue (422, with the JSON path), timestamps too
 far ahead (422 ``in_future``), then dedup and the durable spool append in
-:meth:`collector.store.Store.ingest`. aiohttp's own decompression is off (``auto_decompress``
+:meth:`collector.storage.Storage.ingest` (either backend). aiohttp's own decompression is off (``auto_decompress``
 False in ``create_app``) so that every encoding decision, and its error body, is made here.
 """
 
@@ -34,7 +34,7 @@ from .errors import (
     UnsupportedMediaError,
 )
 from .keys import CONFIG, MONITOR, STORE
-from .store import Receipt, Store
+from .storage import Receipt, Storage
 
 __all__ = ["check_batch", "gunzip_capped", "post_batch"]
 
@@ -110,8 +110,7 @@ async def _ingest(request: web.Request) -> Receipt:
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in _ENCODINGS:
         raise UnsupportedMediaError("Content-Encoding must be gzip or identity", path="Content-Encoding")
-    if store.overloaded():
-        raise OverloadedError("too many batches waiting to be stored", retry_after_s=config.retry_after_s)
+    store.admit()  # 503 at once when the store cannot take more (or a part of it is down)
     if store.inflight_requests >= config.max_inflight_requests:
         raise OverloadedError("too many requests in progress", retry_after_s=config.retry_after_s)
     store.inflight_requests += 1
@@ -121,7 +120,7 @@ async def _ingest(request: web.Request) -> Receipt:
         store.inflight_requests -= 1
 
 
-async def _receive(request: web.Request, store: Store, config: CollectorConfig, *, gzipped: bool) -> Receipt:
+async def _receive(request: web.Request, store: Storage, config: CollectorConfig, *, gzipped: bool) -> Receipt:
     declared = request.content_length
     if declared is not None and declared > config.max_body_bytes:
         raise PayloadTooLargeError(f"the body is over {config.max_body_bytes} bytes")

@@ -18,7 +18,7 @@ from typing import Final, TextIO
 from .config import CollectorConfig
 from .errors import CollectorError, PayloadTooLargeError
 from .ingest import check_batch, gunzip_capped
-from .store import Store
+from .storage import Receipt, Storage, open_storage
 
 __all__ = ["ImportSummary", "expand_paths", "import_files", "read_batch_file"]
 
@@ -34,6 +34,18 @@ class ImportSummary:
         self.duplicates = 0
         self.rejected: list[tuple[str, str, str]] = []
         """(file, code, message) per rejected file."""
+
+    def count(self, receipt: Receipt) -> None:
+        """Count one stored or duplicate batch."""
+        if receipt.duplicate:
+            self.duplicates += 1
+        else:
+            self.accepted += 1
+
+    def reject(self, path: Path, exc: CollectorError) -> None:
+        """Record one rejected file with its error."""
+        where = f" at {exc.path}" if exc.path else ""
+        self.rejected.append((str(path), exc.code, exc.message + where))
 
     def table(self) -> str:
         """The summary for people."""
@@ -71,37 +83,47 @@ def read_batch_file(path: Path, max_body_bytes: int) -> bytes:
 
 
 def import_files(config: CollectorConfig, paths: Sequence[str], *, out: TextIO | None = None) -> int:
-    """Import batch files into ``config.db_path``; print the summary; return the exit code (0, or 2 if any rejected)."""
+    """Import batch files into the configured store; print the summary; return the exit code (0, or 2 if any rejected)."""
     out = out if out is not None else sys.stdout
     files = expand_paths(paths)
     summary = ImportSummary()
     show_progress = len(files) >= _PROGRESS_MIN_FILES and sys.stderr.isatty()
-    with Store.open(config) as store:
-        staged: list[bytes] = []
+    with open_storage(config) as store:
+        staged: list[object] = []
+        staged_paths: list[Path] = []
         for i, path in enumerate(files, 1):
             try:
                 body = read_batch_file(path, config.max_body_bytes)
                 batch, obj = check_batch(body, now=store.clock(), max_future_s=config.max_future_s)
                 receipt = store.import_batch(batch, obj, hashlib.sha256(body).hexdigest(), len(body), staged)
             except CollectorError as exc:
-                where = f" at {exc.path}" if exc.path else ""
-                summary.rejected.append((str(path), exc.code, exc.message + where))
+                summary.reject(path, exc)
             except OSError as exc:
                 summary.rejected.append((str(path), "unreadable", exc.strerror or "cannot read"))
             else:
-                if receipt.duplicate:
-                    summary.duplicates += 1
+                if receipt is None:
+                    staged_paths.append(path)
                 else:
-                    summary.accepted += 1
+                    summary.count(receipt)
             if len(staged) >= store.offline_chunk:
-                store.commit_staged(staged)
+                _commit(store, staged, staged_paths, summary)
             if show_progress:
                 _progress(i, len(files))
-        store.commit_staged(staged)
+        _commit(store, staged, staged_paths, summary)
     if show_progress:
         print(file=sys.stderr)
     print(summary.table(), file=out)
     return 2 if summary.rejected else 0
+
+
+def _commit(store: Storage, staged: list[object], paths: list[Path], summary: ImportSummary) -> None:
+    # The backend decides some outcomes only here (the lake dedups against every collector's batches).
+    for path, outcome in zip(paths, store.commit_staged(staged), strict=True):
+        if isinstance(outcome, Receipt):
+            summary.count(outcome)
+        else:
+            summary.reject(path, outcome)
+    paths.clear()
 
 
 def _progress(done: int, total: int) -> None:

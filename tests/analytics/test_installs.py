@@ -11,7 +11,7 @@ import pytest
 
 from collector import CollectorConfig, create_app, reports_rollup
 from collector.keys import STORE
-from collector.retention import cutoff_day, purge
+from collector.storage.retention import cutoff_day, purge
 from schema import new_secret
 from tests.analytics.conftest import Client, load
 from tests.analytics.fleet import NOW, Install, make_fleet

@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 
 from collector import reports_rollup
-from collector.loader import migrate
+from collector.storage.migrations import migrate
 from schema import CATALOGUE, parse_batch, parse_hour
 from tests.analytics.fleet import batches, make_fleet
 

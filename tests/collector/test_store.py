@@ -1,9 +1,11 @@
-"""The Store on a real DuckDB file: migrations, spool replay after crashes, dedup of old batches, the API others use."""
+"""The embedded store on a real DuckDB file: migrations, spool replay after crashes, a database held elsewhere.
+
+What both backends promise (dedup, tokens, erasure, import) is in tests/storage/test_contract.py.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +13,11 @@ import duckdb
 import orjson
 import pytest
 
-from collector import CollectorConfig, ConfigError, create_app
-from collector.errors import ConflictError
-from collector.ingest import check_batch
-from collector.loader import migrations
-from collector.spool import segment_name
-from collector.store import Store
-from tests.collector.conftest import BATCHES, batch_obj, canonical, count_rows, json_headers
+from collector import CollectorConfig, ConfigError
+from collector.storage.embedded.spool import segment_name
+from collector.storage.embedded.store import EmbeddedStore as Store
+from collector.storage.migrations import migrations
+from tests.collector.conftest import batch_obj, canonical
 
 
 def _line(obj: dict[str, Any]) -> bytes:
@@ -69,64 +69,6 @@ def test_store_second_open_of_the_same_spool_fails_fast(config: CollectorConfig)
     """Opening a database whose spool another Store holds raises a one-line ConfigError naming the problem."""
     with Store.open(config), pytest.raises(ConfigError, match="in use by another process"), Store.open(config):
         pass
-
-
-def test_store_write_commits_or_rolls_back(config: CollectorConfig) -> None:
-    """write_sync runs fn in one transaction: a failure leaves nothing behind, success is visible to reads."""
-
-    def ok(con: Any) -> int:
-        con.execute("INSERT INTO tokens VALUES ('t1', 'analyst', 'x', now()::TIMESTAMP, NULL)")
-        return 1
-
-    def boom(con: Any) -> None:
-        con.execute("INSERT INTO tokens VALUES ('t2', 'analyst', 'y', now()::TIMESTAMP, NULL)")
-        raise RuntimeError("boom")
-
-    with Store.open(config) as store:
-        assert store.write_sync(ok) == 1
-        with pytest.raises(RuntimeError):
-            store.write_sync(boom)
-        names, rows = store.read_columns_sync("SELECT token_id, role FROM tokens")
-    assert names == ["token_id", "role"]
-    assert rows == [("t1", "analyst")]
-
-
-def test_store_dedups_batches_older_than_the_window_through_duckdb(config: CollectorConfig) -> None:
-    """A batch created before the dedup window is not in memory after a restart but is still found in DuckDB."""
-    late = datetime(2027, 6, 1, tzinfo=UTC)  # the golden batch is from 2026-11: far outside 35 days
-    obj = batch_obj()
-    body = canonical(obj)
-    sha = hashlib.sha256(body).hexdigest()
-    with Store.open(config, clock=lambda: late) as store:
-        batch, parsed = check_batch(body, now=late, max_future_s=0)
-        staged: list[bytes] = []
-        assert store.import_batch(batch, parsed, sha, len(body), staged).duplicate is False
-        store.commit_staged(staged)
-    with Store.open(config, clock=lambda: late) as store:
-        assert store.dedup_entries == 0
-        staged = []
-        assert store.import_batch(batch, parsed, sha, len(body), staged).duplicate is True
-        with pytest.raises(ConflictError):
-            store.import_batch(batch, parsed, "0" * 64, len(body), staged)
-        assert staged == []
-
-
-async def test_store_forget_batch_ids_lets_a_deleted_batch_be_stored_again(aiohttp_client: Any, tmp_path: Path) -> None:
-    """After a data-subject deletion and forget_batch_ids, the same batch is stored anew (not a duplicate)."""
-    config = CollectorConfig(db_path=tmp_path / "t.duckdb")
-    client = await aiohttp_client(create_app(config))
-    from collector.keys import STORE
-
-    store = client.app[STORE]
-    body = canonical(batch_obj())
-    assert (await (await client.post(BATCHES, data=body, headers=json_headers())).json())["duplicate"] is False
-    await store.sync()
-    batch_id = orjson.loads(body)["batch_id"]
-    await store.write(lambda con: con.execute("DELETE FROM batches WHERE batch_id = ?", [batch_id]))
-    store.forget_batch_ids([batch_id])
-    assert (await (await client.post(BATCHES, data=body, headers=json_headers())).json())["duplicate"] is False
-    await client.close()
-    assert count_rows(config.db_path) == 1
 
 
 def test_store_open_reports_a_database_held_by_another_process(config: CollectorConfig, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from collector import CollectorConfig, Store
+from collector import CollectorConfig, open_storage
 from collector.tokens import create_token
 
 _LISTENING = re.compile(r"listening on (http://\S+)")
@@ -44,7 +44,7 @@ class RunningCollector:
 def running_collector(tmp: Path, env: Mapping[str, str] | None = None) -> Iterator[RunningCollector]:
     """Start ``python -m collector serve`` on a free port with a fresh database; SIGTERM it afterwards."""
     db = tmp / "collector.duckdb"
-    with Store.open(CollectorConfig(db_path=db)) as store:
+    with open_storage(CollectorConfig(db_path=db)) as store:
         _, token = store.write_sync(lambda con: create_token(con, "analyst", dt.datetime.now(dt.UTC)))
     argv = [sys.executable, "-m", "collector", "serve", "--db", str(db), "--port", "0", "--log-level", "warning"]
     proc = subprocess.Popen(

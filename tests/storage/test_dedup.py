@@ -12,7 +12,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from collector.dedup import DedupIndex, fingerprint
+from collector.storage.embedded.dedup import DedupIndex, fingerprint
 
 DAY = 86400
 WINDOW = 35 * DAY

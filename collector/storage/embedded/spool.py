@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from .errors import ConfigError, InUseError
+from collector.errors import ConfigError, InUseError
 
 __all__ = [
     "SEGMENT_SUFFIX",

@@ -1,4 +1,4 @@
--- 001: the initial tables. Applied once, at start-up, by collector/store.py (never on the hot path).
+-- 001: the initial tables. Applied once, at start-up, by collector/storage/migrations.py (never on the hot path).
 -- All timestamps are UTC, stored as TIMESTAMP (no time zone) so no session setting can shift them.
 -- No table holds an IP address, hostname, user agent, query string or free text: only catalogue values.
 -- No PRIMARY KEY / UNIQUE constraints on ingest tables: ART indexes have known WAL-replay bugs after a

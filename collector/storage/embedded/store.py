@@ -1,93 +1,81 @@
-"""The collector's storage: one DuckDB file, one writer thread, the write-ahead spool and the dedup index.
+"""The embedded backend (the default): one DuckDB file, its write-ahead spool and the in-memory dedup index.
 
-One :class:`Store` per process owns the single ``duckdb.connect(path)``. Every write (segment
-loads, :meth:`Store.write` jobs) runs in one dedicated writer thread, in order; reads use a fresh
-``cursor()`` per call in a worker thread. Ingest appends to the spool on the event loop and is
-acknowledged after the group fsync (see :mod:`collector.spool`); the writer thread bulk-loads each
-closed segment. Interfaces others rely on: :meth:`read`, :meth:`read_columns`, :meth:`write`,
-:meth:`sync`, :meth:`forget_batch_ids` and the synchronous :meth:`Store.open` for CLI use.
+One :class:`EmbeddedStore` per process owns the single ``duckdb.connect(path)``. Ingest appends to the
+spool on the event loop and is acknowledged after the group fsync (see :mod:`.spool`); every write
+(segment loads, :meth:`write` jobs) runs in one writer thread, in order; reads take a fresh ``cursor()``
+in the read pool.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import logging
+import datetime as dt
 import os
-import queue
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import duckdb
-import orjson
 
-from schema import Batch, format_hour, parse_hour
+from collector import reports_rollup
+from collector.config import CollectorConfig
+from collector.errors import CollectorError, ConfigError, InUseError, OverloadedError, UnavailableError
+from collector.storage.base import OLD_BATCH_SQL, Gauge, Health, Receipt, answer, naive_utc, spool_line
+from collector.storage.embedded.dedup import DedupIndex
+from collector.storage.migrations import migrate
+from collector.storage.reads import ReadPool
+from collector.storage.retention import purge
+from collector.storage.subjects import erase_install, install_data
+from collector.storage.worker import Worker
+from schema import Batch, parse_hour
 
-from .config import CollectorConfig
-from .dedup import DedupIndex
-from .errors import CollectorError, ConfigError, ConflictError, InUseError, OverloadedError
-from .loader import last_loaded_name, load_segment, loaded_segment_names, migrate
-from .spool import SpoolLock, SpoolWriter, fsync_dir, list_segments, segment_name, segment_seq, truncate_torn_tail
+from .segments import SegmentLoader
+from .spool import SpoolLock, SpoolWriter, fsync_dir, list_segments, segment_name
 
-__all__ = ["Receipt", "Store"]
+__all__ = ["EmbeddedStore"]
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _MAX_SEGMENT_BYTES: Final = 64 * 1024 * 1024
 """A segment is closed early past this size, keeping one load transaction to a few seconds at most."""
-_LOAD_ATTEMPTS: Final = 3
+_FILL_CHUNK: Final = 50_000
 _OFFLINE_CHUNK: Final = 5000
 """The offline import writes and loads a segment per this many new batches."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Receipt:
-    """What the collector answers for a stored (or already stored) batch."""
-
-    batch_id: str
-    sha256: str
-    snapshots: int
-    duplicate: bool
-
-    def to_json(self) -> dict[str, Any]:
-        """The receipt as the wire's JSON object."""
-        return {"batch_id": self.batch_id, "sha256": self.sha256, "snapshots": self.snapshots,
-                "duplicate": self.duplicate}  # fmt: skip
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
+def _in_transaction(fn: Callable[[Any], T]) -> Callable[[Any], T]:
+    def job(con: Any) -> T:
+        con.execute("BEGIN")
+        try:
+            result = fn(con)
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+        return result
+
+    return job
 
 
-def _naive(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None)
-
-
-class Store:
+class EmbeddedStore:
     """One DuckDB file plus its spool; see the module docstring. Create, then :meth:`start` (async) or :meth:`open`."""
 
-    def __init__(self, config: CollectorConfig, *, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, config: CollectorConfig, *, clock: Callable[[], dt.datetime] = _utcnow) -> None:
         self.config = config
         self.clock = clock
         """Returns the current time (timezone-aware); injected by tests."""
         self._con: Any = None
-        self._cursor_lock = threading.Lock()
         self._lock = SpoolLock(config.spool_path)
         self._index = DedupIndex(window_s=config.dedup_window_days * 86400)
-        self._jobs: queue.SimpleQueue[tuple[Callable[[Any], Any], concurrent.futures.Future[Any]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._writer: threading.Thread | None = None
-        self._writer_depth = 0
+        self._writer: Worker[Any] | None = None
+        self._reads: ReadPool | None = None
+        self._loader = SegmentLoader()
         self._next_seq = 1
-        self._unlinked: list[str] = []  # writer thread only: segment deletions already durable
         self._loop: asyncio.AbstractEventLoop | None = None
         self._spool: SpoolWriter | None = None
         # batch_id -> waiters of requests for a batch whose first copy is being stored right now.
@@ -96,19 +84,15 @@ class Store:
         self._closed_unloaded = 0
         self._loaded_seq = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._staged_receipts: list[Receipt] = []  # offline import: the receipts of the lines staged so far
         self.inflight_requests = 0
         """Ingest requests between acceptance of their headers and their answer (counted by the handler)."""
-        self.load_failures = 0
-        """Segments that could not be loaded and were set aside as ``*.failed`` (``/readyz`` then fails)."""
-        self.segments_loaded = 0
-        self.last_load_s = 0.0
-        """Duration of the most recent segment load, in seconds."""
 
     # -- opening and closing -------------------------------------------------------------------
 
     @classmethod
     @contextlib.contextmanager
-    def open(cls, config: CollectorConfig, *, clock: Callable[[], datetime] = _utcnow) -> Iterator[Store]:
+    def open(cls, config: CollectorConfig, *, clock: Callable[[], dt.datetime] = _utcnow) -> Iterator[EmbeddedStore]:
         """Open synchronously for CLI use without a server (``import``, ``token``, ``report --db``).
 
         Raises :class:`InUseError` ("database ... is in use by another process") when a running
@@ -135,7 +119,7 @@ class Store:
         try:
             self._lock.acquire()
             migrate(self._con)
-            self._replay()
+            self._next_seq = self._loader.replay(self._con, self.config.spool_path)
             self._fill_index()
         except BaseException:
             self._lock.release()
@@ -143,15 +127,18 @@ class Store:
             self._con = None
             raise
         self._loaded_seq = self._next_seq - 1
-        self._writer = threading.Thread(target=self._writer_main, name="collector-writer", daemon=True)
+        self._writer = Worker("collector-writer", self._con)
         self._writer.start()
+        self._reads = ReadPool(self._cursor, name="collector-read")
 
     def close_sync(self) -> None:
         """Finish queued writer jobs, then close the database and release the spool lock."""
         if self._writer is not None:
-            self._jobs.put(None)
-            self._writer.join()
+            self._writer.stop()
             self._writer = None
+        if self._reads is not None:
+            self._reads.close()
+            self._reads = None
         if self._con is not None:
             self._con.close()
             self._con = None
@@ -177,78 +164,53 @@ class Store:
             await self.sync()
         await asyncio.to_thread(self.close_sync)
 
-    def _replay(self) -> None:
-        spool_dir = self.config.spool_path
-        segments = list_segments(spool_dir)
-        loaded = loaded_segment_names(self._con, [p.name for _, p in segments])
-        for _seq, path in segments:
-            if path.name not in loaded and truncate_torn_tail(path) > 0:
-                batches, _ = load_segment(self._con, path)
-                log.info("replayed spool segment %s (%d batches)", path.name, batches)
-            path.unlink()
-        if segments:
-            fsync_dir(spool_dir)
-        last = last_loaded_name(self._con)
-        seqs = [seq for seq, _ in segments] + [(segment_seq(last) or 0) if last else 0]
-        self._next_seq = max(seqs) + 1
-
     def _fill_index(self) -> None:
         now = self.clock()
-        cutoff = _naive(now) - timedelta(seconds=self._index.window_s)
-        rows = self._con.execute(
+        cutoff = naive_utc(now) - dt.timedelta(seconds=self._index.window_s)
+        result = self._con.execute(
             "SELECT CAST(batch_id AS VARCHAR), sha256, epoch(created_at) FROM batches WHERE created_at >= ?", [cutoff]
-        ).fetchall()
+        )
         now_s = now.timestamp()
-        for batch_id, sha256, created_s in rows:
-            self._index.add(batch_id, sha256, created_s=created_s, now_s=now_s)
+        # In chunks: a 35M-batch window fetched at once would hold gigabytes of Python tuples for a moment.
+        while rows := result.fetchmany(_FILL_CHUNK):
+            for batch_id, sha256, created_s in rows:
+                self._index.add(batch_id, sha256, created_s=created_s, now_s=now_s)
+
+    def _cursor(self) -> Any:
+        if self._con is None:
+            raise RuntimeError("store is not open")
+        return self._con.cursor()
 
     # -- the writer thread ---------------------------------------------------------------------
 
-    def _writer_main(self) -> None:
+    def _submit(self, job: Callable[[Any], T]) -> Any:
+        if self._writer is None:
+            raise RuntimeError("store is not open")
+        return self._writer.submit(self._limited(job))
+
+    def _limited(self, job: Callable[[Any], T]) -> Callable[[Any], T]:
         # Writer jobs (bulk loads, rollup refreshes) run with fewer DuckDB threads so they never take every
         # core from the event loop: measured under paced load, that cut ingest p99 by more than half. Reads
         # started while no job runs keep all cores.
         limit = self.config.writer_threads
-        full = int(self._con.execute("SELECT current_setting('threads')").fetchone()[0])
-        limit = limit if 0 < limit < full else 0
-        while True:
-            item = self._jobs.get()
-            if item is None:
-                return
-            job, future = item
-            if future.set_running_or_notify_cancel():
-                try:
-                    if limit:
-                        self._con.execute(f"SET threads = {limit}")
-                    future.set_result(job(self._con))
-                except BaseException as exc:  # noqa: BLE001  # delivered to the caller's future, who decides
-                    future.set_exception(exc)
-                finally:
-                    if limit:
-                        self._con.execute(f"SET threads = {full}")
-            self._writer_depth -= 1
 
-    def _submit(self, job: Callable[[Any], T]) -> concurrent.futures.Future[T]:
-        if self._writer is None:
-            raise RuntimeError("store is not open")
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._writer_depth += 1
-        self._jobs.put((job, future))
-        return future
+        def run(con: Any) -> T:
+            full = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
+            if not 0 < limit < full:
+                return job(con)
+            con.execute(f"SET threads = {limit}")
+            try:
+                return job(con)
+            finally:
+                con.execute(f"SET threads = {full}")
 
-    @property
-    def writer_queue_depth(self) -> int:
-        """Jobs (segment loads and writes) queued for or running in the writer thread."""
-        return self._writer_depth
+        return run
 
     # -- reads and writes for everyone ---------------------------------------------------------
 
     def read_columns_sync(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run a read query on its own cursor in the calling thread; return ``(column_names, rows)``."""
-        with self._cursor_lock:
-            if self._con is None:
-                raise RuntimeError("store is not open")
-            cursor = self._con.cursor()
+        cursor = self._cursor()
         try:
             result = cursor.execute(sql, list(params))
             names = [d[0] for d in result.description] if result.description else []
@@ -261,20 +223,23 @@ class Store:
         return self.read_columns_sync(sql, params)[1]
 
     async def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run a read query (``?`` parameters) on a fresh cursor in a worker thread; return all rows."""
-        return (await asyncio.to_thread(self.read_columns_sync, sql, params))[1]
+        """Run a read query (``?`` parameters) on a fresh cursor in the read pool; return all rows."""
+        return (await self.read_columns(sql, params))[1]
 
     async def read_columns(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Like :meth:`read`, also returning the column names."""
-        return await asyncio.to_thread(self.read_columns_sync, sql, params)
+        assert self._reads is not None
+        return await self._reads.run(lambda: self.read_columns_sync(sql, params))
 
     def write_sync(self, fn: Callable[[Any], T]) -> T:
         """Like :meth:`write`, blocking the calling thread until done."""
-        return self._submit(_in_transaction(fn)).result()
+        result: T = self._submit(_in_transaction(fn)).result()
+        return result
 
     async def write(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(con)`` in the writer thread inside BEGIN/COMMIT (ROLLBACK if it raises); return its result."""
-        return await asyncio.wrap_future(self._submit(_in_transaction(fn)))
+        result: T = await asyncio.wrap_future(self._submit(_in_transaction(fn)))
+        return result
 
     async def sync(self) -> None:
         """Wait until every batch acknowledged so far is loaded into the tables (and earlier writes are done)."""
@@ -287,9 +252,32 @@ class Store:
                 await waiter
         await asyncio.wrap_future(self._submit(lambda con: None))
 
-    def forget_batch_ids(self, batch_ids: Sequence[str]) -> None:
-        """Drop ids from the in-memory dedup index (after a data-subject deletion removed their rows)."""
-        self._index.forget(batch_ids)
+    async def refresh_rollup(self) -> int:
+        """Fold every loaded batch not yet in the report rollup into it (in the writer thread)."""
+        return await self.write(reports_rollup.refresh)
+
+    def refresh_rollup_sync(self) -> int:
+        """Like :meth:`refresh_rollup`, blocking."""
+        return self.write_sync(reports_rollup.refresh)
+
+    async def install_data(self, install_id: str) -> dict[str, Any]:
+        """Everything held about one install, after loading every batch acknowledged so far."""
+        await self.sync()
+        # In the writer thread: ordered after every load and deletion, and consistent across tables.
+        return await self.write(lambda con: install_data(con, install_id))
+
+    async def erase_install(self, install_id: str) -> tuple[int, int]:
+        """Erase the install from every table (loading what was acknowledged first) and from the dedup index."""
+        await self.sync()
+        ids, batches, snapshots = await self.write(lambda con: erase_install(con, install_id))
+        self._index.forget(ids)
+        return batches, snapshots
+
+    async def purge(self, cutoff: dt.date) -> tuple[int, int]:
+        """Retention: delete what is dated before ``cutoff``."""
+        ids, snapshots = await self.write(lambda con: purge(con, cutoff))
+        self._index.forget(ids)
+        return len(ids), snapshots
 
     # -- ingest ---------------------------------------------------------------------------------
 
@@ -300,20 +288,28 @@ class Store:
         open_lines = spool.buffered + spool.open_lines if spool is not None else 0
         return open_lines + self._closed_unloaded
 
-    @property
-    def dedup_entries(self) -> int:
-        """Batch ids held in the in-memory dedup index."""
-        return len(self._index)
+    def health(self) -> Health:
+        """Ready while the database is open, no segment failed to load and the last spool write worked."""
+        if self._con is None:
+            return Health(ready=False, part="database", message="the database is closed")
+        if self._loader.load_failures:
+            return Health(ready=False, part="database", message="a spool segment failed to load (see *.failed)")
+        if self._spool is not None and self._spool.failed:
+            return Health(ready=False, part="spool", message="the spool disk refused the last write")
+        return Health(ready=True)
 
-    @property
-    def healthy(self) -> bool:
-        """True while the database is open, no segment failed to load and the last spool write worked."""
-        spool_ok = self._spool is None or not self._spool.failed
-        return self._con is not None and self.load_failures == 0 and spool_ok
+    def check_readable(self) -> None:
+        """Reads only need the open file (a failing spool disk does not stop reports)."""
+        if self._con is None:
+            raise UnavailableError("the database is closed", retry_after_s=self.config.retry_after_s, part="database")
 
-    def overloaded(self) -> bool:
-        """True when ingest must answer 503: too many batches not yet loaded."""
+    def _overloaded(self) -> bool:
         return self.pending_batches + len(self._inflight) >= self.config.max_pending_batches
+
+    def admit(self) -> None:
+        """Raise OverloadedError (503) when too many batches wait to be loaded."""
+        if self._overloaded():
+            raise OverloadedError("too many batches waiting to be stored", retry_after_s=self.config.retry_after_s)
 
     async def ingest(self, batch: Batch, obj: Any, sha256: str, body_bytes: int) -> Receipt:
         """Store a validated batch once, durably; answer duplicates; raise ConflictError/OverloadedError.
@@ -333,9 +329,8 @@ class Store:
             await waiter
         known = self._index.matches(batch_id, sha256)
         if known is not None:
-            return _answer(batch, sha256, known)
-        if self.overloaded():
-            raise OverloadedError("too many batches waiting to be stored", retry_after_s=self.config.retry_after_s)
+            return answer(batch, sha256, known)
+        self.admit()
         assert self._loop is not None
         assert self._spool is not None
         self._inflight[batch_id] = None
@@ -343,11 +338,11 @@ class Store:
             now = self.clock()
             created = parse_hour(batch.created_at, "created_at")
             if created.timestamp() < self._index.cutoff_s(now.timestamp()):
-                stored = await self.read(_OLD_BATCH_SQL, [_naive(created), batch_id])
+                stored = await self.read(OLD_BATCH_SQL, [naive_utc(created), batch_id])
                 if stored:
                     self._index.add(batch_id, stored[0][0], created_s=created.timestamp(), now_s=now.timestamp())
-                    return _answer(batch, sha256, stored[0][0] == sha256)
-            line = _spool_line(now, sha256, body_bytes, obj)
+                    return answer(batch, sha256, stored[0][0] == sha256)
+            line = spool_line(now, sha256, body_bytes, obj)
             try:
                 await asyncio.shield(self._spool.append(line))
             except OSError:
@@ -365,7 +360,7 @@ class Store:
         loop = self._loop
 
         def job(con: Any) -> None:
-            batches = self._load_closed(con, path)
+            batches = self._loader.load_closed(con, path)
             loop.call_soon_threadsafe(self._segment_loaded, seq, lines, batches)
 
         self._submit(job)
@@ -383,55 +378,31 @@ class Store:
                 still.append((target, waiter))
         self._waiters = still
 
-    def _load_closed(self, con: Any, path: Path) -> int:
-        # Writer thread. Retries a few times (e.g. a transient disk error); then sets the file aside
-        # as <name>.failed for an operator, so one bad segment cannot stall every later one.
-        for attempt in range(_LOAD_ATTEMPTS):
-            started = time.perf_counter()
-            try:
-                batches, _ = load_segment(con, path, unlinked=self._unlinked)
-            except (duckdb.Error, OSError) as exc:
-                log.error("loading spool segment %s failed (attempt %d): %s", path.name, attempt + 1,
-                          str(exc).splitlines()[0])  # fmt: skip
-                time.sleep(0.2 * 2**attempt)
-                continue
-            self.last_load_s = time.perf_counter() - started
-            self.segments_loaded += 1
-            self._unlinked = []
-            path.unlink()
-            fsync_dir(path.parent)
-            self._unlinked.append(path.name)
-            return batches
-        self.load_failures += 1
-        path.rename(path.with_name(path.name + ".failed"))
-        log.error("spool segment %s set aside as %s.failed; its batches are not in the database", path.name, path.name)
-        return 0
-
     # -- offline import --------------------------------------------------------------------------
 
-    def import_batch(self, batch: Batch, obj: Any, sha256: str, body_bytes: int, staged: list[bytes]) -> Receipt:
-        """Offline ingest of one validated batch: dedup now, append its line to ``staged``.
-
-        Call :meth:`commit_staged` to make the staged lines durable and loaded (the CLI does so
-        every few thousand batches and at the end). Raises :class:`ConflictError` like the API.
-        """
+    def import_batch(self, batch: Batch, obj: Any, sha256: str, body_bytes: int, staged: list[Any]) -> Receipt | None:
+        """Offline ingest of one validated batch: answer a known one now (or raise 409), else stage its line."""
         batch_id = batch.batch_id
         known = self._index.matches(batch_id, sha256)
         now = self.clock()
         created = parse_hour(batch.created_at, "created_at")
         if known is None and created.timestamp() < self._index.cutoff_s(now.timestamp()):
-            stored = self.read_sync(_OLD_BATCH_SQL, [_naive(created), batch_id])
+            stored = self.read_sync(OLD_BATCH_SQL, [naive_utc(created), batch_id])
             known = stored[0][0] == sha256 if stored else None
         if known is not None:
-            return _answer(batch, sha256, known)
-        staged.append(_spool_line(now, sha256, body_bytes, obj))
+            return answer(batch, sha256, known)
+        staged.append(spool_line(now, sha256, body_bytes, obj))
         self._index.add(batch_id, sha256, created_s=created.timestamp(), now_s=now.timestamp())
-        return Receipt(batch_id=batch_id, sha256=sha256, snapshots=len(batch.snapshots), duplicate=False)
+        self._staged_receipts.append(
+            Receipt(batch_id=batch_id, sha256=sha256, snapshots=len(batch.snapshots), duplicate=False)
+        )
+        return None
 
-    def commit_staged(self, staged: list[bytes]) -> None:
+    def commit_staged(self, staged: list[Any]) -> list[Receipt | CollectorError]:
         """Write ``staged`` lines as one fsync'd spool segment and load it (blocking); clears the list."""
+        receipts, self._staged_receipts = self._staged_receipts, []
         if not staged:
-            return
+            return []
         path = self.config.spool_path / segment_name(self._next_seq)
         self._next_seq += 1
         with path.open("xb") as f:
@@ -440,52 +411,32 @@ class Store:
             os.fsync(f.fileno())
         fsync_dir(path.parent)
         staged.clear()
-        loaded = self._submit(lambda con: self._load_closed(con, path)).result()
-        if self.load_failures:
+        failures = self._loader.load_failures
+        loaded = self._submit(lambda con: self._loader.load_closed(con, path)).result()
+        if self._loader.load_failures > failures:
             raise CollectorError(f"loading {path.name} into the database failed; it was set aside ({loaded} loaded)")
+        return list(receipts)
 
     @property
     def offline_chunk(self) -> int:
         """How many new batches the offline import stages before :meth:`commit_staged`."""
         return _OFFLINE_CHUNK
 
+    # -- monitoring ----------------------------------------------------------------------------
 
-_OLD_BATCH_SQL: Final = "SELECT sha256 FROM batches WHERE created_at = ? AND batch_id = ? LIMIT 1"
-
-
-def _answer(batch: Batch, sha256: str, same: bool) -> Receipt:
-    if not same:
-        raise ConflictError("this batch_id was already stored with different content", path="batch_id")
-    return Receipt(batch_id=batch.batch_id, sha256=sha256, snapshots=len(batch.snapshots), duplicate=True)
-
-
-def _spool_line(now: datetime, sha256: str, body_bytes: int, obj: Any) -> bytes:
-    # Arrival time is truncated to the hour: the exact second would be metadata we do not need.
-    line = {"received_at": _hour_text(now), "sha256": sha256, "body_bytes": body_bytes, "batch": obj}
-    return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
-
-
-_HOUR_TEXT: list[tuple[int, str]] = [(-1, "")]
-
-
-def _hour_text(now: datetime) -> str:
-    # strftime per request is measurable at 10k requests/s; the hour changes once an hour.
-    hour = int(now.timestamp()) // 3600
-    cached = _HOUR_TEXT[0]
-    if cached[0] != hour:
-        cached = _HOUR_TEXT[0] = (hour, format_hour(now))
-    return cached[1]
-
-
-def _in_transaction(fn: Callable[[Any], T]) -> Callable[[Any], T]:
-    def job(con: Any) -> T:
-        con.execute("BEGIN")
-        try:
-            result = fn(con)
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
-        return result
-
-    return job
+    def gauges(self) -> dict[str, Gauge]:
+        """Embedded gauges for ``/metrics``."""
+        loader, spool_dir = self._loader, self.config.spool_path
+        return {
+            "telemetry_pending_batches": Gauge("Batches acknowledged or awaiting fsync, not yet loaded into DuckDB.",
+                                               lambda: self.pending_batches),
+            "telemetry_writer_queue_depth": Gauge("Jobs queued for the DuckDB writer thread.",
+                                                  lambda: self._writer.depth if self._writer else 0),
+            "telemetry_spool_segments": Gauge("Spool segment files on disk.", lambda: len(list_segments(spool_dir))),
+            "telemetry_dedup_index_entries": Gauge("Batch ids in the in-memory dedup index.", lambda: len(self._index)),
+            "telemetry_segments_loaded_total": Gauge("Spool segments loaded since start.",
+                                                     lambda: loader.segments_loaded),
+            "telemetry_segment_load_failures": Gauge("Spool segments set aside because they failed to load.",
+                                                     lambda: loader.load_failures),
+            "telemetry_last_load_seconds": Gauge("Duration of the latest segment load.", lambda: loader.last_load_s),
+        }  # fmt: skip

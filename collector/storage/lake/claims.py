@@ -1,0 +1,129 @@
+"""The lake's dedup claims: one PostgreSQL row per batch_id, written under the WRITE lock.
+
+Why this is correct (docs/scale-out.md repeats it for operators). Every group commit, on any collector:
+
+1. takes the WRITE advisory lock (:mod:`.locks`), so no other commit runs until it is released;
+2. looks up the claims of its batch_ids: a *stored* claim answers ``duplicate`` (same sha256) or 409
+   (other bytes); no claim means new;
+3. writes a *pending* claim for each new batch, then the rows in ONE lake transaction, checks that it
+   still holds the lock, COMMITs, marks the claims *stored*, releases the lock, and only then answers.
+
+A crash can stop this between any two steps. Before the COMMIT, nothing was acknowledged; the lake
+holds nothing and at most a pending claim is left. After the COMMIT, the rows are in the lake but the
+claim may still say pending. So a commit that finds a *pending* claim knows (it holds the lock, so no
+live commit owns it) that an earlier commit died, and asks the lake itself, after waiting until every
+PostgreSQL transaction older than its lock has ended (a dying collector's COMMIT may still be running
+in PostgreSQL): found means duplicate (the claim is marked stored), absent means new. If the session
+holding the lock dies while its collector runs on (a network cut), the lock check before COMMIT fails
+and the commit is rolled back; one that started before the next holder took the lock is waited for by
+step "older transactions". Batches created before the dedup window, whose claims may be pruned, are
+looked up in the lake too. The same batch arriving twice in one group is serialised in the process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+__all__ = ["SETUP_SQL", "Claim", "delete", "lookup", "mark_stored", "prune", "put_pending", "wait_for_older"]
+
+SETUP_SQL: Final = (
+    "CREATE SCHEMA IF NOT EXISTS telemetry_collector",
+    """CREATE TABLE IF NOT EXISTS telemetry_collector.claims (
+        batch_id   uuid        PRIMARY KEY,
+        sha256     text        NOT NULL,
+        created_at timestamp   NOT NULL,   -- the batch's sealed-at hour (UTC)
+        stored     boolean     NOT NULL,   -- false: a commit claimed it and may have died
+        claimed_at timestamptz NOT NULL DEFAULT now()
+    )""",
+    "CREATE INDEX IF NOT EXISTS claims_claimed_at ON telemetry_collector.claims (claimed_at)",
+    # Erasure requests waiting for their physical pass; deliberately no install id (that is what was erased).
+    "CREATE TABLE IF NOT EXISTS telemetry_collector.erasures (requested_at timestamptz NOT NULL DEFAULT now())",
+    "CREATE TABLE IF NOT EXISTS telemetry_collector.maintenance (name text PRIMARY KEY, last_run timestamptz NOT NULL)",
+)
+_WAIT_STEP_S: Final = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What the claims table says about one batch_id."""
+
+    sha256: str
+    stored: bool
+
+
+def lookup(conn: Any, batch_ids: Sequence[str]) -> dict[str, Claim]:
+    """The claims held for ``batch_ids``."""
+    rows = conn.execute(
+        "SELECT batch_id::text, sha256, stored FROM telemetry_collector.claims WHERE batch_id = ANY(%s::uuid[])",
+        (list(batch_ids),),
+    ).fetchall()
+    return {row[0]: Claim(row[1], row[2]) for row in rows}
+
+
+def put_pending(conn: Any, claims: Sequence[tuple[str, str, dt.datetime]]) -> None:
+    """Write pending claims ``(batch_id, sha256, created_at)``, replacing pending ones left by a dead commit."""
+    ids, shas, created = zip(*claims, strict=True) if claims else ((), (), ())
+    conn.execute(
+        """INSERT INTO telemetry_collector.claims (batch_id, sha256, created_at, stored)
+        SELECT * , false FROM unnest(%s::uuid[], %s::text[], %s::timestamp[])
+        ON CONFLICT (batch_id) DO UPDATE SET sha256 = EXCLUDED.sha256, claimed_at = now()
+        WHERE NOT telemetry_collector.claims.stored""",
+        (list(ids), list(shas), list(created)),
+    )
+
+
+def mark_stored(conn: Any, claims: Sequence[tuple[str, str, dt.datetime]]) -> None:
+    """Record ``(batch_id, sha256, created_at)`` as stored in the lake (inserting the claim if it was pruned)."""
+    if not claims:
+        return
+    ids, shas, created = zip(*claims, strict=True)
+    conn.execute(
+        """INSERT INTO telemetry_collector.claims (batch_id, sha256, created_at, stored)
+        SELECT *, true FROM unnest(%s::uuid[], %s::text[], %s::timestamp[])
+        ON CONFLICT (batch_id) DO UPDATE SET stored = true""",
+        (list(ids), list(shas), list(created)),
+    )
+
+
+def delete(conn: Any, batch_ids: Sequence[str], *, pending_only: bool = False) -> None:
+    """Drop claims (after an erasure, so the install may send again; or the pending ones of a failed commit)."""
+    if batch_ids:
+        condition = " AND NOT stored" if pending_only else ""
+        conn.execute(
+            f"DELETE FROM telemetry_collector.claims WHERE batch_id = ANY(%s::uuid[]){condition}", (list(batch_ids),)
+        )
+
+
+def prune(conn: Any, *, created_before: dt.datetime, claimed_before: dt.datetime) -> int:
+    """Drop claims of batches created before the window that have also been held a day; returns how many."""
+    cursor = conn.execute(
+        "DELETE FROM telemetry_collector.claims WHERE created_at < %s AND claimed_at < %s",
+        (created_before, claimed_before),
+    )
+    return int(cursor.rowcount or 0)
+
+
+def wait_for_older(conn: Any, since: dt.datetime, *, timeout_s: float) -> bool:
+    """Wait until no other session of this database is running a statement of a transaction begun before ``since``.
+
+    A collector killed right after sending its COMMIT (DuckLake sends a commit as one batch of statements)
+    loses its lock at once, while PostgreSQL may still be executing that batch: this waits it out. A session
+    idle in a transaction is not waited for (when its client is gone it can only roll back), nor one waiting
+    for a lock (ours, most likely: it has not begun to write). False on timeout.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND state = 'active' AND xact_start < %s AND wait_event_type IS DISTINCT FROM 'Lock'",
+            (since,),
+        ).fetchone()
+        if not row or not row[0]:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_WAIT_STEP_S)
