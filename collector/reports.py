@@ -21,6 +21,8 @@ from .reports_format import result_csv, result_table
 
 __all__ = [
     "INTERVALS",
+    "FIRST_DAY",
+    "LAST_DAY",
     "MAX_RANGE_DAYS",
     "OTHER",
     "REPORTS",
@@ -37,6 +39,13 @@ __all__ = [
 INTERVALS: Final = ("day", "week", "month")
 MAX_RANGE_DAYS: Final = 3700
 """Longest range a report may cover (about ten years)."""
+FIRST_DAY: Final = dt.date(2000, 1, 1)
+LAST_DAY: Final = dt.date(2099, 12, 31)
+"""The days a report may name: those a batch can carry (wire-format timestamps are years 2000-2099).
+
+The bound also keeps widening a range to whole periods far from ``date.min`` and ``date.max``, which
+would otherwise overflow (a 500 for ``to=9999-12-31&interval=week``).
+"""
 OTHER: Final = "(other)"
 """The label of the row that small groups are merged into (no catalogue value has parentheses)."""
 DEFAULT_RANGE_DAYS: Final = 90
@@ -269,9 +278,16 @@ FROM readings GROUP BY ALL""",
 
 def _parse_date(text: str, path: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(text)
+        day = dt.date.fromisoformat(text)
     except ValueError:
         raise BadRequestError(f"expected a date YYYY-MM-DD, got {text[:40]!r}", path=path) from None
+    _check_day(day, path)
+    return day
+
+
+def _check_day(day: dt.date, path: str) -> None:
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise BadRequestError(f"{path} must be between {FIRST_DAY} and {LAST_DAY}", path=path)
 
 
 def _period_start(day: dt.date, interval: str) -> dt.date:
@@ -306,6 +322,8 @@ class ReportParams:
     def __post_init__(self) -> None:
         if self.interval not in INTERVALS:
             raise BadRequestError(f"interval must be one of {', '.join(INTERVALS)}", path="interval")
+        _check_day(self.date_from, "from")
+        _check_day(self.date_to, "to")
         if self.date_from > self.date_to:
             raise BadRequestError("from is after to", path="from")
         if (self.date_to - self.date_from).days > MAX_RANGE_DAYS:
@@ -332,7 +350,11 @@ class ReportParams:
     ) -> ReportParams:
         """Build from request strings; defaults: the last 90 days up to ``today``, weekly, every product."""
         end = _parse_date(date_to, "to") if date_to else today
-        start = _parse_date(date_from, "from") if date_from else end - dt.timedelta(days=DEFAULT_RANGE_DAYS - 1)
+        start = (
+            _parse_date(date_from, "from")
+            if date_from
+            else max(FIRST_DAY, end - dt.timedelta(days=DEFAULT_RANGE_DAYS - 1))
+        )
         return cls(date_from=start, date_to=end, interval=interval or "week", product=product or None)
 
 

@@ -78,8 +78,8 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 
 _REPORT_PARAMS: Final = [
-    _query("from", {"type": "string", "format": "date"}, "First UTC day (default: 89 days before `to`); widened to its period's start."),
-    _query("to", {"type": "string", "format": "date"}, "Last UTC day, included (default: today); widened to its period's end."),
+    _query("from", {"type": "string", "format": "date"}, "First UTC day, 2000-01-01 to 2099-12-31 (default: 89 days before `to`); widened to its period's start."),
+    _query("to", {"type": "string", "format": "date"}, "Last UTC day, included, 2000-01-01 to 2099-12-31 (default: today); widened to its period's end."),
     _query("interval", {"type": "string", "enum": list(INTERVALS)}, "Period length (default week; weeks start on Monday)."),
     _query("product", {"type": "string", "pattern": f"^{CATALOGUE.header['product.name'].pattern}$"},
            "Only this product (default: every product)."),

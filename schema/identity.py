@@ -37,9 +37,13 @@ def install_id_from_secret(secret: str) -> str:
 
 
 def same_install(install_id: str, secret: str) -> bool:
-    """Whether ``secret`` proves ownership of ``install_id`` (constant-time; false for a malformed secret)."""
+    """Whether ``secret`` proves ownership of ``install_id`` (constant-time; false for a malformed secret).
+
+    ``install_id`` may be any text a client sent (a URL path segment): anything but the id is false.
+    """
     try:
         expected = install_id_from_secret(secret)
     except SchemaError:
         return False
-    return hmac.compare_digest(expected, install_id.lower())
+    # Bytes, not str: compare_digest raises TypeError for a str with non-ASCII characters.
+    return hmac.compare_digest(expected.encode(), install_id.lower().encode("utf-8", "surrogatepass"))

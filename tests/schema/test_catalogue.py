@@ -78,5 +78,8 @@ def test_install_id_is_derived_not_random() -> None:
     assert schema.same_install(install_id, secret)
     assert not schema.same_install(install_id, "cd" * 32)
     assert not schema.same_install(install_id, "not hex")
+    # Any text from a URL is a plain "no", never an exception (compare_digest refuses non-ASCII str).
+    for claimed in ("\u00e4", install_id[:-1] + "\u00e4", "\u0130" + install_id[1:], ""):
+        assert not schema.same_install(claimed, secret)
     with pytest.raises(SchemaError):
         schema.install_id_from_secret("AB" * 32)
