@@ -61,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("files", nargs="+", metavar="FILE")
     _add_settings(imp)
     imp.set_defaults(func=_import)
+    move = sub.add_parser(
+        "copy-to-lake",
+        help="copy an embedded database into a lake (moving to store = ducklake)",
+        description="Copy the batches, snapshots and tokens of the embedded database --db into the lake named by "
+        "the lake settings (--catalog, --data-path, ... or their TELEMETRY_COLLECTOR_* variables), then fold them "
+        "into the lake's report rollup. Rows the lake already holds are skipped, so it can be run again. The "
+        "embedded database must not be held by a running collector.",
+    )
+    _add_settings(move)
+    move.set_defaults(func=_copy_to_lake)
     admin_cli.register(sub)
     demo.register(sub)
     return parser
@@ -104,8 +114,26 @@ async def _run_server(config: CollectorConfig) -> int:
     where = config.where
     print(f"telemetry-collector listening on http://{config.host}:{port} ({where})", flush=True)
     await stop.wait()
-    print("telemetry-collector: stopping (loading the spool into the database)", file=sys.stderr, flush=True)
+    stopping = "answering queued batches" if config.lake else "loading the spool into the database"
+    print(f"telemetry-collector: stopping ({stopping})", file=sys.stderr, flush=True)
     await runner.cleanup()
+    return 0
+
+
+def _copy_to_lake(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if not config.db_path.exists():
+        raise ConfigError(f"--db: database {config.db_path} does not exist", path="db_path")
+    lake = dataclasses.replace(config, store="ducklake")  # the same settings, validated as a lake
+    from .storage.lake.move import copy_into_lake  # the lake's extras load only for this command
+
+    copied = copy_into_lake(dataclasses.replace(config, store="duckdb"), lake,
+                            say=lambda line: print(line, file=sys.stderr, flush=True))  # fmt: skip
+    rows = {"batches copied": copied.batches, "batches already in the lake": copied.skipped_batches,
+            "snapshots copied": copied.snapshots, "tokens copied": copied.tokens,
+            "batches folded into reports": copied.folded}  # fmt: skip
+    for label, value in rows.items():
+        print(f"{label:<30}{value:>12}")
     return 0
 
 

@@ -15,13 +15,36 @@ from typing import Any, Final
 
 __all__ = ["expire", "forget_install", "refresh"]
 
-_REBUILD: Final = """
+# The batches not yet folded that arrived since $since (a day before the newest folded arrival on the
+# cheap path, or the beginning of time when counts disagree). Every statement of one refresh runs in the
+# caller's transaction, so each re-reads the same snapshot: no work table is needed (on a lake, a work
+# table's column statistics would keep the ids that passed through it, erasure or not).
+_PENDING: Final = """pending AS (
+    SELECT batch_id FROM (SELECT batch_id FROM batches WHERE received_at >= $since)
+    ANTI JOIN (SELECT batch_id FROM report_batches WHERE received_at >= $since) USING (batch_id)
+)"""
+# Per install and product with new snapshots: the day to rebuild from (the earliest new snapshot's day).
+# Snapshots come no later than their batch's created_at and are appended in roughly time order, so the
+# lower bound $bound on taken_at lets DuckDB skip old row groups (see _bound).
+_REBUILD: Final = f"""{_PENDING}, rebuild AS (
+    SELECT install_id, product_name, CAST(min(taken_at) AS DATE) AS from_day, count(*) AS new_snapshots
+    FROM snapshots WHERE taken_at >= $bound AND batch_id IN (SELECT batch_id FROM pending)
+    GROUP BY install_id, product_name
+)"""
+
+_INSERT_DAYS: Final = f"""
 INSERT INTO report_days (
     install_id, product_name, day, snapshots, product_version, os_family, os_version, cpu_cores, memory_gib,
     disk_total_gib, disk_free_gib, projects, cpu_pct_sum, cpu_pct_count, deployments_delta, deployment_readings,
     deployments_last
 )
-WITH readings AS (
+WITH {_REBUILD}, baseline AS (
+    -- The last counter reading before from_day: kept in report_days (deployments_last), older days are not redone.
+    SELECT d.install_id, d.product_name, arg_max(d.deployments_last, d.day) AS baseline
+    FROM report_days d JOIN rebuild r
+        ON d.install_id = r.install_id AND d.product_name = r.product_name AND d.day < r.from_day
+    GROUP BY d.install_id, d.product_name
+), readings AS (
     SELECT
         s.install_id, s.product_name, s.taken_at, s.product_version, s.os_family, s.os_version,
         s.host_cpu_logical_cores, s.host_memory_total_gib, s.host_disk_total_gib, s.host_disk_free_gib,
@@ -30,11 +53,11 @@ WITH readings AS (
         coalesce(last_value(s.usage_deployments IGNORE NULLS) OVER (
             PARTITION BY s.install_id, s.product_name ORDER BY s.taken_at, s.batch_id
             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
-        ), r.baseline) AS previous_deployments
+        ), b.baseline) AS previous_deployments
     FROM snapshots s
-    JOIN report_rebuild r
-        ON s.install_id = r.install_id AND s.product_name = r.product_name AND s.taken_at >= r.from_day
-    WHERE s.taken_at >= ?  -- the earliest from_day, as a constant so DuckDB can skip old row groups
+    JOIN rebuild r ON s.install_id = r.install_id AND s.product_name = r.product_name AND s.taken_at >= r.from_day
+    LEFT JOIN baseline b ON s.install_id = b.install_id AND s.product_name = b.product_name
+    WHERE s.taken_at >= $earliest  -- the earliest from_day, as a constant so DuckDB can skip old row groups
 )
 SELECT
     install_id, product_name, CAST(taken_at AS DATE) AS day, count(*),
@@ -58,77 +81,65 @@ def _scalar(con: Any, sql: str, params: list[Any] | None = None) -> Any:
     return row[0] if row else None
 
 
+def _numbered(sql: str, values: dict[str, Any]) -> tuple[str, list[Any]]:
+    # DuckDB takes $1, $2, ...; the SQL above names its parameters for the reader.
+    names = [name for name in values if f"${name}" in sql]
+    for n, name in enumerate(names, 1):
+        sql = sql.replace(f"${name}", f"${n}")
+    return sql, [values[name] for name in names]
+
+
+def _run(con: Any, sql: str, **values: Any) -> Any:
+    text, params = _numbered(sql, values)
+    return con.execute(text, params)
+
+
 def refresh(con: Any) -> int:
     """Fold every loaded batch not yet in ``report_days`` into it; returns how many batches were folded in."""
     # Cheap test first (counts come from metadata): every report request calls this.
     expected = _scalar(con, "SELECT (SELECT count(*) FROM batches) - (SELECT count(*) FROM report_batches)")
     if expected == 0:
         return 0
-    if _find_pending(con) != expected:
+    since = _scalar(con, "SELECT max(received_at) - INTERVAL 1 DAY FROM report_batches") or dt.datetime.min
+    pending = _count_pending(con, since)
+    if pending != expected:
         # Rare: a batch loaded long after later ones were folded, or report_batches lists batches deleted
         # elsewhere. Compare everything, and drop the stale rows so the cheap test works again.
-        con.execute("DELETE FROM report_pending")
         con.execute("DELETE FROM report_batches WHERE batch_id NOT IN (SELECT batch_id FROM batches)")
-        con.execute("INSERT INTO report_pending SELECT batch_id FROM batches ANTI JOIN report_batches USING (batch_id)")
-    pending = int(_scalar(con, "SELECT count(*) FROM report_pending"))
+        since = dt.datetime.min
+        pending = _count_pending(con, since)
     if pending:
-        _rebuild(con)
-        con.execute(
-            "INSERT INTO report_batches SELECT batch_id, received_at FROM batches"
-            " WHERE batch_id IN (SELECT batch_id FROM report_pending)"
-        )
-    con.execute("DELETE FROM report_pending")
-    con.execute("DELETE FROM report_rebuild")
-    return pending
+        bound = _bound(con, since)
+        _run(con, f"""DELETE FROM report_days d USING (WITH {_REBUILD} SELECT * FROM rebuild) r
+            WHERE d.install_id = r.install_id AND d.product_name = r.product_name AND d.day >= r.from_day""",
+             since=since, bound=bound)  # fmt: skip
+        earliest = _run(con, f"WITH {_REBUILD} SELECT min(from_day) FROM rebuild", since=since, bound=bound).fetchone()
+        if earliest and earliest[0] is not None:  # None: the new batches' snapshots were already deleted
+            start = dt.datetime.combine(earliest[0], dt.time())
+            _run(con, _INSERT_DAYS, since=since, bound=bound, earliest=start)
+        _run(con, f"""INSERT INTO report_batches WITH {_PENDING}
+            SELECT batch_id, received_at FROM batches WHERE batch_id IN (SELECT batch_id FROM pending)""",
+             since=since)  # fmt: skip
+    return int(pending)
 
 
-def _find_pending(con: Any) -> int:
-    """List in report_pending the unfolded batches that arrived since a day before the last folded one."""
-    since = _scalar(con, "SELECT max(received_at) - INTERVAL 1 DAY FROM report_batches") or dt.datetime.min
-    con.execute(
-        """INSERT INTO report_pending SELECT batch_id FROM (SELECT batch_id FROM batches WHERE received_at >= $1)
-        ANTI JOIN (SELECT batch_id FROM report_batches WHERE received_at >= $1) USING (batch_id)""",
-        [since],
-    )
-    return int(_scalar(con, "SELECT count(*) FROM report_pending"))
+def _count_pending(con: Any, since: dt.datetime) -> int:
+    return int(_run(con, f"WITH {_PENDING} SELECT count(*) FROM pending", since=since).fetchone()[0])
 
 
-def _rebuild(con: Any) -> None:
-    """Recompute report_days for the installs of report_pending, from their new batches' first day on."""
-    # Snapshots come no later than their batch's created_at; ingest appends them in roughly time order, so a
-    # lower bound on taken_at lets DuckDB skip old row groups. 31 days covers a batch of 744 hourly snapshots;
-    # if the bound misses some (sparse snapshots), the check against snapshot_count catches it.
-    row = con.execute(
-        "SELECT min(created_at) - INTERVAL 32 DAY, sum(snapshot_count) FROM batches"
-        " WHERE batch_id IN (SELECT batch_id FROM report_pending)"
-    ).fetchone()
-    since, expected = row if row else (None, 0)
-    for bound in (since, dt.datetime.min):
-        con.execute("DELETE FROM report_rebuild")
-        con.execute(
-            """INSERT INTO report_rebuild (install_id, product_name, from_day, new_snapshots)
-            SELECT install_id, product_name, CAST(min(taken_at) AS DATE), count(*) FROM snapshots
-            WHERE taken_at >= ? AND batch_id IN (SELECT batch_id FROM report_pending)
-            GROUP BY install_id, product_name""",
-            [bound or dt.datetime.min],
-        )
-        if _scalar(con, "SELECT coalesce(sum(new_snapshots), 0) FROM report_rebuild") == expected:
-            break
-    con.execute(
-        """UPDATE report_rebuild r SET baseline = b.baseline FROM (
-            SELECT d.install_id, d.product_name, arg_max(d.deployments_last, d.day) AS baseline
-            FROM report_days d JOIN report_rebuild r
-                ON d.install_id = r.install_id AND d.product_name = r.product_name AND d.day < r.from_day
-            GROUP BY d.install_id, d.product_name
-        ) b WHERE r.install_id = b.install_id AND r.product_name = b.product_name"""
-    )
-    con.execute(
-        """DELETE FROM report_days d USING report_rebuild r
-        WHERE d.install_id = r.install_id AND d.product_name = r.product_name AND d.day >= r.from_day"""
-    )
-    earliest = _scalar(con, "SELECT min(from_day) FROM report_rebuild")
-    if earliest is not None:  # None: the new batches' snapshots were already deleted
-        con.execute(_REBUILD, [dt.datetime.combine(earliest, dt.time())])
+def _bound(con: Any, since: dt.datetime) -> dt.datetime:
+    """The lowest taken_at to scan: 32 days before the new batches' earliest creation, if that finds them all.
+
+    31 days covers a batch of 744 hourly snapshots; with sparse snapshots the bound may miss some, which the
+    comparison with their snapshot_count catches, and then every snapshot is scanned.
+    """
+    since_bound, expected = _run(con, f"""WITH {_PENDING} SELECT min(created_at) - INTERVAL 32 DAY,
+        coalesce(sum(snapshot_count), 0) FROM batches WHERE batch_id IN (SELECT batch_id FROM pending)""",
+                                 since=since).fetchone()  # fmt: skip
+    bound = since_bound or dt.datetime.min
+    found = _run(con, f"WITH {_REBUILD} SELECT coalesce(sum(new_snapshots), 0) FROM rebuild",
+                 since=since, bound=bound).fetchone()[0]  # fmt: skip
+    return bound if found == expected else dt.datetime.min
 
 
 def forget_install(con: Any, install_id: str) -> None:

@@ -137,6 +137,9 @@ class Storage(Protocol):
     def offline_chunk(self) -> int:
         """How many new batches the offline import stages before :meth:`commit_staged`."""
 
+    async def sync(self) -> None:
+        """Wait until every batch acknowledged so far is visible in the tables."""
+
     async def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one read query (``?`` parameters) off the event loop; return all rows."""
 

@@ -17,7 +17,7 @@ from tests.analytics.conftest import Client, load
 from tests.analytics.fleet import NOW, Install, make_fleet
 
 # Tables that name an install only through its batch ids.
-_BY_BATCH = ("report_batches", "report_pending")
+_BY_BATCH = ("report_batches",)
 
 
 async def _traces(client: Client, install: Install, batch_ids: list[str]) -> dict[str, int]:

@@ -100,26 +100,27 @@ class FleetInstall:
     """batch_id -> canonical bytes."""
 
 
-def make_installs(count: int, batches_each: int) -> list[FleetInstall]:
-    """Installs with distinct secrets; each batch holds 2 snapshots on its own day (so reports see every batch)."""
+def make_installs(count: int, batches_each: int, *, snapshots_each: int = 2) -> list[FleetInstall]:
+    """Installs with distinct secrets; each batch holds ``snapshots_each`` hourly snapshots, batches back to back."""
     installs = []
     for _ in range(count):
         secret = new_secret()
         install = FleetInstall(secret=secret, install_id=install_id_from_secret(secret))
         for n in range(batches_each):
-            obj = _dated_batch(install.install_id, dt.datetime(2026, 11, 1, tzinfo=dt.UTC) + dt.timedelta(hours=3 * n))
+            start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC) + dt.timedelta(hours=(snapshots_each + 1) * n)
+            obj = _dated_batch(install.install_id, start, snapshots_each)
             install.bodies[obj["batch_id"]] = canonical(obj)
         installs.append(install)
     return installs
 
 
-def _dated_batch(install_id: str, start: dt.datetime) -> dict[str, Any]:
+def _dated_batch(install_id: str, start: dt.datetime, snapshots_each: int) -> dict[str, Any]:
     obj = batch_obj(install_id=install_id)
-    snapshots = obj["snapshots"][:2]
+    snapshots = obj["snapshots"][:snapshots_each]
     for i, snapshot in enumerate(snapshots):
         snapshot["taken_at"] = (start + dt.timedelta(hours=i)).strftime("%Y-%m-%dT%H:00:00Z")
     obj["snapshots"] = snapshots
-    obj["created_at"] = (start + dt.timedelta(hours=2)).strftime("%Y-%m-%dT%H:00:00Z")
+    obj["created_at"] = (start + dt.timedelta(hours=snapshots_each)).strftime("%Y-%m-%dT%H:00:00Z")
     return obj
 
 

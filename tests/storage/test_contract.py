@@ -66,9 +66,7 @@ async def _count(store: Storage, table: str, where: str = "", params: tuple[Any,
 
 async def _settle(store: Storage) -> None:
     # Embedded: acknowledged batches reach the tables after the spool loads; the lake commits before answering.
-    sync = getattr(store, "sync", None)
-    if sync is not None:
-        await sync()
+    await store.sync()
 
 
 async def test_contract_ingest_stores_once_and_answers_duplicates_and_conflicts(store: Storage) -> None:

@@ -52,14 +52,22 @@ class Pass:
 def maintain(
     session: Session, *, now: dt.datetime, interval_s: float, erasure_max_hours: float, dedup_window_days: int
 ) -> Pass:
-    """Run one pass if this collector gets the lock and the last pass is at least ``interval_s`` old."""
+    """Run one pass if this collector gets the lock and the last pass is at least ``interval_s`` old.
+
+    ``now`` is the collector's clock, which dates the batches (claims of batches created before the dedup
+    window are pruned); the schedule, erasure deadlines and snapshot expiry use PostgreSQL's and DuckDB's
+    own clocks, which date the catalog.
+    """
     pg = session.pg()
     with locks.try_advisory(pg, locks.MAINTENANCE) as mine:
         if not mine:
             return Pass(ran=False)
-        row = pg.execute("SELECT last_run FROM telemetry_collector.maintenance WHERE name = %s", (_NAME,)).fetchone()
-        erasure_due = _erasure_due(pg, now, interval_s=interval_s, erasure_max_hours=erasure_max_hours)
-        if row is not None and (now - row[0]).total_seconds() < 0.9 * interval_s and erasure_due is None:
+        row = pg.execute(
+            "SELECT extract(epoch FROM now() - last_run) FROM telemetry_collector.maintenance WHERE name = %s",
+            (_NAME,),
+        ).fetchone()
+        erasure_due = _erasure_due(pg, interval_s=interval_s, erasure_max_hours=erasure_max_hours)
+        if row is not None and float(row[0]) < 0.9 * interval_s and erasure_due is None:
             return Pass(ran=False)
         started = time.perf_counter()
         # Compaction holds every write lock: measured with DuckLake 1.5, a flush beside a committing delete fails
@@ -71,18 +79,18 @@ def maintain(
             if row is None or not claims.wait_for_older(pg, row[0], timeout_s=_SETTLE_S):
                 log.info("lake maintenance: skipped, a commit of another collector is still running")
                 return Pass(ran=False)
-            _compact(session, now=now, interval_s=interval_s, physical=erasure_due is not None)
+            _compact(session, interval_s=interval_s, physical=erasure_due is not None)
         erased = 0
         if erasure_due is not None:
             _vacuum_inlined(pg)
             cursor = pg.execute("DELETE FROM telemetry_collector.erasures WHERE requested_at <= %s", (erasure_due,))
             erased = int(cursor.rowcount or 0)
         window = dt.timedelta(days=dedup_window_days)
-        pruned = claims.prune(pg, created_before=_naive(now - window), claimed_before=now - dt.timedelta(days=1))
+        pruned = claims.prune(pg, created_before=_naive(now - window))
         pg.execute(
-            "INSERT INTO telemetry_collector.maintenance (name, last_run) VALUES (%s, %s)"
+            "INSERT INTO telemetry_collector.maintenance (name, last_run) VALUES (%s, now())"
             " ON CONFLICT (name) DO UPDATE SET last_run = EXCLUDED.last_run",
-            (_NAME, now),
+            (_NAME,),
         )
     result = Pass(ran=True, erased=erased, claims_pruned=pruned, seconds=time.perf_counter() - started)
     if erased:
@@ -90,18 +98,18 @@ def maintain(
     return result
 
 
-def _erasure_due(pg: Any, now: dt.datetime, *, interval_s: float, erasure_max_hours: float) -> dt.datetime | None:
-    """The pass start time if pending erasures must become physical now, else None."""
-    row = pg.execute("SELECT min(requested_at) FROM telemetry_collector.erasures").fetchone()
-    oldest = row[0] if row else None
-    if oldest is None:
+def _erasure_due(pg: Any, *, interval_s: float, erasure_max_hours: float) -> dt.datetime | None:
+    """PostgreSQL's now if pending erasures must become physical in this pass, else None."""
+    row = pg.execute("SELECT now(), extract(epoch FROM now() - min(requested_at)) FROM telemetry_collector.erasures")
+    now, age_s = row.fetchone() or (None, None)
+    if age_s is None:
         return None
     # The next pass may come two intervals from now (this one skipped, or a collector restarting): act before.
     slack_s = erasure_max_hours * 3600 - 2 * interval_s
-    return now if (now - oldest).total_seconds() >= max(0.0, slack_s) else None
+    return now if float(age_s) >= max(0.0, slack_s) else None
 
 
-def _compact(session: Session, *, now: dt.datetime, interval_s: float, physical: bool) -> None:
+def _compact(session: Session, *, interval_s: float, physical: bool) -> None:
     duck = session.duck
     lake = f"'{CATALOG_NAME}'"
     duck.execute(f"CALL ducklake_flush_inlined_data({lake})")
@@ -115,10 +123,9 @@ def _compact(session: Session, *, now: dt.datetime, interval_s: float, physical:
         duck.execute(f"CALL ducklake_expire_snapshots({lake}, older_than => now())")
         duck.execute(f"CALL ducklake_cleanup_old_files({lake}, cleanup_all => true)")
     else:
-        margin = dt.timedelta(seconds=min(_MAX_MARGIN_S, max(interval_s, 1.0)))
-        older = _naive(now - margin)
-        duck.execute(f"CALL ducklake_expire_snapshots({lake}, older_than => ?::TIMESTAMP)", [older])
-        duck.execute(f"CALL ducklake_cleanup_old_files({lake}, older_than => ?::TIMESTAMP)", [older])
+        margin_s = min(_MAX_MARGIN_S, max(interval_s, 1.0))
+        duck.execute(f"CALL ducklake_expire_snapshots({lake}, older_than => now() - to_seconds(?))", [margin_s])
+        duck.execute(f"CALL ducklake_cleanup_old_files({lake}, older_than => now() - to_seconds(?))", [margin_s])
 
 
 def _vacuum_inlined(pg: Any) -> None:

@@ -381,6 +381,9 @@ class LakeStore:
 
     # -- reads and writes ----------------------------------------------------------------------
 
+    async def sync(self) -> None:
+        """Nothing to wait for: a batch is acknowledged only once its lake commit is done."""
+
     def read_columns_sync(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run a read query on its own cursor in the calling thread; return ``(column_names, rows)``."""
         cursor = self._cursor()
@@ -407,7 +410,8 @@ class LakeStore:
         """Run a read query (``?`` parameters) on a fresh cursor in the read pool; return all rows."""
         return (await self.read_columns(sql, params))[1]
 
-    def _writer_run_sync(self, job: Callable[[Session], T]) -> T:
+    def run_on_writer(self, job: Callable[[Session], T]) -> T:
+        """Run ``job(session)`` in the writer thread and wait (for lake-only commands such as ``copy-to-lake``)."""
         assert self._writer is not None
         return self._writer.run_sync(job)
 
@@ -425,7 +429,7 @@ class LakeStore:
 
     def write_sync(self, fn: Callable[[Any], T]) -> T:
         """Like :meth:`write`, blocking."""
-        return self._writer_run_sync(lambda s: in_transaction(s, locks.WRITE, fn))
+        return self.run_on_writer(lambda s: in_transaction(s, locks.WRITE, fn))
 
     async def refresh_rollup(self) -> int:
         """Fold new batches into the rollup, one collector at a time (others wait, then find little to do)."""
