@@ -3,7 +3,7 @@
 Order of checks, cheapest first: content type and encoding (415), overload (503), declared size
 (413), body read under ``read_timeout_s`` (408) and capped at ``max_body_bytes`` (413), gzip
 inflated here with ``max_length`` so a bomb stops at the cap (413) and a broken stream is a 400,
-malformed JSON (400), the batch format and the catalogue (422, with the JSON path), timestamps too
+malformed JSON or a key repeated in one object (400), the batch format and the catalogue (422, with the JSON path), timestamps too
 far ahead (422 ``in_future``), then dedup and the durable spool append in
 :meth:`collector.storage.Storage.ingest` (either backend). aiohttp's own decompression is off (``auto_decompress``
 False in ``create_app``) so that every encoding decision, and its error body, is made here.
@@ -21,7 +21,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from schema import Batch, SchemaError, parse_batch_obj, parse_hour
+from schema import Batch, SchemaError, decode_json, parse_batch_obj, parse_hour
 
 from .config import CollectorConfig
 from .errors import (
@@ -64,10 +64,13 @@ def check_batch(body: bytes, *, now: datetime, max_future_s: int) -> tuple[Batch
     Shared by the HTTP handler and the offline ``import`` command, so both accept exactly the same.
     """
     try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        # orjson also refuses nesting deeper than 1024 here, before any recursion of ours.
-        raise BadRequestError("the body is not valid UTF-8 JSON", code="invalid_json") from None
+        # orjson refuses nesting deeper than 1024 here, before any recursion of ours; a repeated key
+        # (which orjson would resolve to its last value) is refused too: one meaning per body.
+        obj = decode_json(body)
+    except SchemaError as exc:
+        if exc.code == "invalid_json":
+            raise BadRequestError("the body is not valid UTF-8 JSON", code="invalid_json") from None
+        raise BadRequestError(exc.message, path=exc.path, code=exc.code) from None
     try:
         batch = parse_batch_obj(obj)
     except SchemaError as exc:

@@ -21,6 +21,7 @@ from .coarsen import coarsen, is_coarse, round_sig2
 from .errors import SchemaError
 from .identity import install_id_from_secret, new_secret, same_install
 from .jsonschema import batch_json_schema
+from .strict_json import decode_json
 
 __all__ = [
     "CATALOGUE",
@@ -35,6 +36,7 @@ __all__ = [
     "Snapshot",
     "batch_json_schema",
     "coarsen",
+    "decode_json",
     "encode_batch",
     "format_hour",
     "install_id_from_secret",

@@ -24,6 +24,7 @@ import orjson
 
 from .catalogue import CATALOGUE, Catalogue, Entry
 from .errors import SchemaError
+from .strict_json import decode_json, safe_name
 
 __all__ = [
     "MAX_SNAPSHOTS",
@@ -103,7 +104,7 @@ def _explain_metrics(catalogue: Mapping[str, Entry], metrics: dict[str, Any], i:
     for key, value in metrics.items():
         entry = catalogue.get(key)
         if entry is None:
-            name = key if _safe_name(key) else "<unknown>"
+            name = key if safe_name(key) else "<unknown>"
             raise SchemaError(f"snapshots[{i}].metrics.{name}", "unknown_metric", "not in the policy catalogue")
         entry.check(value, f"snapshots[{i}].metrics.{key}")
     raise AssertionError("the fast metrics check and Entry.check disagree")  # pragma: no cover
@@ -151,12 +152,12 @@ def encode_batch(batch: Batch) -> bytes:
 
 
 def parse_batch(data: bytes | str, *, catalogue: Catalogue = CATALOGUE) -> Batch:
-    """Decode and check a batch document; raises :class:`SchemaError` (code ``invalid_json`` if not JSON)."""
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise SchemaError("", "invalid_json", f"not valid UTF-8 JSON ({exc})") from None
-    return parse_batch_obj(obj, catalogue=catalogue)
+    """Decode and check a batch document; raises :class:`SchemaError`.
+
+    Codes ``invalid_json`` (not JSON) and ``duplicate_key`` (a key twice in one object, see
+    :func:`schema.decode_json`) come before any check of the batch format.
+    """
+    return parse_batch_obj(decode_json(data), catalogue=catalogue)
 
 
 def _expect_object(value: object, path: str, keys: frozenset[str]) -> dict[str, Any]:
@@ -173,11 +174,7 @@ def _expect_object(value: object, path: str, keys: frozenset[str]) -> dict[str, 
 
 def _unknown(path: str, key: str) -> dict[str, Any]:
     # The key is not echoed when it looks like free text: only a short identifier-like name is named.
-    raise SchemaError(_join(path, key if _safe_name(key) else "<unknown>"), "unknown_field", "not allowed here")
-
-
-def _safe_name(key: str) -> bool:
-    return len(key) <= 64 and re.fullmatch(r"[A-Za-z0-9_.-]+", key) is not None
+    raise SchemaError(_join(path, key if safe_name(key) else "<unknown>"), "unknown_field", "not allowed here")
 
 
 def _join(path: str, key: str) -> str:

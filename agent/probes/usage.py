@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Final
 
 import aiohttp
-import orjson
 
 from agent.config import AgentConfig
 from agent.files import NotRegularFileError, read_regular
+from schema import SchemaError, decode_json
 
 from .command import CommandError, CommandTimeoutError, run_command
 
@@ -62,8 +62,11 @@ class UsageProvider:
             if len(raw) > MAX_PROVIDER_BYTES:
                 raise ProviderError(f"{self.kind} provider answered more than {MAX_PROVIDER_BYTES} bytes")
             try:
-                raw = orjson.loads(raw)
-            except orjson.JSONDecodeError:
+                raw = decode_json(bytes(raw))
+            except SchemaError as exc:
+                if exc.code == "duplicate_key":
+                    # No reading of such an answer is the product's: orjson would keep the last value.
+                    raise ProviderError(f"{self.kind} provider answered the key {exc.path} more than once") from None
                 raise ProviderError(f"{self.kind} provider did not answer JSON") from None
         if not isinstance(raw, Mapping):
             raise ProviderError(f"{self.kind} provider did not answer a JSON object")

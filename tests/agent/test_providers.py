@@ -190,3 +190,19 @@ def test_command_provider_huge_output_keeps_the_agent_small(home: AgentHome) -> 
     assert "more than 65536 bytes" in err.read_text()
     assert "usage.projects" not in orjson.loads(out.read_bytes())["metrics"]
     assert usage.ru_maxrss < RSS_LIMIT_KIB, f"peak RSS {usage.ru_maxrss} KiB"
+
+
+@pytest.mark.parametrize(
+    "answer", ['{"projects": 3, "projects": 4}', '{"deployments": 1, "projects": 3, "pr\\u006fjects": 3}']
+)
+async def test_provider_answer_with_a_repeated_key_is_a_provider_error(home: AgentHome, answer: str) -> None:
+    """A key twice in the provider's answer (verbatim or with an escape) has no one meaning: the answer is a
+    provider error naming the key, and none of its values is used (orjson alone would keep the last)."""
+    (home.root / "usage.json").write_text(answer)
+    result, _ = await _collect(home)
+    assert result.code == 0, result.err
+    assert "projects" in result.err
+    assert "more than once" in result.err
+    metrics = result.json()["metrics"]
+    assert "usage.projects" not in metrics
+    assert "usage.deployments" not in metrics
