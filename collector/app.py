@@ -21,6 +21,7 @@ from .ingest import post_batch
 from .keys import CONFIG, MONITOR, STORE
 from .monitoring import Monitor
 from .openapi import openapi_document
+from .server import HTTP_CODES, CollectorApplication, add_common_headers
 from .storage import Storage, create_storage
 
 __all__ = ["ClientDetailsFilter", "PrivateAccessLogger", "create_app", "error_middleware", "policy_document"]
@@ -28,8 +29,6 @@ __all__ = ["ClientDetailsFilter", "PrivateAccessLogger", "create_app", "error_mi
 log = logging.getLogger(__name__)
 
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_HTTP_CODES: Final = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                      405: "method_not_allowed", 408: "request_timeout", 413: "too_large", 415: "unsupported_media"}  # fmt: skip
 _JSON: Final = "application/json"
 
 
@@ -58,7 +57,7 @@ async def error_middleware(
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = _HTTP_CODES.get(exc.status, "http_error")
+        code = HTTP_CODES.get(exc.status, "http_error")
         response = _error_response(exc.status, {"error": {"code": code, "message": exc.reason, "path": ""}})
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
@@ -181,7 +180,8 @@ def create_app(
     """
     config = config if config is not None else CollectorConfig()
     _install_log_filters()
-    app = web.Application(
+    # CollectorApplication: requests aiohttp cannot parse get the JSON error body too (see collector.server).
+    app = CollectorApplication(
         client_max_size=config.max_body_bytes,
         middlewares=[error_middleware],
         # auto_decompress off: ingest inflates gzip itself, capped, and answers 415 for other encodings.
@@ -200,6 +200,7 @@ def create_app(
         await store.stop()
 
     app.cleanup_ctx.append(storage)
+    app.on_response_prepare.append(add_common_headers)
     app.router.add_post("/v1/batches", post_batch)
     app.router.add_get("/v1/policy", _policy)
     app.router.add_get("/v1/openapi.json", _openapi)
