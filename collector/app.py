@@ -168,7 +168,7 @@ async def _openapi(request: web.Request) -> web.Response:
 
 
 def _add_gauges(monitor: Monitor, store: Storage) -> None:
-    monitor.gauges.update({name: (gauge.help, gauge.read) for name, gauge in store.gauges().items()})
+    monitor.gauges.update({name: (gauge.kind, gauge.help, gauge.read) for name, gauge in store.gauges().items()})
 
 
 def create_app(

@@ -1,15 +1,19 @@
 """Counters behind ``/metrics``, rendered by hand in the Prometheus text exposition format (0.0.4).
 
 Only totals and histograms: no label ever carries an install id, a batch id or a client address.
+Names follow Prometheus' rules (``promtool check metrics``): a counter, and only a counter, ends in
+``_total``; every family has HELP and TYPE lines; label values and help texts are escaped.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Literal
 
 __all__ = ["LATENCY_BUCKETS_S", "Monitor"]
+
+Kind = Literal["gauge", "counter"]
 
 LATENCY_BUCKETS_S: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Upper bounds of the ingest latency histogram, in seconds."""
@@ -25,8 +29,8 @@ class Monitor:
         self.rejections: dict[str, int] = {}
         self._latency_counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
         self._latency_sum_s = 0.0
-        self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
-        """Extra gauges read at render time: name -> (help text, reader)."""
+        self.gauges: dict[str, tuple[Kind, str, Callable[[], float]]] = {}
+        """Extra values read at render time (the store's): name -> (kind, help text, reader)."""
 
     def reject(self, code: str) -> None:
         """Count one rejected ingest request by its error code."""
@@ -42,7 +46,7 @@ class Monitor:
         out: list[str] = []
 
         def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
-            out.append(f"# HELP {name} {help_text}")
+            out.append(f"# HELP {name} {_escape(help_text, quote=False)}")
             out.append(f"# TYPE {name} {kind}")
             out.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
 
@@ -53,7 +57,7 @@ class Monitor:
         metric("telemetry_batches_duplicate_total", "counter", "Batches acknowledged as already stored.",
                [("", self.duplicates)])  # fmt: skip
         metric("telemetry_batches_rejected_total", "counter", "Ingest requests rejected, by error code.",
-               [(f'{{code="{code}"}}', n) for code, n in sorted(self.rejections.items())])  # fmt: skip
+               [(f'{{code="{_escape(code)}"}}', n) for code, n in sorted(self.rejections.items())])  # fmt: skip
         cumulative = 0
         samples: list[tuple[str, float]] = []
         for bound, count in zip(LATENCY_BUCKETS_S, self._latency_counts, strict=False):
@@ -64,9 +68,15 @@ class Monitor:
         out.append("# HELP telemetry_ingest_duration_seconds Time from request to receipt for POST /v1/batches.")
         out.append("# TYPE telemetry_ingest_duration_seconds histogram")
         out.extend(f"telemetry_ingest_duration_seconds{suffix} {_number(v)}" for suffix, v in samples)
-        for name, (help_text, read) in sorted(self.gauges.items()):
-            metric(name, "gauge", help_text, [("", read())])
+        for name, (kind, help_text, read) in sorted(self.gauges.items()):
+            metric(name, kind, help_text, [("", read())])
         return "\n".join(out) + "\n"
+
+
+def _escape(text: str, *, quote: bool = True) -> str:
+    # The format's escapes: backslash and newline everywhere, the double quote inside label values.
+    text = text.replace("\\", "\\\\").replace("\n", "\\n")
+    return text.replace('"', '\\"') if quote else text
 
 
 def _number(value: float) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Literal, Protocol, TypeVar
 
 import orjson
 
@@ -55,6 +55,8 @@ class Gauge:
 
     help: str
     read: Callable[[], float]
+    kind: Literal["gauge", "counter"] = "gauge"
+    """``counter`` for a count that only grows (its name then ends in ``_total``, as Prometheus requires)."""
 
 
 def answer(batch: Batch, sha256: str, same: bool) -> Receipt:

@@ -435,7 +435,7 @@ class EmbeddedStore:
             "telemetry_spool_segments": Gauge("Spool segment files on disk.", lambda: len(list_segments(spool_dir))),
             "telemetry_dedup_index_entries": Gauge("Batch ids in the in-memory dedup index.", lambda: len(self._index)),
             "telemetry_segments_loaded_total": Gauge("Spool segments loaded since start.",
-                                                     lambda: loader.segments_loaded),
+                                                     lambda: loader.segments_loaded, kind="counter"),
             "telemetry_segment_load_failures": Gauge("Spool segments set aside because they failed to load.",
                                                      lambda: loader.load_failures),
             "telemetry_last_load_seconds": Gauge("Duration of the latest segment load.", lambda: loader.last_load_s),
