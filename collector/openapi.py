@@ -4,8 +4,10 @@ The batch request schema is :func:`schema.batch_json_schema` itself (never resta
 analytics routes' path items are merged in from :data:`collector.analytics.OPENAPI_PATHS`. A test
 checks that every route of the app is described and that the document is valid.
 
-Components others may reference: ``#/components/schemas/Error`` (every error body) and
-``#/components/responses/<status>`` for 400, 401, 403, 404, 408, 409, 413, 415, 422 and 503.
+Components others may reference: ``#/components/schemas/Error`` (every error body),
+``#/components/responses/<status>`` for 400, 401, 403, 404, 408, 409, 413, 415, 422 and 503, and the
+bearer schemes of :data:`SECURITY_SCHEMES`. Every operation states its ``security`` (``[]`` when public);
+a test checks that the operations answering 401 without credentials are exactly those that declare one.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Final
 
 from schema import batch_json_schema
 
-__all__ = ["openapi_document"]
+__all__ = ["SECURITY_SCHEMES", "openapi_document"]
 
 _VERSION: Final = "1.0.0"
 _ERROR_CODES: Final = {
@@ -32,6 +34,33 @@ _ERROR_CODES: Final = {
     "422": "The batch breaks format v1 or the catalogue; `code` is the schema error code, `path` the JSON path.",
     "503": "Overloaded (`overloaded`, with Retry-After) or not ready.",
 }
+
+_BEARER_FORMAT: Final = "tct_<token_id>_<secret>"  # the shape of a report token, not a credential
+SECURITY_SCHEMES: Final = {
+    "analystToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": _BEARER_FORMAT,
+        "description": "A report token with the analyst role (`telemetry-collector token create --role analyst`).",
+    },
+    "adminToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": _BEARER_FORMAT,
+        "description": "A token with the admin role: everything an analyst token opens, plus token management.",
+    },
+    "installSecret": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "64 lowercase hex characters",
+        "description": (
+            "The install's secret, kept on the install (`telemetry-agent remote`/`forget` send it); the"
+            " collector recomputes the install id from it and stores no secret."
+        ),
+    },
+}
+"""Bearer schemes, one per kind of credential (OpenAPI has no roles for http schemes, so a role is a scheme)."""
+_PUBLIC: Final[list[dict[str, list[str]]]] = []
 
 _ERROR_SCHEMA: Final = {
     "type": "object",
@@ -86,6 +115,7 @@ def _paths() -> dict[str, Any]:
         "/v1/batches": {
             "post": {
                 "operationId": "postBatch",
+                "security": _PUBLIC,
                 "tags": ["ingest"],
                 "summary": "Store one batch; answered only once it is durable.",
                 "parameters": [
@@ -108,6 +138,7 @@ def _paths() -> dict[str, Any]:
         "/v1/policy": {
             "get": {
                 "operationId": "getPolicy",
+                "security": _PUBLIC,
                 "tags": ["public"],
                 "summary": "The policy catalogue: every metric the collector accepts, and why.",
                 "responses": {
@@ -119,6 +150,7 @@ def _paths() -> dict[str, Any]:
         "/v1/openapi.json": {
             "get": {
                 "operationId": "getOpenapi",
+                "security": _PUBLIC,
                 "tags": ["public"],
                 "summary": "This document.",
                 "responses": {"200": _ok("OpenAPI 3.1.", {"type": "object"}), "405": _ref("405")},
@@ -127,6 +159,7 @@ def _paths() -> dict[str, Any]:
         "/healthz": {
             "get": {
                 "operationId": "getHealthz",
+                "security": _PUBLIC,
                 "tags": ["operations"],
                 "summary": "Liveness: the process answers.",
                 "responses": {"200": _ok("Alive.", status_schema), "405": _ref("405")},
@@ -135,6 +168,7 @@ def _paths() -> dict[str, Any]:
         "/readyz": {
             "get": {
                 "operationId": "getReadyz",
+                "security": _PUBLIC,
                 "tags": ["operations"],
                 "summary": "Readiness: database open, spool loads succeeding, disk accepting writes.",
                 "responses": {"200": _ok("Ready.", status_schema), "405": _ref("405"), "503": _ref("503")},
@@ -143,6 +177,7 @@ def _paths() -> dict[str, Any]:
         "/metrics": {
             "get": {
                 "operationId": "getMetrics",
+                "security": _PUBLIC,
                 "tags": ["operations"],
                 "summary": "Prometheus text exposition (counters, latency histogram, queue depths).",
                 "responses": {
@@ -180,9 +215,12 @@ def openapi_document(extra_paths: Mapping[str, Any] | None = None) -> dict[str, 
             "version": _VERSION,
             "description": "Receives opt-in telemetry batches and serves reports. See docs/collector.md.",
         },
+        # Relative: the API is wherever this document was fetched from (behind whatever proxy).
+        "servers": [{"url": "/", "description": "The collector that served this document."}],
         "paths": paths,
         "components": {
             "schemas": {"Batch": batch, "Receipt": _RECEIPT_SCHEMA, "Error": _ERROR_SCHEMA},
             "responses": responses,
+            "securitySchemes": copy.deepcopy(SECURITY_SCHEMES),
         },
     }

@@ -19,6 +19,14 @@ _OWNER_NOTE: Final = (
 )
 
 
+# Security requirements (schemes in collector.openapi.SECURITY_SCHEMES): alternatives, any one suffices.
+_Security = list[dict[str, list[str]]]
+_ANALYST: Final[_Security] = [{"analystToken": []}, {"adminToken": []}]
+_ADMIN: Final[_Security] = [{"adminToken": []}]
+_OWNER: Final[_Security] = [{"installSecret": []}]
+_PUBLIC: Final[_Security] = []
+
+
 def _ref(code: str) -> dict[str, str]:
     return {"$ref": f"#/components/responses/{code}"}
 
@@ -90,6 +98,7 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
     "/v1/reports": {
         "get": {
             "operationId": "listReports",
+            "security": _ANALYST,
             "tags": ["reports"],
             "summary": "The reports, their exact definitions, and the products large enough to report on.",
             "description": "Products with fewer than min_group_size installs are not listed." + _AUTH_NOTE,
@@ -99,6 +108,7 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
     "/v1/reports/{name}": {
         "get": {
             "operationId": "getReport",
+            "security": _ANALYST,
             "tags": ["reports"],
             "summary": "One report over a range of days, by period, after small-group suppression.",
             "description": (
@@ -132,6 +142,7 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
     "/v1/tokens": {
         "get": {
             "operationId": "listTokens",
+            "security": _ADMIN,
             "tags": ["tokens"],
             "summary": "Every token's id, role, creation and revocation time (never the token).",
             "description": _ADMIN_NOTE.strip(),
@@ -142,6 +153,7 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
         },
         "post": {
             "operationId": "createToken",
+            "security": _ADMIN,
             "tags": ["tokens"],
             "summary": "Create a token; the response is the only time it is shown.",
             "description": _ADMIN_NOTE.strip(),
@@ -161,6 +173,7 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
     "/v1/tokens/{token_id}": {
         "delete": {
             "operationId": "revokeToken",
+            "security": _ADMIN,
             "tags": ["tokens"],
             "summary": "Revoke a token by its id.",
             "description": _ADMIN_NOTE.strip(),
@@ -174,6 +187,7 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
     "/v1/installs/{install_id}": {
         "get": {
             "operationId": "getInstall",
+            "security": _OWNER,
             "tags": ["data subjects"],
             "summary": "Everything the collector holds about an install: batches, snapshots, rollup rows.",
             "description": _OWNER_NOTE.strip(),
@@ -195,6 +209,7 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
         },
         "delete": {
             "operationId": "deleteInstall",
+            "security": _OWNER,
             "tags": ["data subjects"],
             "summary": "Erase the install from every table (rollups included), after loading what was acknowledged.",
             "description": _OWNER_NOTE.strip(),
@@ -211,6 +226,7 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
     "/dashboard": {
         "get": {
             "operationId": "getDashboard",
+            "security": _PUBLIC,
             "tags": ["reports"],
             "summary": "The dashboard page (static; it asks for a token or reads #token=... from the URL).",
             "responses": {
@@ -222,6 +238,7 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
     "/dashboard/{file}": {
         "get": {
             "operationId": "getDashboardAsset",
+            "security": _PUBLIC,
             "tags": ["reports"],
             "summary": "The dashboard's script and style sheet.",
             "parameters": [
