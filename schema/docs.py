@@ -67,6 +67,10 @@ def render_metrics_md(catalogue: Catalogue = CATALOGUE) -> str:
         "collects nothing else and the collector refuses anything else. Timestamps are UTC truncated to the "
         f"hour; a batch holds at most {MAX_SNAPSHOTS} snapshots, one per hour at most.",
         "",
+        "Integers are written without a fraction or exponent: `8`, never `8.0` or `8e0`. The collector refuses "
+        "the others (422 `wrong_type`), although JSON Schema, which has no way to tell them apart, lets a "
+        "validator in another language accept them. No key may appear twice in one object (400 `duplicate_key`).",
+        "",
         "## Privacy-policy clauses",
         "",
     ]

@@ -2,9 +2,11 @@
 
 It is written to ``schema/batch-v1.schema.json`` by ``python -m schema`` for agents written in
 other languages. It states everything a JSON Schema can: types, bounds, enums, patterns, unknown
-keys. Three rules need more than a schema and are enforced by :func:`schema.parse_batch` only:
-snapshots in strictly increasing hours, none after ``created_at``, and values rounded to two
-significant digits where the catalogue says ``round_sig2``.
+keys. Five rules need more than a schema and are enforced by :func:`schema.parse_batch` only:
+snapshots in strictly increasing hours, none after ``created_at``, values rounded to two
+significant digits where the catalogue says ``round_sig2``, no key twice in one object, and
+integers written without a fraction or exponent (JSON Schema's ``integer`` also matches ``1.0``
+and ``1e0``, which the collector refuses with ``wrong_type``; the descriptions say so instead).
 """
 
 from __future__ import annotations
@@ -17,12 +19,18 @@ from .catalogue import CATALOGUE, Catalogue, Entry
 __all__ = ["batch_json_schema"]
 
 _HOUR = "^20[0-9]{2}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:00:00Z$"
+_INTEGER_RULE = (
+    "Written as a JSON integer, without a fraction or exponent (`8`, never `8.0` or `8e0`): the collector"
+    " refuses the others with `wrong_type`, although a JSON Schema validator cannot tell them apart."
+)
+# Said in the description of every integer: the one place a JSON Schema can carry the rule.
 
 
 def _value_schema(entry: Entry) -> dict[str, Any]:
     doc: dict[str, Any] = {"description": entry.description}
     if entry.type == "int":
-        doc.update(type="integer", minimum=entry.min, maximum=entry.max)
+        doc.update(description=f"{entry.description} {_INTEGER_RULE}", type="integer", minimum=entry.min,
+                   maximum=entry.max)  # fmt: skip
     elif entry.type == "enum":
         doc.update(type="string", enum=list(entry.values))
     else:
@@ -37,7 +45,11 @@ def batch_json_schema(catalogue: Catalogue = CATALOGUE) -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://onprem-telemetry.invalid/schema/batch-v1.schema.json",
         "title": "onprem-telemetry batch, wire format v1",
-        "description": f"Generated from catalogue version {catalogue.version} by `python -m schema`; do not edit.",
+        "description": (
+            f"Generated from catalogue version {catalogue.version} by `python -m schema`; do not edit. Integers"
+            " are written without a fraction or exponent (`8`, never `8.0` or `8e0`) and no key appears twice in"
+            " one object: the collector refuses both, which this schema cannot express."
+        ),
         "type": "object",
         "additionalProperties": False,
         "required": [
@@ -50,7 +62,7 @@ def batch_json_schema(catalogue: Catalogue = CATALOGUE) -> dict[str, Any]:
             "snapshots",
         ],
         "properties": {
-            "schema_version": {"const": SCHEMA_VERSION},
+            "schema_version": {"type": "integer", "const": SCHEMA_VERSION, "description": _INTEGER_RULE},
             "batch_id": {
                 "type": "string",
                 "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$",
