@@ -27,11 +27,14 @@ def _escaped(key: str) -> str:
     return '"' + "".join(f"\\u{ord(c):04x}" if ord(c) < 0x10000 else c for c in key) + '"'
 
 
-def _encode(value: Any, pretty: bool) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=1 if pretty else None)
+def _encode(value: Any, pretty: bool, escape: bool = False) -> str:
+    # escape: every non-ASCII character as \\u, so the fast path sees backslashes.
+    return json.dumps(value, ensure_ascii=escape, indent=1 if pretty else None)
 
 
-def _with_duplicate(doc: Any, where: list[int], spelling: int, pretty: bool) -> tuple[str, str] | None:
+def _with_duplicate(
+    doc: Any, where: list[int], spelling: int, pretty: bool, escape: bool = False
+) -> tuple[str, str] | None:
     """The text of ``doc`` with one object's first key written twice, and that key's expected path."""
     objects: list[tuple[list[str | int], dict[str, Any]]] = []
 
@@ -52,9 +55,9 @@ def _with_duplicate(doc: Any, where: list[int], spelling: int, pretty: bool) -> 
     key = next(iter(target))
     marker = "\x00dup\x00"
     target[marker] = None  # placeholder member, replaced by the second spelling of ``key`` below
-    text = _encode(doc, pretty)
+    text = _encode(doc, pretty, escape)
     second = [json.dumps(key, ensure_ascii=False), _escaped(key), json.dumps(key)][spelling % 3]
-    text = text.replace(json.dumps(marker, ensure_ascii=False), second, 1)
+    text = text.replace(json.dumps(marker), second, 1)
     expected = "".join(f"[{p}]" if isinstance(p, int) else f".{_named(p)}" for p in [*path, key])
     return text, expected.removeprefix(".")
 
@@ -65,22 +68,22 @@ def _named(key: str) -> str:
 
 
 @settings(max_examples=400, deadline=None)
-@given(doc=_DOCS, pretty=st.booleans())
-def test_documents_without_duplicates_decode_exactly_as_orjson(doc: Any, pretty: bool) -> None:
-    """No false alarm: any JSON without a repeated key (compact or indented) gives orjson's result."""
-    text = _encode(doc, pretty)
+@given(doc=_DOCS, pretty=st.booleans(), escape=st.booleans())
+def test_documents_without_duplicates_decode_exactly_as_orjson(doc: Any, pretty: bool, escape: bool) -> None:
+    """No false alarm: any JSON without a repeated key (compact or indented, escaped or not) gives orjson's result."""
+    text = _encode(doc, pretty, escape)
     assert decode_json(text.encode()) == orjson.loads(text)
     assert decode_json(text) == orjson.loads(text)
 
 
 @settings(max_examples=400, deadline=None)
 @given(doc=_DOCS, where=st.lists(st.integers(0, 100), min_size=1, max_size=1), spelling=st.integers(0, 2),
-       pretty=st.booleans())  # fmt: skip
+       pretty=st.booleans(), escape=st.booleans())  # fmt: skip
 def test_a_repeated_key_is_refused_at_any_depth_with_its_path(
-    doc: Any, where: list[int], spelling: int, pretty: bool
+    doc: Any, where: list[int], spelling: int, pretty: bool, escape: bool
 ) -> None:
     """A key written twice in one object, verbatim or spelled with escapes ("a" and "\\u0061"), is refused."""
-    made = _with_duplicate(doc, where, spelling, pretty)
+    made = _with_duplicate(doc, where, spelling, pretty, escape)
     if made is None:
         return
     text, path = made
