@@ -70,7 +70,8 @@ def _no_repeat(data: bytes, again: bytes) -> bool:
     if again == data:
         return True
     if b"\\" not in data:
-        # No escapes: every string is spelled alike in both, so the colons outside strings (one a member) differ.
+        # No escapes: every string is spelled alike in both, so only the colons outside strings (one per member)
+        # can differ in number.
         return data.count(b":") == again.count(b":")
     # Escapes: count the ends of keys instead. Each member has one `"` right before its colon (a quote
     # inside a string is escaped, so `":` inside one needs an escaped quote); in ``again`` no string holds a
