@@ -130,7 +130,7 @@ async def _delete_token(request: web.Request) -> web.Response:
 
 
 async def _refresh(app: web.Application) -> None:
-    await app[STORE].refresh_rollup()
+    await app[STORE].refresh_rollup(wait=False)  # on a lake, one collector refreshing is enough
 
 
 _refresh_ctx = periodic("report-refresh", _refresh, lambda _app: _REFRESH_INTERVAL_S)

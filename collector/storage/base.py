@@ -157,8 +157,11 @@ class Storage(Protocol):
     def write_sync(self, fn: Callable[[Any], T]) -> T:
         """Like :meth:`write`, blocking the calling thread."""
 
-    async def refresh_rollup(self) -> int:
-        """Fold every stored batch not yet in the report rollup into it; returns how many were folded."""
+    async def refresh_rollup(self, *, wait: bool = True) -> int:
+        """Fold every stored batch not yet in the report rollup into it; returns how many were folded.
+
+        ``wait=False`` (the background schedule) skips the refresh when another collector is running one.
+        """
 
     def refresh_rollup_sync(self) -> int:
         """Like :meth:`refresh_rollup`, blocking."""

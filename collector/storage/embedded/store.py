@@ -252,7 +252,7 @@ class EmbeddedStore:
                 await waiter
         await asyncio.wrap_future(self._submit(lambda con: None))
 
-    async def refresh_rollup(self) -> int:
+    async def refresh_rollup(self, *, wait: bool = True) -> int:
         """Fold every loaded batch not yet in the report rollup into it (in the writer thread)."""
         return await self.write(reports_rollup.refresh)
 

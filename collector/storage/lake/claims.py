@@ -1,23 +1,28 @@
-"""The lake's dedup claims: one PostgreSQL row per batch_id, written under the WRITE lock.
+"""The lake's dedup claims: one PostgreSQL row per batch_id, *pending* or *stored*, changed only under WRITE.
 
 Why this is correct (docs/scale-out.md repeats it for operators). Every group commit, on any collector:
 
-1. takes the WRITE advisory lock (:mod:`.locks`), so no other commit runs until it is released;
-2. looks up the claims of its batch_ids: a *stored* claim answers ``duplicate`` (same sha256) or 409
-   (other bytes); no claim means new;
-3. writes a *pending* claim for each new batch, then the rows in ONE lake transaction, checks that it
-   still holds the lock, COMMITs, marks the claims *stored*, releases the lock, and only then answers.
+1. looks up the claims of its batch_ids: a *stored* claim answers ``duplicate`` (same sha256) or 409
+   (other bytes) at once; the other batches are the candidates;
+2. BEGINs a lake transaction and writes the candidates' rows (the Parquet files go to the object
+   store now, in parallel with other collectors);
+3. takes the WRITE advisory lock (:mod:`.locks`) and looks the claims up again: if any candidate's
+   claim changed since step 1, a rival committed it meanwhile: roll back and start over (step 1 then
+   answers it as a duplicate);
+4. writes a *pending* claim per candidate, checks it still holds the lock, COMMITs, releases the
+   lock, marks the claims *stored*, and only then answers.
 
-A crash can stop this between any two steps. Before the COMMIT, nothing was acknowledged; the lake
-holds nothing and at most a pending claim is left. After the COMMIT, the rows are in the lake but the
-claim may still say pending. So a commit that finds a *pending* claim knows (it holds the lock, so no
-live commit owns it) that an earlier commit died, and asks the lake itself, after waiting until every
-PostgreSQL transaction older than its lock has ended (a dying collector's COMMIT may still be running
-in PostgreSQL): found means duplicate (the claim is marked stored), absent means new. If the session
-holding the lock dies while its collector runs on (a network cut), the lock check before COMMIT fails
-and the commit is rolled back; one that started before the next holder took the lock is waited for by
-step "older transactions". Batches created before the dedup window, whose claims may be pruned, are
-looked up in the lake too. The same batch arriving twice in one group is serialised in the process.
+Every claim is created, and every commit of ingest rows happens, under WRITE, so at most one commit of
+a batch can pass step 3 (a claim is only ever marked stored after its rows are committed). A crash can stop this between any two steps. Before the COMMIT, nothing was
+acknowledged: the lake holds nothing and at most a pending claim is left. After the COMMIT, the rows are
+in the lake but the claim may still say pending. So a commit that sees a *pending* claim under the lock
+knows that no live commit owns it (the owner would hold the lock) and asks the lake itself, through a
+fresh transaction, after waiting until every PostgreSQL statement of a transaction older than its lock
+has finished (a dying collector's COMMIT may still be running there): found means duplicate (the claim
+is marked stored and the attempt starts over), absent means new. If the session holding the lock dies
+while its collector runs on (a network cut), the lock check before COMMIT fails and the commit is
+rolled back. Batches created before the dedup window, whose claims may be pruned, are looked up in the
+lake too. The same batch arriving twice at one collector is serialised in the process.
 """
 
 from __future__ import annotations
@@ -28,7 +33,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-__all__ = ["SETUP_SQL", "Claim", "delete", "lookup", "mark_stored", "prune", "put_pending", "wait_for_older"]
+__all__ = [
+    "SETUP_SQL",
+    "Claim",
+    "claim_absent",
+    "delete",
+    "lookup",
+    "mark_stored",
+    "prune",
+    "put_pending",
+    "wait_for_older",
+]
 
 SETUP_SQL: Final = (
     "CREATE SCHEMA IF NOT EXISTS telemetry_collector",
@@ -62,6 +77,20 @@ def lookup(conn: Any, batch_ids: Sequence[str]) -> dict[str, Claim]:
         (list(batch_ids),),
     ).fetchall()
     return {row[0]: Claim(row[1], row[2]) for row in rows}
+
+
+def claim_absent(conn: Any, claims: Sequence[tuple[str, str, dt.datetime]]) -> set[str]:
+    """Insert pending claims ``(batch_id, sha256, created_at)`` where none exists; returns the batch_ids inserted."""
+    if not claims:
+        return set()
+    ids, shas, created = zip(*claims, strict=True)
+    rows = conn.execute(
+        """INSERT INTO telemetry_collector.claims (batch_id, sha256, created_at, stored)
+        SELECT *, false FROM unnest(%s::uuid[], %s::text[], %s::timestamp[])
+        ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id::text""",
+        (list(ids), list(shas), list(created)),
+    ).fetchall()
+    return {row[0] for row in rows}
 
 
 def put_pending(conn: Any, claims: Sequence[tuple[str, str, dt.datetime]]) -> None:

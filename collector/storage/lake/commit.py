@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+import duckdb
 import psycopg
 
 from collector.errors import CollectorError, UnavailableError
@@ -31,17 +32,25 @@ T = TypeVar("T")
 
 _OLDER_WAIT_S: Final = 5.0
 """How long a commit waits for a dead collector's last PostgreSQL transaction before answering 503 instead."""
+_ATTEMPTS: Final = 5
+"""Attempts of one group commit that a rival claim or a concurrent delete may send back to the start."""
 
 
 class Session:
     """What one lake thread owns: a DuckDB cursor on the lake and a PostgreSQL session, reconnected after a failure."""
 
     def __init__(self, db: Any, settings: LakeSettings, *, lock_timeout_s: float) -> None:
-        self.duck = db.cursor()
-        self.duck.execute(f"USE {CATALOG_NAME}")
+        self._db = db
+        self.duck = self.fresh_cursor()
         self._settings = settings
         self._lock_timeout_s = lock_timeout_s
         self._pg: psycopg.Connection[Any] | None = None
+
+    def fresh_cursor(self) -> Any:
+        """A new DuckDB cursor on the lake, outside any open transaction of :attr:`duck` (sees the latest commit)."""
+        cursor = self._db.cursor()
+        cursor.execute(f"USE {CATALOG_NAME}")
+        return cursor
 
     def pg(self) -> psycopg.Connection[Any]:
         """The PostgreSQL session, opened on first use and again after it broke."""
@@ -105,55 +114,110 @@ def commit_group(session: Session, items: Sequence[Item], *, tmp_dir: Path, wind
 
     ``window_start`` (naive UTC): batches created before it may have lost their claim to pruning and
     are looked up in the lake. Raises (the whole group is then unanswered: 503) when PostgreSQL or the
-    object store fails; a batch whose earlier commit died mid-way may get :class:`UnavailableError`.
+    object store fails. The rows are written (Parquet to the object store) before the write lock is
+    taken, so the lock covers only the claims and the catalog commit: a rival that claimed one of the
+    batches meanwhile, or a delete that committed meanwhile, makes the attempt start over.
     """
+    for _ in range(_ATTEMPTS):
+        outcomes = _attempt(session, items, tmp_dir=tmp_dir, window_start=window_start)
+        if outcomes is not None:
+            return outcomes
+    raise UnavailableError("the lake is too busy with rival commits of these batches")
+
+
+def _attempt(
+    session: Session, items: Sequence[Item], *, tmp_dir: Path, window_start: dt.datetime
+) -> list[Outcome] | None:
     pg = session.pg()
     outcomes: dict[int, Outcome] = {}
-    fresh: list[tuple[int, Item]] = []
-    stored: list[tuple[str, str, dt.datetime]] = []
-    with locks.advisory(pg, locks.WRITE):
-        row = pg.execute("SELECT clock_timestamp()").fetchone()
-        lock_at = row[0] if row else dt.datetime.now(dt.UTC)
-        known = claims.lookup(pg, [item.batch.batch_id for item in items])
-        suspects: list[tuple[int, Item, bool]] = []
-        for n, item in enumerate(items):
-            claim = known.get(item.batch.batch_id)
-            if claim is not None and claim.stored:
-                outcomes[n] = _answer(item, claim.sha256 == item.sha256)
-            elif claim is not None or item.created < window_start:
-                suspects.append((n, item, claim is not None))
-            else:
-                fresh.append((n, item))
-        if suspects:
-            # A pending claim is an earlier commit that died: let its last PostgreSQL transaction finish first.
-            settled = not any(pending for _, _, pending in suspects) or claims.wait_for_older(
-                pg, lock_at, timeout_s=_OLDER_WAIT_S
-            )
-            found = _in_lake(session.duck, [item for _, item, _ in suspects]) if settled else {}
-            for n, item, pending in suspects:
-                sha = found.get(item.batch.batch_id)
-                if not settled and pending:
-                    outcomes[n] = UnavailableError("an earlier copy of this batch is still being settled")
-                elif sha is None:
-                    fresh.append((n, item))
-                else:
-                    outcomes[n] = _answer(item, sha == item.sha256)
-                    stored.append((item.batch.batch_id, sha, item.created))
-        if fresh:
-            new = [(item.batch.batch_id, item.sha256, item.created) for _, item in fresh]
-            claims.put_pending(pg, new)
-            try:
-                _store(session, [item for _, item in fresh], tmp_dir)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    claims.delete(pg, [batch_id for batch_id, _, _ in new], pending_only=True)
-                raise
-            stored.extend(new)
-            for n, item in fresh:
-                outcomes[n] = Receipt(batch_id=item.batch.batch_id, sha256=item.sha256,
-                                      snapshots=len(item.batch.snapshots), duplicate=False)  # fmt: skip
-        claims.mark_stored(pg, stored)
+    known = claims.lookup(pg, [item.batch.batch_id for item in items])  # unlocked: answers what is stored
+    candidates: list[tuple[int, Item]] = []
+    for n, item in enumerate(items):
+        claim = known.get(item.batch.batch_id)
+        if claim is not None and claim.stored:
+            outcomes[n] = _answer(item, claim.sha256 == item.sha256)
+        else:
+            candidates.append((n, item))
+    if candidates:
+        written = [item for _, item in candidates]
+        new = [(item.batch.batch_id, item.sha256, item.created) for item in written]
+        duck = session.duck
+        duck.execute("BEGIN")
+        try:
+            _insert(duck, written, tmp_dir)  # the slow part (Parquet to the object store), outside the lock
+            with locks.advisory(pg, locks.WRITE):
+                if not _claim(session, written, known, window_start):
+                    duck.execute("ROLLBACK")
+                    return None
+                try:
+                    locks.holds(pg, locks.WRITE)
+                    duck.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        claims.delete(pg, [batch_id for batch_id, _, _ in new], pending_only=True)
+                    raise
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                duck.execute("ROLLBACK")
+            if _deleted_meanwhile(exc):
+                return None  # an erasure or retention committed a delete since BEGIN: write again
+            raise
+        # After the lock: a rival that sees these claims still pending meanwhile finds the rows in the lake.
+        claims.mark_stored(pg, new)
+        for n, item in candidates:
+            outcomes[n] = Receipt(batch_id=item.batch.batch_id, sha256=item.sha256,
+                                  snapshots=len(item.batch.snapshots), duplicate=False)  # fmt: skip
     return [outcomes[n] for n in range(len(items))]
+
+
+def _claim(
+    session: Session, written: Sequence[Item], before: dict[str, claims.Claim], window_start: dt.datetime
+) -> bool:
+    """Under the write lock: claim ``written`` (pending), or return False (start over) if a rival got there first.
+
+    The common case is one statement: every batch had no claim, and inserting the claims finds none either.
+    A claim that is pending while we hold the lock is an earlier commit that died (see :mod:`.claims`):
+    once its last PostgreSQL transaction has settled, the lake itself says whether it is stored; if so the
+    claim is marked stored and the attempt starts over (answering it as a duplicate). Batches created before
+    the dedup window, whose claims may have been pruned, are looked up in the lake as well.
+    """
+    pg = session.pg()
+    absent = [item for item in written if item.batch.batch_id not in before]
+    reused = [item for item in written if item.batch.batch_id in before]  # pending before step 1
+    inserted = claims.claim_absent(pg, [(i.batch.batch_id, i.sha256, i.created) for i in absent])
+    mine = [item.batch.batch_id for item in absent if item.batch.batch_id in inserted]
+    if len(inserted) != len(absent):  # a rival claimed one of them since step 1
+        claims.delete(pg, mine, pending_only=True)
+        return False
+    now = claims.lookup(pg, [item.batch.batch_id for item in reused]) if reused else {}
+    if any(now.get(item.batch.batch_id) != before[item.batch.batch_id] for item in reused):
+        claims.delete(pg, mine, pending_only=True)
+        return False
+    suspects = reused + [item for item in absent if item.created < window_start]
+    if suspects:
+        if reused:
+            row = pg.execute("SELECT clock_timestamp()").fetchone()
+            lock_at = row[0] if row else dt.datetime.now(dt.UTC)
+            if not claims.wait_for_older(pg, lock_at, timeout_s=_OLDER_WAIT_S):
+                claims.delete(pg, mine, pending_only=True)
+                raise UnavailableError("an earlier copy of a batch in this group is still being settled")
+        cursor = session.fresh_cursor()
+        try:
+            found = _in_lake(cursor, suspects)
+        finally:
+            cursor.close()
+        if found:
+            by_id = {item.batch.batch_id: item for item in suspects}
+            claims.mark_stored(pg, [(batch_id, sha, by_id[batch_id].created) for batch_id, sha in found.items()])
+            claims.delete(pg, [batch_id for batch_id in mine if batch_id not in found], pending_only=True)
+            return False
+        claims.put_pending(pg, [(i.batch.batch_id, i.sha256, i.created) for i in reused])
+    return True
+
+
+def _deleted_meanwhile(exc: BaseException) -> bool:
+    # DuckLake refuses an insert into a table that another transaction deleted from after this one began.
+    return isinstance(exc, duckdb.TransactionException) and "has deleted from it" in str(exc)
 
 
 def _answer(item: Item, same: bool) -> Outcome:
@@ -173,15 +237,15 @@ def _in_lake(duck: Any, items: Sequence[Item]) -> dict[str, str]:
     return {batch_id: sha for batch_id, sha in rows}
 
 
-def _store(session: Session, items: Sequence[Item], tmp_dir: Path) -> None:
+def _insert(duck: Any, items: Sequence[Item], tmp_dir: Path) -> None:
     # The lines go through a private temporary file only so that DuckDB's bulk JSON reader can load them;
-    # it is deleted after the commit, and no acknowledged batch ever depends on it.
+    # it is deleted once read, and no acknowledged batch ever depends on it.
     path = tmp_dir / f"group-{uuid.uuid4().hex}.ndjson"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(b"".join(item.line for item in items))
-        transaction(session, locks.WRITE, lambda duck: insert_lines(duck, path))
+        insert_lines(duck, path)
     finally:
         with contextlib.suppress(OSError):
             path.unlink()

@@ -51,6 +51,8 @@ __all__ = ["LakeStore"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+_PIPELINE: Final = 2
+"""Group commits in flight per collector (each has its own DuckDB cursor and PostgreSQL session)."""
 _GROUP_MAX_ITEMS: Final = 2000
 """Batches in one group commit at most (~48k snapshot rows: one Parquet file of a few MiB)."""
 _PROBE_INTERVAL_S: Final = 2.0
@@ -92,7 +94,8 @@ class LakeStore:
         self._probe: Worker[Session] | None = None
         self._reads: ReadPool | None = None
         self._queue: list[tuple[Item, asyncio.Future[Receipt]]] = []
-        self._committer: asyncio.Task[None] | None = None
+        self._committers: list[Worker[Session]] = []
+        self._busy: dict[int, asyncio.Task[None]] = {}  # committer slot -> its running loop
         self._tasks: list[asyncio.Task[None]] = []
         # batch_id -> waiters, for a batch whose first copy is being committed by this process right now.
         self._inflight: dict[str, list[asyncio.Future[None]] | None] = {}
@@ -140,16 +143,18 @@ class LakeStore:
         self._writer = Worker("lake-writer", self._session())
         self._background = Worker("lake-background", self._session())
         self._probe = Worker("lake-probe", self._session(lock_timeout_s=2.0))
-        for worker in (self._writer, self._background, self._probe):
+        self._committers = [Worker(f"lake-commit-{n}", self._session()) for n in range(_PIPELINE)]
+        for worker in (self._writer, self._background, self._probe, *self._committers):
             worker.start()
         self._reads = ReadPool(self._cursor, name="lake-read")
 
     def _detach(self) -> None:
-        for worker in (self._writer, self._background, self._probe):
+        for worker in (self._writer, self._background, self._probe, *self._committers):
             if worker is not None:
                 worker.stop()
                 worker.session.close()
         self._writer = self._background = self._probe = None
+        self._committers = []
         if self._reads is not None:
             self._reads.close()
             self._reads = None
@@ -177,8 +182,8 @@ class LakeStore:
 
     async def stop(self) -> None:
         """Answer every queued batch (commit or 503), stop the schedules, close."""
-        while self._committer is not None:
-            await asyncio.wait([self._committer])
+        while self._busy:
+            await asyncio.wait(list(self._busy.values()))
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -252,8 +257,11 @@ class LakeStore:
         while True:
             try:
                 await step()
-            except Exception:  # a failed pass must not end the schedule; the next one retries
-                log.exception("lake %s failed", getattr(step, "__name__", "job"))
+            except _OUTAGES as exc:  # a part is down: one line (redacted); the probe reports it, the next pass retries
+                self._classify(exc)
+                log.warning("lake %s failed: %s", step.__name__.strip("_"), self._health.message)
+            except Exception:  # a bug: a failed pass must not end the schedule either
+                log.exception("lake %s failed", step.__name__.strip("_"))
             await asyncio.sleep(interval_s)
 
     async def _maintain(self) -> None:
@@ -306,8 +314,9 @@ class LakeStore:
             item = Item(batch=batch, sha256=sha256, line=spool_line(now, sha256, body_bytes, obj), created=created)
             future: asyncio.Future[Receipt] = loop.create_future()
             self._queue.append((item, future))
-            if self._committer is None:
-                self._committer = loop.create_task(self._commit_loop())
+            idle = [slot for slot in range(len(self._committers)) if slot not in self._busy]
+            if idle:
+                self._busy[idle[0]] = loop.create_task(self._commit_loop(idle[0]))
             return await asyncio.shield(future)
         finally:
             for waiter in self._inflight.pop(batch_id) or ():
@@ -317,24 +326,27 @@ class LakeStore:
     def _window_start(self) -> dt.datetime:
         return naive_utc(self.clock() - dt.timedelta(days=self.config.dedup_window_days))
 
-    async def _commit_loop(self) -> None:
+    async def _commit_loop(self, slot: int) -> None:
+        # Up to _PIPELINE group commits run at once per collector: while one holds the cluster's write lock
+        # for its catalog commit, the next writes its Parquet files, so the lock is rarely idle.
         try:
             while self._queue:
                 group, self._queue = self._queue[:_GROUP_MAX_ITEMS], self._queue[_GROUP_MAX_ITEMS:]
                 items = [item for item, _ in group]
                 started = time.perf_counter()
+                worker = self._committers[slot] if slot < len(self._committers) else None
                 try:
-                    assert self._writer is not None
-                    assert self._tmp is not None
+                    if worker is None or self._tmp is None:
+                        raise UnavailableError("the lake store is reopening", part="lake")
                     job = functools.partial(commit_group, items=items, tmp_dir=self._tmp,
                                             window_start=self._window_start())  # fmt: skip
-                    outcomes = await self._writer.run(job)
+                    outcomes = await worker.run(job)
                 except Exception as exc:  # noqa: BLE001  # every request of the group gets a 503, nothing is lost
-                    error = self._classify(exc)
+                    error = exc if isinstance(exc, UnavailableError) else self._classify(exc)
                     self.commit_failures += 1
                     log.warning("lake group commit of %d batch(es) failed: %s", len(items), self._health.message)
-                    if self._writer is not None:
-                        self._writer.session.drop_pg()
+                    if worker is not None:
+                        worker.session.drop_pg()
                     for _, future in group:
                         if not future.done():
                             future.set_exception(error)
@@ -349,7 +361,7 @@ class LakeStore:
                     else:
                         future.set_exception(outcome)
         finally:
-            self._committer = None
+            del self._busy[slot]
 
     # -- offline import ------------------------------------------------------------------------
 
@@ -431,9 +443,19 @@ class LakeStore:
         """Like :meth:`write`, blocking."""
         return self.run_on_writer(lambda s: in_transaction(s, locks.WRITE, fn))
 
-    async def refresh_rollup(self) -> int:
-        """Fold new batches into the rollup, one collector at a time (others wait, then find little to do)."""
-        return await self._on(self._background, lambda s: in_transaction(s, locks.ROLLUP, reports_rollup.refresh))
+    async def refresh_rollup(self, *, wait: bool = True) -> int:
+        """Fold new batches into the rollup, one collector at a time (others wait, then find little to do).
+
+        ``wait=False`` returns 0 at once when another collector holds the rollup lock (the schedule's case).
+        """
+
+        def job(session: Session) -> int:
+            if wait:
+                return in_transaction(session, locks.ROLLUP, reports_rollup.refresh)
+            with locks.try_advisory(session.pg(), locks.ROLLUP) as mine:
+                return transaction(session, locks.ROLLUP, reports_rollup.refresh) if mine else 0
+
+        return await self._on(self._background, job)
 
     def refresh_rollup_sync(self) -> int:
         """Like :meth:`refresh_rollup`, blocking."""

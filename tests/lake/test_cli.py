@@ -1,0 +1,132 @@
+"""serve, import, token and report against a lake with the same settings; no password or key in any output.
+
+The settings come from the documented TELEMETRY_COLLECTOR_* variables (and flags), as an operator sets them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from collector.config import ENV_PREFIX
+from tests.conftest import LakeServers
+from tests.lake.cluster import Collector, lake_env, make_installs, run_cli
+from tests.servers import S3_SECRET
+
+pytestmark = [pytest.mark.lake, pytest.mark.slow]
+
+PASSWORD = "pg-Secret-7f3a9"  # noqa: S105  # the test cluster trusts any password: this one must never be shown
+
+
+def _with_password(env: dict[str, str]) -> dict[str, str]:
+    key = ENV_PREFIX + "CATALOG"
+    return {**env, key: env[key].replace("postgres@", f"postgres:{PASSWORD}@")}
+
+
+def test_cli_token_import_and_report_work_against_a_lake(
+    lake_servers: LakeServers, spawn: Callable[..., Collector], tmp_path: Path
+) -> None:
+    """token create/list/revoke, import (with duplicates) and report all take the lake settings."""
+    env = _with_password(lake_env(lake_servers.config()))
+    admin = run_cli(env, "token", "create", "--role", "admin")
+    assert admin.returncode == 0, admin.stderr
+    analyst = run_cli(env, "token", "create", "--role", "analyst")
+    token_id = analyst.stderr.split("token ")[1].split(";")[0]
+    listed = run_cli(env, "token", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert token_id in listed.stdout
+
+    installs = make_installs(count=6, batches_each=3)
+    files = tmp_path / "export"
+    files.mkdir()
+    for install in installs:
+        for batch_id, body in install.bodies.items():
+            (files / f"{batch_id}.json").write_bytes(body)
+    first = run_cli(env, "import", str(files))
+    assert first.returncode == 0, first.stderr
+    assert "accepted          18" in first.stdout
+    again = run_cli(env, "import", str(files))
+    assert "duplicates        18" in again.stdout
+
+    report = run_cli(env, "report", "active-installs", "--from", "2026-11-01", "--to", "2026-11-30",
+                     "--interval", "month", "--format", "json")  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    assert [row["installs"] for row in json.loads(report.stdout)["rows"]] == [6]
+
+    collector = spawn(env)  # a running collector sees what the CLI wrote
+    token = analyst.stdout.strip()
+    request = urllib.request.Request(
+        f"{collector.url}/v1/reports/active-installs?from=2026-11-01&to=2026-11-30&interval=month",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310  # a local test server
+        assert [row["installs"] for row in json.loads(resp.read())["rows"]] == [6]
+    revoked = run_cli(env, "token", "revoke", token_id)
+    assert revoked.returncode == 0, revoked.stderr
+    for done in (admin, analyst, listed, first, again, report, revoked):
+        assert PASSWORD not in done.stdout + done.stderr
+        assert S3_SECRET not in done.stdout + done.stderr
+
+
+def test_cli_lake_errors_name_the_part_and_show_no_credential(lake_servers: LakeServers) -> None:
+    """A wrong catalog host, a missing setting or a bad S3 key: one line, exit 1 or 2, no password or key shown."""
+    env = _with_password(lake_env(lake_servers.config()))
+    wrong_host = {**env, ENV_PREFIX + "CATALOG": f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/nowhere"}
+    done = run_cli(wrong_host, "token", "list")
+    assert done.returncode == 2
+    assert "cannot open the lake (postgresql://127.0.0.1:1/nowhere" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert PASSWORD not in done.stderr
+
+    missing = {k: v for k, v in env.items() if k != ENV_PREFIX + "DATA_PATH"}
+    done = run_cli(missing, "token", "list")
+    assert (done.returncode, done.stderr.strip()) == (
+        2, "telemetry-collector: data_path: required with store = ducklake (s3://bucket/prefix/ or a directory)"
+    )  # fmt: skip
+
+    # A wrong S3 key: the collector serves (the store may come back) and /readyz names the object store.
+    collector = Collector({**env, ENV_PREFIX + "S3_SECRET": "not-the-Secret-0000"}).start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{collector.url}/readyz", timeout=10)  # noqa: S310  # a local test server
+            except urllib.error.HTTPError as exc:
+                assert json.loads(exc.read())["error"]["path"] == "object_store"
+                break
+            assert time.monotonic() < deadline, "/readyz stayed ready with a wrong S3 key"
+            time.sleep(0.3)
+    finally:
+        code, err = collector.stop()
+    assert code == 0, err
+    assert "not-the-Secret-0000" not in err
+    assert PASSWORD not in err
+    assert "Traceback" not in err
+
+
+def test_cli_serve_logs_no_credential_while_postgres_fails(lake_servers: LakeServers, tmp_path: Path) -> None:
+    """Warnings logged while PostgreSQL is down quote its error without the password or the S3 key."""
+    env = _with_password(lake_env(lake_servers.config(), retry_after_s="1"))
+    collector = Collector(env).start()
+    [install] = make_installs(count=1, batches_each=2)
+    lake_servers.pg.stop("fast")
+    try:
+        body = next(iter(install.bodies.values()))
+        request = urllib.request.Request(f"{collector.url}/v1/batches", data=body,
+                                         headers={"Content-Type": "application/json"})  # fmt: skip
+        try:
+            urllib.request.urlopen(request, timeout=30)  # noqa: S310  # a local test server
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503
+    finally:
+        lake_servers.pg.start()
+    code, err = collector.stop()
+    assert code == 0, err
+    assert PASSWORD not in err
+    assert S3_SECRET not in err
