@@ -201,11 +201,17 @@ class LakeStore:
         return cursor
 
     def _setup(self, session: Session) -> None:
-        pg = session.pg()
-        with locks.advisory(pg, locks.MIGRATE):
-            for statement in claims.SETUP_SQL:
-                pg.execute(statement)
-            migrate(session.duck, checkpoint=False, after=_PARTITIONS)
+        try:
+            pg = session.pg()
+            with locks.advisory(pg, locks.MIGRATE):
+                for statement in claims.SETUP_SQL:
+                    pg.execute(statement)
+                migrate(session.duck, checkpoint=False, after=_PARTITIONS)
+        except (psycopg.Error, duckdb.Error) as exc:
+            # Creating the tables of a new lake writes to both parts: a refusal here is one line, exit 1.
+            part = self._classify(exc).path or "lake"
+            raise CollectorError(f"cannot set up the lake ({self.settings.where}), {part}: "
+                                 f"{self._health.message.split(': ', 1)[-1]}") from None  # fmt: skip
 
     # -- health --------------------------------------------------------------------------------
 
