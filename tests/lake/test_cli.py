@@ -117,6 +117,7 @@ def test_cli_serve_logs_no_credential_while_postgres_fails(lake_servers: LakeSer
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=30)  # a local test server
         assert refused.value.code == 503
+        refused.value.close()  # an HTTPError holds the response's socket open
     finally:
         lake_servers.pg.start()
     code, err = collector.stop()

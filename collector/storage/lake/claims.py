@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .locks import LockLostError
+
 __all__ = [
     "SETUP_SQL",
     "Claim",
@@ -79,18 +81,24 @@ def lookup(conn: Any, batch_ids: Sequence[str]) -> dict[str, Claim]:
     return {row[0]: Claim(row[1], row[2]) for row in rows}
 
 
-def claim_absent(conn: Any, claims: Sequence[tuple[str, str, dt.datetime]]) -> set[str]:
-    """Insert pending claims ``(batch_id, sha256, created_at)`` where none exists; returns the batch_ids inserted."""
-    if not claims:
-        return set()
-    ids, shas, created = zip(*claims, strict=True)
-    rows = conn.execute(
-        """INSERT INTO telemetry_collector.claims (batch_id, sha256, created_at, stored)
-        SELECT *, false FROM unnest(%s::uuid[], %s::text[], %s::timestamp[])
-        ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id::text""",
+def claim_absent(conn: Any, claims: Sequence[tuple[str, str, dt.datetime]], *, lock_check: str) -> set[str]:
+    """Insert pending claims ``(batch_id, sha256, created_at)`` where none exists; returns the batch_ids inserted.
+
+    ``lock_check`` is a query counting the advisory locks this session must hold: in the same statement (one
+    round trip less inside the lock), nothing is inserted and :class:`LockLostError` raised when it counts 0.
+    """
+    ids, shas, created = zip(*claims, strict=True) if claims else ((), (), ())
+    row = conn.execute(
+        f"""WITH held AS ({lock_check}), inserted AS (
+            INSERT INTO telemetry_collector.claims (batch_id, sha256, created_at, stored)
+            SELECT *, false FROM unnest(%s::uuid[], %s::text[], %s::timestamp[]) WHERE (SELECT n FROM held) > 0
+            ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id::text
+        ) SELECT (SELECT n FROM held), array(SELECT batch_id FROM inserted)""",
         (list(ids), list(shas), list(created)),
-    ).fetchall()
-    return {row[0] for row in rows}
+    ).fetchone()
+    if not row or not row[0]:
+        raise LockLostError("the write lock is no longer held")
+    return set(row[1])
 
 
 def put_pending(conn: Any, claims: Sequence[tuple[str, str, dt.datetime]]) -> None:

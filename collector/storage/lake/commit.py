@@ -1,6 +1,7 @@
 """One group commit: many accepted batches become rows of the lake in ONE transaction, deduplicated by claims.
 
-Runs in the lake store's writer thread on a :class:`Session`. The protocol and why it holds under
+Runs in one of the lake store's commit threads (or its writer thread, for command-line use) on a
+:class:`Session`. The protocol and why it holds under
 races and crashes are in :mod:`.claims`; this module is its code.
 """
 
@@ -18,10 +19,9 @@ from typing import Any, Final, TypeVar
 import duckdb
 import psycopg
 
-from collector.errors import CollectorError, UnavailableError
-from collector.storage.base import Receipt, answer
+from collector.errors import CollectorError, ConflictError, UnavailableError
+from collector.storage.base import Receipt
 from collector.storage.rows import insert_lines
-from schema import Batch
 
 from . import claims, locks
 from .connect import CATALOG_NAME, LakeSettings, pg_connect
@@ -73,16 +73,17 @@ class Session:
             self.duck.close()
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Item:
     """One validated batch waiting for a group commit."""
 
-    batch: Batch
+    batch_id: str
     sha256: str
-    line: bytes
-    """Its NDJSON line (see :func:`collector.storage.base.spool_line`)."""
+    snapshots: int
     created: dt.datetime
     """``created_at`` as a naive UTC datetime."""
+    line: bytes
+    """Its NDJSON line (see :func:`collector.storage.base.spool_line`)."""
 
 
 Outcome = Receipt | CollectorError
@@ -130,17 +131,17 @@ def _attempt(
 ) -> list[Outcome] | None:
     pg = session.pg()
     outcomes: dict[int, Outcome] = {}
-    known = claims.lookup(pg, [item.batch.batch_id for item in items])  # unlocked: answers what is stored
+    known = claims.lookup(pg, [item.batch_id for item in items])  # unlocked: answers what is stored
     candidates: list[tuple[int, Item]] = []
     for n, item in enumerate(items):
-        claim = known.get(item.batch.batch_id)
+        claim = known.get(item.batch_id)
         if claim is not None and claim.stored:
             outcomes[n] = _answer(item, claim.sha256 == item.sha256)
         else:
             candidates.append((n, item))
     if candidates:
         written = [item for _, item in candidates]
-        new = [(item.batch.batch_id, item.sha256, item.created) for item in written]
+        new = [(item.batch_id, item.sha256, item.created) for item in written]
         duck = session.duck
         duck.execute("BEGIN")
         try:
@@ -150,7 +151,6 @@ def _attempt(
                     duck.execute("ROLLBACK")
                     return None
                 try:
-                    locks.holds(pg, locks.WRITE)
                     duck.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(Exception):
@@ -165,8 +165,8 @@ def _attempt(
         # After the lock: a rival that sees these claims still pending meanwhile finds the rows in the lake.
         claims.mark_stored(pg, new)
         for n, item in candidates:
-            outcomes[n] = Receipt(batch_id=item.batch.batch_id, sha256=item.sha256,
-                                  snapshots=len(item.batch.snapshots), duplicate=False)  # fmt: skip
+            outcomes[n] = Receipt(batch_id=item.batch_id, sha256=item.sha256,
+                                  snapshots=item.snapshots, duplicate=False)  # fmt: skip
     return [outcomes[n] for n in range(len(items))]
 
 
@@ -182,15 +182,17 @@ def _claim(
     the dedup window, whose claims may have been pruned, are looked up in the lake as well.
     """
     pg = session.pg()
-    absent = [item for item in written if item.batch.batch_id not in before]
-    reused = [item for item in written if item.batch.batch_id in before]  # pending before step 1
-    inserted = claims.claim_absent(pg, [(i.batch.batch_id, i.sha256, i.created) for i in absent])
-    mine = [item.batch.batch_id for item in absent if item.batch.batch_id in inserted]
+    absent = [item for item in written if item.batch_id not in before]
+    reused = [item for item in written if item.batch_id in before]  # pending before step 1
+    # One statement in the common case: the lock check and the claims (its check runs just before the COMMIT).
+    inserted = claims.claim_absent(pg, [(i.batch_id, i.sha256, i.created) for i in absent],
+                                   lock_check=locks.held_query(locks.WRITE))  # fmt: skip
+    mine = [item.batch_id for item in absent if item.batch_id in inserted]
     if len(inserted) != len(absent):  # a rival claimed one of them since step 1
         claims.delete(pg, mine, pending_only=True)
         return False
-    now = claims.lookup(pg, [item.batch.batch_id for item in reused]) if reused else {}
-    if any(now.get(item.batch.batch_id) != before[item.batch.batch_id] for item in reused):
+    now = claims.lookup(pg, [item.batch_id for item in reused]) if reused else {}
+    if any(now.get(item.batch_id) != before[item.batch_id] for item in reused):
         claims.delete(pg, mine, pending_only=True)
         return False
     suspects = reused + [item for item in absent if item.created < window_start]
@@ -207,11 +209,12 @@ def _claim(
         finally:
             cursor.close()
         if found:
-            by_id = {item.batch.batch_id: item for item in suspects}
+            by_id = {item.batch_id: item for item in suspects}
             claims.mark_stored(pg, [(batch_id, sha, by_id[batch_id].created) for batch_id, sha in found.items()])
             claims.delete(pg, [batch_id for batch_id in mine if batch_id not in found], pending_only=True)
             return False
-        claims.put_pending(pg, [(i.batch.batch_id, i.sha256, i.created) for i in reused])
+        claims.put_pending(pg, [(i.batch_id, i.sha256, i.created) for i in reused])
+        locks.holds(pg, locks.WRITE)  # time passed since the check above
     return True
 
 
@@ -221,10 +224,9 @@ def _deleted_meanwhile(exc: BaseException) -> bool:
 
 
 def _answer(item: Item, same: bool) -> Outcome:
-    try:
-        return answer(item.batch, item.sha256, same)
-    except CollectorError as exc:
-        return exc
+    if not same:
+        return ConflictError("this batch_id was already stored with different content", path="batch_id")
+    return Receipt(batch_id=item.batch_id, sha256=item.sha256, snapshots=item.snapshots, duplicate=True)
 
 
 def _in_lake(duck: Any, items: Sequence[Item]) -> dict[str, str]:
@@ -232,7 +234,7 @@ def _in_lake(duck: Any, items: Sequence[Item]) -> dict[str, str]:
     rows = duck.execute(
         "SELECT CAST(batch_id AS VARCHAR), sha256 FROM batches WHERE list_contains(?, created_at)"
         " AND list_contains(?, CAST(batch_id AS VARCHAR))",
-        [sorted({item.created for item in items}), [item.batch.batch_id for item in items]],
+        [sorted({item.created for item in items}), [item.batch_id for item in items]],
     ).fetchall()
     return {batch_id: sha for batch_id, sha in rows}
 

@@ -18,7 +18,17 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any, Final
 
-__all__ = ["MAINTENANCE", "MIGRATE", "ROLLUP", "WRITE", "LockLostError", "advisory", "holds", "try_advisory"]
+__all__ = [
+    "MAINTENANCE",
+    "MIGRATE",
+    "ROLLUP",
+    "WRITE",
+    "LockLostError",
+    "advisory",
+    "held_query",
+    "holds",
+    "try_advisory",
+]
 
 _NAMESPACE: Final = 0x7E1E
 """classid of every lock taken by telemetry collectors (``pg_locks.classid``)."""
@@ -61,14 +71,18 @@ def try_advisory(conn: Any, lock: int) -> Iterator[bool]:
                 conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_NAMESPACE, lock))
 
 
+def held_query(lock: int) -> str:
+    """SQL that counts (as ``n``) this session's grants of ``lock``: 1 while it is held, 0 once lost."""
+    return (
+        "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        f" AND classid = {_NAMESPACE} AND objid = {int(lock)} AND granted"
+    )
+
+
 def holds(conn: Any, lock: int) -> None:
     """Raise :class:`LockLostError` unless this session still holds ``lock`` (checked just before a COMMIT)."""
     try:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
-            " AND classid = %s AND objid = %s AND granted",
-            (_NAMESPACE, lock),
-        ).fetchone()
+        row = conn.execute(held_query(lock)).fetchone()
     except Exception as exc:
         raise LockLostError(f"the PostgreSQL session holding lock {lock} is gone") from exc
     if not row or not row[0]:

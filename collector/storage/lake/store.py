@@ -41,7 +41,7 @@ from collector.storage.subjects import erase_install, install_data
 from collector.storage.worker import Worker
 from schema import Batch, parse_hour
 
-from . import claims, locks
+from . import claims, locks, outage
 from .commit import Item, Session, commit_group, in_transaction, transaction
 from .connect import CATALOG_NAME, LakeSettings, open_duckdb
 from .maintenance import maintain
@@ -51,7 +51,7 @@ __all__ = ["LakeStore"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_PIPELINE: Final = 2
+_SLOTS: Final = 2
 """Group commits in flight per collector (each has its own DuckDB cursor and PostgreSQL session)."""
 _GROUP_MAX_ITEMS: Final = 2000
 """Batches in one group commit at most (~48k snapshot rows: one Parquet file of a few MiB)."""
@@ -65,13 +65,6 @@ _PARTITIONS: Final = {
     " ALTER TABLE snapshots SET PARTITIONED BY (year(taken_at), month(taken_at));",
     2: "ALTER TABLE report_days SET PARTITIONED BY (year(day), month(day));",
 }
-
-
-_OUTAGES: Final = (
-    psycopg.Error, locks.LockLostError, duckdb.IOException, duckdb.HTTPException, duckdb.FatalException,
-    duckdb.TransactionException,
-)  # fmt: skip
-"""Errors that mean a part of the lake is down or a commit lost a race: 503 and retry, never a 500."""
 
 
 def _utcnow() -> dt.datetime:
@@ -95,7 +88,7 @@ class LakeStore:
         self._reads: ReadPool | None = None
         self._queue: list[tuple[Item, asyncio.Future[Receipt]]] = []
         self._committers: list[Worker[Session]] = []
-        self._busy: dict[int, asyncio.Task[None]] = {}  # committer slot -> its running loop
+        self._busy: dict[int, asyncio.Task[None]] = {}  # commit slot -> its running loop
         self._tasks: list[asyncio.Task[None]] = []
         # batch_id -> waiters, for a batch whose first copy is being committed by this process right now.
         self._inflight: dict[str, list[asyncio.Future[None]] | None] = {}
@@ -143,7 +136,7 @@ class LakeStore:
         self._writer = Worker("lake-writer", self._session())
         self._background = Worker("lake-background", self._session())
         self._probe = Worker("lake-probe", self._session(lock_timeout_s=2.0))
-        self._committers = [Worker(f"lake-commit-{n}", self._session()) for n in range(_PIPELINE)]
+        self._committers = [Worker(f"lake-commit-{n}", self._session()) for n in range(_SLOTS)]
         for worker in (self._writer, self._background, self._probe, *self._committers):
             worker.start()
         self._reads = ReadPool(self._cursor, name="lake-read")
@@ -219,22 +212,15 @@ class LakeStore:
         """The last probe's verdict (or a failure seen since): which part of the lake is down."""
         return self._health
 
-    def _down(self, part: str, exc: BaseException) -> UnavailableError:
-        message = self.settings.redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:200]
+    def _down(self, part: str, message: str) -> UnavailableError:
         what = {"catalog": "the lake's catalog (PostgreSQL)", "object_store": "the lake's object store"}.get(part, part)
         self._health = Health(ready=False, part=part, message=f"{what} is unavailable: {message}")
         return UnavailableError(f"{what} is unavailable", retry_after_s=self.config.retry_after_s, part=part)
 
     def _classify(self, exc: BaseException) -> UnavailableError:
-        text = str(exc).lower()
-        if isinstance(exc, duckdb.FatalException) or "database has been invalidated" in text:
+        if outage.invalidated(exc):
             self._invalid = True  # the probe opens a new instance
-            return self._down("lake", exc)
-        if isinstance(exc, (psycopg.Error, locks.LockLostError)) or "postgres" in text:
-            return self._down("catalog", exc)
-        if isinstance(exc, (duckdb.HTTPException, OSError)) or "http" in text or "s3" in text:
-            return self._down("object_store", exc)
-        return self._down("lake", exc)
+        return self._down(outage.classify(exc), outage.describe(exc, self.settings))
 
     async def _check(self) -> None:
         try:
@@ -263,7 +249,9 @@ class LakeStore:
         while True:
             try:
                 await step()
-            except _OUTAGES as exc:  # a part is down: one line (redacted); the probe reports it, the next pass retries
+            except (
+                outage.OUTAGES
+            ) as exc:  # a part is down: one line (redacted); the probe reports it, the next pass retries
                 self._classify(exc)
                 log.warning("lake %s failed: %s", step.__name__.strip("_"), self._health.message)
             except Exception:  # a bug: a failed pass must not end the schedule either
@@ -317,7 +305,8 @@ class LakeStore:
         try:
             now = self.clock()
             created = naive_utc(parse_hour(batch.created_at, "created_at"))
-            item = Item(batch=batch, sha256=sha256, line=spool_line(now, sha256, body_bytes, obj), created=created)
+            item = Item(batch_id=batch_id, sha256=sha256, snapshots=len(batch.snapshots), created=created,
+                        line=spool_line(now, sha256, body_bytes, obj))  # fmt: skip
             future: asyncio.Future[Receipt] = loop.create_future()
             self._queue.append((item, future))
             idle = [slot for slot in range(len(self._committers)) if slot not in self._busy]
@@ -333,8 +322,8 @@ class LakeStore:
         return naive_utc(self.clock() - dt.timedelta(days=self.config.dedup_window_days))
 
     async def _commit_loop(self, slot: int) -> None:
-        # Up to _PIPELINE group commits run at once per collector: while one holds the cluster's write lock
-        # for its catalog commit, the next writes its Parquet files, so the lock is rarely idle.
+        # Up to _SLOTS groups are committed at once: while one holds the cluster's write lock for its catalog
+        # commit, the next writes its Parquet files, so the lock is rarely idle on this collector's account.
         try:
             while self._queue:
                 group, self._queue = self._queue[:_GROUP_MAX_ITEMS], self._queue[_GROUP_MAX_ITEMS:]
@@ -383,8 +372,8 @@ class LakeStore:
             return answer(batch, sha256, known == sha256)
         self._staged_ids[batch.batch_id] = sha256
         created = naive_utc(parse_hour(batch.created_at, "created_at"))
-        staged.append(Item(batch=batch, sha256=sha256, line=spool_line(self.clock(), sha256, body_bytes, obj),
-                           created=created))  # fmt: skip
+        staged.append(Item(batch_id=batch.batch_id, sha256=sha256, snapshots=len(batch.snapshots), created=created,
+                           line=spool_line(self.clock(), sha256, body_bytes, obj)))  # fmt: skip
         return None
 
     def commit_staged(self, staged: list[Any]) -> list[Receipt | CollectorError]:
@@ -421,7 +410,7 @@ class LakeStore:
         assert self._reads is not None
         try:
             return await self._reads.run(lambda: self.read_columns_sync(sql, params))
-        except _OUTAGES as exc:
+        except outage.OUTAGES as exc:
             raise self._classify(exc) from None
 
     async def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -437,7 +426,7 @@ class LakeStore:
         assert worker is not None
         try:
             return await worker.run(job)
-        except _OUTAGES as exc:
+        except outage.OUTAGES as exc:
             worker.session.drop_pg()
             raise self._classify(exc) from None
 
@@ -484,7 +473,7 @@ class LakeStore:
         assert self._reads is not None
         try:
             return await self._reads.run(job)
-        except _OUTAGES as exc:
+        except outage.OUTAGES as exc:
             raise self._classify(exc) from None
 
     async def erase_install(self, install_id: str) -> tuple[int, int]:

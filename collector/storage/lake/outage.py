@@ -1,0 +1,47 @@
+"""Which part of the lake an error comes from, and a one-line, credential-free description of it.
+
+Shared by the store (reads, probes, small writes) and the commit process, so both report a failed part
+the same way: ``catalog`` (PostgreSQL), ``object_store`` (S3 or the shared directory) or ``lake`` (the
+DuckDB instance itself, e.g. invalidated by an internal error).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import duckdb
+import psycopg
+
+from .connect import LakeSettings
+from .locks import LockLostError
+
+__all__ = ["OUTAGES", "classify", "describe", "invalidated"]
+
+OUTAGES: Final = (
+    psycopg.Error, LockLostError, duckdb.IOException, duckdb.HTTPException, duckdb.FatalException,
+    duckdb.TransactionException, OSError,
+)  # fmt: skip
+"""Errors that mean a part of the lake is down or a commit lost a race: 503 and retry, never a 500."""
+
+
+def invalidated(exc: BaseException) -> bool:
+    """True when DuckDB invalidated its whole instance: nothing of it is usable again."""
+    return isinstance(exc, duckdb.FatalException) or "database has been invalidated" in str(exc).lower()
+
+
+def classify(exc: BaseException) -> str:
+    """The part ``exc`` says is failing."""
+    text = str(exc).lower()
+    if invalidated(exc):
+        return "lake"
+    if isinstance(exc, (psycopg.Error, LockLostError)) or "postgres" in text:
+        return "catalog"
+    if isinstance(exc, (duckdb.HTTPException, OSError)) or "http" in text or "s3" in text:
+        return "object_store"
+    return "lake"
+
+
+def describe(exc: BaseException, settings: LakeSettings) -> str:
+    """The first line of ``exc``, without any credential, at most 200 characters."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return settings.redact(text)[:200]
