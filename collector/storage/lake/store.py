@@ -51,8 +51,6 @@ __all__ = ["LakeStore"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_SLOTS: Final = 2
-"""Group commits in flight per collector (each has its own DuckDB cursor and PostgreSQL session)."""
 _GROUP_MAX_ITEMS: Final = 2000
 """Batches in one group commit at most (~48k snapshot rows: one Parquet file of a few MiB)."""
 _PROBE_INTERVAL_S: Final = 2.0
@@ -87,8 +85,8 @@ class LakeStore:
         self._probe: Worker[Session] | None = None
         self._reads: ReadPool | None = None
         self._queue: list[tuple[Item, asyncio.Future[Receipt]]] = []
-        self._committers: list[Worker[Session]] = []
-        self._busy: dict[int, asyncio.Task[None]] = {}  # commit slot -> its running loop
+        self._committer: Worker[Session] | None = None
+        self._committing: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         # batch_id -> waiters, for a batch whose first copy is being committed by this process right now.
         self._inflight: dict[str, list[asyncio.Future[None]] | None] = {}
@@ -136,18 +134,17 @@ class LakeStore:
         self._writer = Worker("lake-writer", self._session())
         self._background = Worker("lake-background", self._session())
         self._probe = Worker("lake-probe", self._session(lock_timeout_s=2.0))
-        self._committers = [Worker(f"lake-commit-{n}", self._session()) for n in range(_SLOTS)]
-        for worker in (self._writer, self._background, self._probe, *self._committers):
+        self._committer = Worker("lake-commit", self._session())
+        for worker in (self._writer, self._background, self._probe, self._committer):
             worker.start()
         self._reads = ReadPool(self._cursor, name="lake-read")
 
     def _detach(self) -> None:
-        for worker in (self._writer, self._background, self._probe, *self._committers):
+        for worker in (self._writer, self._background, self._probe, self._committer):
             if worker is not None:
                 worker.stop()
                 worker.session.close()
-        self._writer = self._background = self._probe = None
-        self._committers = []
+        self._writer = self._background = self._probe = self._committer = None
         if self._reads is not None:
             self._reads.close()
             self._reads = None
@@ -175,8 +172,8 @@ class LakeStore:
 
     async def stop(self) -> None:
         """Answer every queued batch (commit or 503), stop the schedules, close."""
-        while self._busy:
-            await asyncio.wait(list(self._busy.values()))
+        while self._committing is not None:
+            await asyncio.wait([self._committing])
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -309,9 +306,8 @@ class LakeStore:
                         line=spool_line(now, sha256, body_bytes, obj))  # fmt: skip
             future: asyncio.Future[Receipt] = loop.create_future()
             self._queue.append((item, future))
-            idle = [slot for slot in range(len(self._committers)) if slot not in self._busy]
-            if idle:
-                self._busy[idle[0]] = loop.create_task(self._commit_loop(idle[0]))
+            if self._committing is None:
+                self._committing = loop.create_task(self._commit_loop())
             return await asyncio.shield(future)
         finally:
             for waiter in self._inflight.pop(batch_id) or ():
@@ -321,15 +317,16 @@ class LakeStore:
     def _window_start(self) -> dt.datetime:
         return naive_utc(self.clock() - dt.timedelta(days=self.config.dedup_window_days))
 
-    async def _commit_loop(self, slot: int) -> None:
-        # Up to _SLOTS groups are committed at once: while one holds the cluster's write lock for its catalog
-        # commit, the next writes its Parquet files, so the lock is rarely idle on this collector's account.
+    async def _commit_loop(self) -> None:
+        # One group commit at a time per collector: what arrives meanwhile forms the next group. Measured here,
+        # two in flight made each group half as big and held the cluster's write lock longer (a commit beside
+        # another's Parquet writing waits for CPU): 314 batches/s against 436 for one at a time.
         try:
             while self._queue:
                 group, self._queue = self._queue[:_GROUP_MAX_ITEMS], self._queue[_GROUP_MAX_ITEMS:]
                 items = [item for item, _ in group]
                 started = time.perf_counter()
-                worker = self._committers[slot] if slot < len(self._committers) else None
+                worker = self._committer
                 try:
                     if worker is None or self._tmp is None:
                         raise UnavailableError("the lake store is reopening", part="lake")
@@ -356,7 +353,7 @@ class LakeStore:
                     else:
                         future.set_exception(outcome)
         finally:
-            del self._busy[slot]
+            self._committing = None
 
     # -- offline import ------------------------------------------------------------------------
 
