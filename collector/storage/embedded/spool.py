@@ -6,13 +6,16 @@ into DuckDB by the store's writer thread and then deleted, so the spool normally
 a second of traffic; after a crash, every segment still on disk is replayed. Each line is one
 batch exactly as validated, so the spool is also a source from which the database can be rebuilt.
 
-Layout: ``<spool>/000000000042.ndjson`` (sequence numbers only grow) and ``<spool>/lock`` (an
-exclusive ``flock`` held by the one collector that owns the spool).
+Layout: ``<spool>/000000000042.ndjson`` (sequence numbers only grow), ``<spool>/lock`` (an
+exclusive ``flock`` held by the one collector that owns the spool), and ``000000000042.ndjson.failed``
+for a segment the database refused (a full disk, say): set aside, retried, replayed like any other.
+The directory is created 0700 and every file in it 0600: the lines are the batches themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import fcntl
 import logging
@@ -26,10 +29,12 @@ from collector.errors import ConfigError, InUseError
 
 __all__ = [
     "SEGMENT_SUFFIX",
+    "SET_ASIDE_SUFFIX",
     "SpoolLock",
     "SpoolWriter",
     "fsync_dir",
     "list_segments",
+    "list_set_aside",
     "segment_name",
     "segment_seq",
     "truncate_torn_tail",
@@ -38,6 +43,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SEGMENT_SUFFIX: Final = ".ndjson"
+SET_ASIDE_SUFFIX: Final = ".failed"
+"""Appended to the name of a segment set aside after failed loads (``000000000042.ndjson.failed``)."""
 _READ_BACK_BYTES: Final = 64 * 1024
 
 
@@ -57,6 +64,16 @@ def segment_seq(name: str) -> int | None:
 def list_segments(spool_dir: Path) -> list[tuple[int, Path]]:
     """Every segment file in ``spool_dir`` as ``(seq, path)``, oldest first."""
     found = [(seq, p) for p in spool_dir.iterdir() if (seq := segment_seq(p.name)) is not None]
+    return sorted(found)
+
+
+def list_set_aside(spool_dir: Path) -> list[tuple[int, Path]]:
+    """Every set-aside segment (``*.ndjson.failed``) in ``spool_dir`` as ``(seq, path)``, oldest first."""
+    found = [
+        (seq, p)
+        for p in spool_dir.iterdir()
+        if p.name.endswith(SET_ASIDE_SUFFIX) and (seq := segment_seq(p.name.removesuffix(SET_ASIDE_SUFFIX))) is not None
+    ]
     return sorted(found)
 
 
@@ -106,7 +123,7 @@ class SpoolLock:
     def acquire(self) -> None:
         """Create the directory if needed and take the lock, or raise :class:`ConfigError`."""
         try:
-            self.spool_dir.mkdir(parents=True, exist_ok=True)
+            self.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(self.spool_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise ConfigError(f"spool directory {self.spool_dir}: {exc.strerror}", path="spool_dir") from None
@@ -159,6 +176,10 @@ class SpoolWriter:
         self._ticker: asyncio.Task[None] | None = None
         self._rotate_wanted = False
         self._closed = False
+        # The fsync that every acknowledgement waits for gets a thread of its own: in the default
+        # executor it queued behind whatever else ran there (a flood of token lookups took ingest p50
+        # from 4 ms to 1.9 s).
+        self._disk = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-fsync")
         self.buffered = 0
         """Lines waiting for the next fsync."""
         self.failed = False
@@ -207,6 +228,7 @@ class SpoolWriter:
                 await self._ticker
         await self.rotate()
         self._closed = True
+        self._disk.shutdown(wait=True)
 
     async def _tick(self) -> None:
         while True:
@@ -226,7 +248,7 @@ class SpoolWriter:
                 assert group is not None
                 count = len(lines)
                 try:
-                    await asyncio.to_thread(self._write, b"".join(lines))
+                    await asyncio.get_running_loop().run_in_executor(self._disk, self._write, b"".join(lines))
                 except OSError as exc:
                     self.failed = True
                     log.error("spool write failed: %s", exc.strerror)

@@ -3,7 +3,8 @@
 One :class:`EmbeddedStore` per process owns the single ``duckdb.connect(path)``. Ingest appends to the
 spool on the event loop and is acknowledged after the group fsync (see :mod:`.spool`); every write
 (segment loads, :meth:`write` jobs) runs in one writer thread, in order; reads take a fresh ``cursor()``
-in the read pool.
+in the read pool. The offline import is in :mod:`.offline`, backups in :mod:`.backup`, the retry of
+set-aside segments in :mod:`.retry`.
 """
 
 from __future__ import annotations
@@ -11,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import os
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, BinaryIO, Final, TypeVar
 
 import duckdb
 
 from collector import reports_rollup
 from collector.config import CollectorConfig
-from collector.errors import CollectorError, ConfigError, InUseError, OverloadedError, UnavailableError
+from collector.errors import CollectorError, ConflictError, OverloadedError, UnavailableError
 from collector.storage.base import OLD_BATCH_SQL, Gauge, Health, Receipt, answer, naive_utc, spool_line
 from collector.storage.embedded.dedup import DedupIndex
 from collector.storage.migrations import migrate
@@ -30,36 +31,27 @@ from collector.storage.subjects import erase_install, install_data
 from collector.storage.worker import Worker
 from schema import Batch, parse_hour
 
+from .backup import open_snapshot, remove_leftovers, snapshot
+from .database import connect, fill_index, in_transaction, with_threads
+from .loads import LoadTracker
+from .offline import OfflineImport
 from .segments import SegmentLoader
-from .spool import SpoolLock, SpoolWriter, fsync_dir, list_segments, segment_name
+from .spool import SpoolLock, SpoolWriter, list_segments
 
 __all__ = ["EmbeddedStore"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 _MAX_SEGMENT_BYTES: Final = 64 * 1024 * 1024
 """A segment is closed early past this size, keeping one load transaction to a few seconds at most."""
-_FILL_CHUNK: Final = 50_000
 _OFFLINE_CHUNK: Final = 5000
 """The offline import writes and loads a segment per this many new batches."""
 
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _in_transaction(fn: Callable[[Any], T]) -> Callable[[Any], T]:
-    def job(con: Any) -> T:
-        con.execute("BEGIN")
-        try:
-            result = fn(con)
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
-        return result
-
-    return job
 
 
 class EmbeddedStore:
@@ -81,10 +73,13 @@ class EmbeddedStore:
         # batch_id -> waiters of requests for a batch whose first copy is being stored right now.
         # The list is only allocated when a concurrent duplicate shows up (rare), keeping the hot path lean.
         self._inflight: dict[str, list[asyncio.Future[None]] | None] = {}
-        self._closed_unloaded = 0
-        self._loaded_seq = 0
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._staged_receipts: list[Receipt] = []  # offline import: the receipts of the lines staged so far
+        self._loads = LoadTracker(
+            self._loader, self._submit, on_loaded=lambda: self._index.prune(self.clock().timestamp())
+        )
+        self._offline = OfflineImport(spool_dir=config.spool_path, index=self._index, loader=self._loader,
+                                      clock=clock, read_sync=self.read_sync, submit=self._submit,
+                                      take_seq=self._take_seq)  # fmt: skip
+        self._backing_up = False
         self.inflight_requests = 0
         """Ingest requests between acceptance of their headers and their answer (counted by the handler)."""
 
@@ -107,26 +102,18 @@ class EmbeddedStore:
 
     def open_sync(self) -> None:
         """Open the file, apply migrations, replay the spool, fill the dedup index, start the writer thread."""
-        path = self.config.db_path
-        try:
-            self._con = duckdb.connect(str(path))
-        except duckdb.IOException as exc:
-            if "lock" in str(exc).lower():
-                raise InUseError(f"database {path} is in use by another process", path="db_path") from None
-            raise ConfigError(f"database {path}: cannot open ({str(exc).splitlines()[0]})", path="db_path") from None
-        except duckdb.Error as exc:
-            raise ConfigError(f"database {path}: cannot open ({str(exc).splitlines()[0]})", path="db_path") from None
+        self._con = connect(self.config.db_path)
         try:
             self._lock.acquire()
+            remove_leftovers(self.config.spool_path)
             migrate(self._con)
             self._next_seq = self._loader.replay(self._con, self.config.spool_path)
-            self._fill_index()
+            fill_index(self._con, self._index, self._loader, self.clock())
         except BaseException:
             self._lock.release()
             self._con.close()
             self._con = None
             raise
-        self._loaded_seq = self._next_seq - 1
         self._writer = Worker("collector-writer", self._con)
         self._writer.start()
         self._reads = ReadPool(self._cursor, name="collector-read")
@@ -148,33 +135,23 @@ class EmbeddedStore:
         """Open (in a thread) and start the spool writer on the running loop."""
         await asyncio.to_thread(self.open_sync)
         self._loop = asyncio.get_running_loop()
+        self._loads.start(loaded_seq=self._next_seq - 1)
         self._spool = SpoolWriter(
             self.config.spool_path,
             first_seq=self._next_seq,
             rotate_interval_s=self.config.load_interval_s,
             max_segment_bytes=_MAX_SEGMENT_BYTES,
-            on_closed=self._segment_closed,
+            on_closed=self._loads.closed,
         )
         self._spool.start()
 
     async def stop(self) -> None:
         """Make queued batches durable, load the whole spool into DuckDB and close the file."""
+        await self._loads.stop()
         if self._spool is not None:
             await self._spool.close()
             await self.sync()
         await asyncio.to_thread(self.close_sync)
-
-    def _fill_index(self) -> None:
-        now = self.clock()
-        cutoff = naive_utc(now) - dt.timedelta(seconds=self._index.window_s)
-        result = self._con.execute(
-            "SELECT CAST(batch_id AS VARCHAR), sha256, epoch(created_at) FROM batches WHERE created_at >= ?", [cutoff]
-        )
-        now_s = now.timestamp()
-        # In chunks: a 35M-batch window fetched at once would hold gigabytes of Python tuples for a moment.
-        while rows := result.fetchmany(_FILL_CHUNK):
-            for batch_id, sha256, created_s in rows:
-                self._index.add(batch_id, sha256, created_s=created_s, now_s=now_s)
 
     def _cursor(self) -> Any:
         if self._con is None:
@@ -186,25 +163,7 @@ class EmbeddedStore:
     def _submit(self, job: Callable[[Any], T]) -> Any:
         if self._writer is None:
             raise RuntimeError("store is not open")
-        return self._writer.submit(self._limited(job))
-
-    def _limited(self, job: Callable[[Any], T]) -> Callable[[Any], T]:
-        # Writer jobs (bulk loads, rollup refreshes) run with fewer DuckDB threads so they never take every
-        # core from the event loop: measured under paced load, that cut ingest p99 by more than half. Reads
-        # started while no job runs keep all cores.
-        limit = self.config.writer_threads
-
-        def run(con: Any) -> T:
-            full = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
-            if not 0 < limit < full:
-                return job(con)
-            con.execute(f"SET threads = {limit}")
-            try:
-                return job(con)
-            finally:
-                con.execute(f"SET threads = {full}")
-
-        return run
+        return self._writer.submit(with_threads(job, self.config.writer_threads))
 
     # -- reads and writes for everyone ---------------------------------------------------------
 
@@ -233,23 +192,18 @@ class EmbeddedStore:
 
     def write_sync(self, fn: Callable[[Any], T]) -> T:
         """Like :meth:`write`, blocking the calling thread until done."""
-        result: T = self._submit(_in_transaction(fn)).result()
+        result: T = self._submit(in_transaction(fn)).result()
         return result
 
     async def write(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(con)`` in the writer thread inside BEGIN/COMMIT (ROLLBACK if it raises); return its result."""
-        result: T = await asyncio.wrap_future(self._submit(_in_transaction(fn)))
+        result: T = await asyncio.wrap_future(self._submit(in_transaction(fn)))
         return result
 
     async def sync(self) -> None:
         """Wait until every batch acknowledged so far is loaded into the tables (and earlier writes are done)."""
         if self._spool is not None:
-            target = await self._spool.rotate()
-            if self._loaded_seq < target:
-                assert self._loop is not None
-                waiter = self._loop.create_future()
-                self._waiters.append((target, waiter))
-                await waiter
+            await self._loads.wait_for(await self._spool.rotate())
         await asyncio.wrap_future(self._submit(lambda con: None))
 
     async def refresh_rollup(self, *, wait: bool = True) -> int:
@@ -261,17 +215,50 @@ class EmbeddedStore:
         return self.write_sync(reports_rollup.refresh)
 
     async def install_data(self, install_id: str) -> dict[str, Any]:
-        """Everything held about one install, after loading every batch acknowledged so far."""
-        await self.sync()
+        """Everything held about one install, after loading every batch acknowledged so far (else 503)."""
         # In the writer thread: ordered after every load and deletion, and consistent across tables.
-        return await self.write(lambda con: install_data(con, install_id))
+        return await self._every_copy(lambda con: install_data(con, install_id))
 
     async def erase_install(self, install_id: str) -> tuple[int, int]:
-        """Erase the install from every table (loading what was acknowledged first) and from the dedup index."""
-        await self.sync()
-        ids, batches, snapshots = await self.write(lambda con: erase_install(con, install_id))
+        """Erase the install from every table (loading what was acknowledged first) and from the dedup index.
+
+        Raises UnavailableError (503) while a set-aside segment cannot be loaded: it may hold the install's
+        batches, and an erasure that left them there would answer a count that is not the truth.
+        """
+        ids, batches, snapshots = await self._every_copy(lambda con: erase_install(con, install_id))
         self._index.forget(ids)
         return batches, snapshots
+
+    async def _every_copy(self, fn: Callable[[Any], T]) -> T:
+        # Data-subject requests cover every copy: every acknowledged batch must be in the tables first.
+        await self.sync()
+        retry_after_s = self.config.retry_after_s
+        try:
+            return await self._loads.all_loaded(self.write, fn, retry_after_s=retry_after_s)
+        except duckdb.Error as exc:  # e.g. a full disk refused the commit
+            log.error("a data-subject request failed in the database: %s", type(exc).__name__)
+            raise UnavailableError("the database refused the request", retry_after_s=retry_after_s,
+                                   part="database") from None  # fmt: skip
+
+    async def backup(self) -> tuple[BinaryIO, int]:
+        """A consistent copy of the database with every batch acknowledged so far: an open file and its size.
+
+        The copy is made on a read cursor (see :mod:`.backup`) while ingest goes on; the file is already
+        unlinked from the spool directory, so closing it frees the space. One backup at a time (else 409).
+        """
+        if self._backing_up:
+            raise ConflictError("a backup is already being made", code="backup_running")
+        self._backing_up = True
+        try:
+            await self.sync()
+            assert self._reads is not None
+            return await self._reads.run(lambda: open_snapshot(self._cursor, self.config.spool_path))
+        finally:
+            self._backing_up = False
+
+    def backup_sync(self, target: Path) -> None:
+        """Write a consistent copy of the database to the new file ``target`` (for CLI use without a server)."""
+        snapshot(self._cursor, target)
 
     async def purge(self, cutoff: dt.date) -> tuple[int, int]:
         """Retention: delete what is dated before ``cutoff``."""
@@ -286,14 +273,15 @@ class EmbeddedStore:
         """Batches waiting for their fsync or acknowledged but not yet loaded into DuckDB."""
         spool = self._spool
         open_lines = spool.buffered + spool.open_lines if spool is not None else 0
-        return open_lines + self._closed_unloaded
+        return open_lines + self._loads.closed_unloaded + self._loader.set_aside_lines
 
     def health(self) -> Health:
         """Ready while the database is open, no segment failed to load and the last spool write worked."""
         if self._con is None:
             return Health(ready=False, part="database", message="the database is closed")
-        if self._loader.load_failures:
-            return Health(ready=False, part="database", message="a spool segment failed to load (see *.failed)")
+        if self._loader.set_aside_segments:
+            return Health(ready=False, part="database",
+                          message="a spool segment failed to load; set aside as *.failed and retried")  # fmt: skip
         if self._spool is not None and self._spool.failed:
             return Health(ready=False, part="spool", message="the spool disk refused the last write")
         return Health(ready=True)
@@ -354,68 +342,19 @@ class EmbeddedStore:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    def _segment_closed(self, seq: int, path: Path, lines: int) -> None:
-        self._closed_unloaded += lines
-        assert self._loop is not None
-        loop = self._loop
-
-        def job(con: Any) -> None:
-            batches = self._loader.load_closed(con, path)
-            loop.call_soon_threadsafe(self._segment_loaded, seq, lines, batches)
-
-        self._submit(job)
-
-    def _segment_loaded(self, seq: int, lines: int, batches: int) -> None:
-        self._closed_unloaded -= lines
-        self._loaded_seq = seq
-        self._index.prune(self.clock().timestamp())
-        still = []
-        for target, waiter in self._waiters:
-            if target <= seq:
-                if not waiter.done():
-                    waiter.set_result(None)
-            else:
-                still.append((target, waiter))
-        self._waiters = still
-
     # -- offline import --------------------------------------------------------------------------
 
     def import_batch(self, batch: Batch, obj: Any, sha256: str, body_bytes: int, staged: list[Any]) -> Receipt | None:
         """Offline ingest of one validated batch: answer a known one now (or raise 409), else stage its line."""
-        batch_id = batch.batch_id
-        known = self._index.matches(batch_id, sha256)
-        now = self.clock()
-        created = parse_hour(batch.created_at, "created_at")
-        if known is None and created.timestamp() < self._index.cutoff_s(now.timestamp()):
-            stored = self.read_sync(OLD_BATCH_SQL, [naive_utc(created), batch_id])
-            known = stored[0][0] == sha256 if stored else None
-        if known is not None:
-            return answer(batch, sha256, known)
-        staged.append(spool_line(now, sha256, body_bytes, obj))
-        self._index.add(batch_id, sha256, created_s=created.timestamp(), now_s=now.timestamp())
-        self._staged_receipts.append(
-            Receipt(batch_id=batch_id, sha256=sha256, snapshots=len(batch.snapshots), duplicate=False)
-        )
-        return None
+        return self._offline.stage(batch, obj, sha256, body_bytes, staged)
 
     def commit_staged(self, staged: list[Any]) -> list[Receipt | CollectorError]:
         """Write ``staged`` lines as one fsync'd spool segment and load it (blocking); clears the list."""
-        receipts, self._staged_receipts = self._staged_receipts, []
-        if not staged:
-            return []
-        path = self.config.spool_path / segment_name(self._next_seq)
-        self._next_seq += 1
-        with path.open("xb") as f:
-            f.write(b"".join(staged))
-            f.flush()
-            os.fsync(f.fileno())
-        fsync_dir(path.parent)
-        staged.clear()
-        failures = self._loader.load_failures
-        loaded = self._submit(lambda con: self._loader.load_closed(con, path)).result()
-        if self._loader.load_failures > failures:
-            raise CollectorError(f"loading {path.name} into the database failed; it was set aside ({loaded} loaded)")
-        return list(receipts)
+        return self._offline.commit(staged)
+
+    def _take_seq(self) -> int:
+        seq, self._next_seq = self._next_seq, self._next_seq + 1
+        return seq
 
     @property
     def offline_chunk(self) -> int:
@@ -436,7 +375,7 @@ class EmbeddedStore:
             "telemetry_dedup_index_entries": Gauge("Batch ids in the in-memory dedup index.", lambda: len(self._index)),
             "telemetry_segments_loaded_total": Gauge("Spool segments loaded since start.",
                                                      lambda: loader.segments_loaded, kind="counter"),
-            "telemetry_segment_load_failures": Gauge("Spool segments set aside because they failed to load.",
-                                                     lambda: loader.load_failures),
+            "telemetry_segment_load_failures": Gauge("Spool segments set aside after failed loads, awaiting a retry.",
+                                                     lambda: loader.set_aside_segments),
             "telemetry_last_load_seconds": Gauge("Duration of the latest segment load.", lambda: loader.last_load_s),
         }  # fmt: skip
