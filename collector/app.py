@@ -14,7 +14,7 @@ from aiohttp.web import BaseRequest, StreamResponse
 
 from schema import CATALOGUE, MAX_SNAPSHOTS, Entry
 
-from . import analytics
+from . import analytics, backup
 from .config import CollectorConfig
 from .errors import CollectorError, OverloadedError
 from .ingest import post_batch
@@ -164,7 +164,7 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _openapi(request: web.Request) -> web.Response:
-    return _json(openapi_document(analytics.OPENAPI_PATHS))
+    return _json(openapi_document({**analytics.OPENAPI_PATHS, **backup.OPENAPI_PATHS}))
 
 
 def _add_gauges(monitor: Monitor, store: Storage) -> None:
@@ -208,4 +208,5 @@ def create_app(
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     analytics.setup(app)
+    app.router.add_post("/v1/admin/backup", backup.post_backup)
     return app

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import admin_cli, demo
+from . import admin_cli, backup, demo
 from .app import create_app
 from .config import ENV_PREFIX, CollectorConfig, flag_name
 from .errors import CollectorError, ConfigError, InUseError
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(move)
     move.set_defaults(func=_copy_to_lake)
     admin_cli.register(sub)
+    backup.register(sub)
     demo.register(sub)
     return parser
 

@@ -1,0 +1,225 @@
+"""Backups of the embedded database without downtime: ``POST /v1/admin/backup`` and ``telemetry-collector backup``.
+
+The serving collector holds its DuckDB file under an exclusive lock, so no other process can read it
+while it runs; the backup is therefore made by that process (a consistent snapshot on a read cursor,
+see :mod:`collector.storage.embedded.backup`) and streamed over HTTP to the command, which writes it
+to a new file where it runs. Why this shape rather than a backup directory on the server: the file
+lands where the operator asked, on whichever machine runs the command; no path ever comes from a
+request; the collector keeps no backups of its own to fill its disk or to escape erasure; and one
+admin-token request is all a cron job needs. ``--db`` copies the file of a stopped collector the same way.
+
+On a lake (``store = ducklake``) backups are PostgreSQL's and the object store's own (docs/scale-out.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, BinaryIO, Final
+
+import duckdb
+import orjson
+from aiohttp import web
+
+from .admin_cli import TOKEN_ENV
+from .config import CollectorConfig
+from .errors import ConfigError, ConflictError
+from .keys import STORE
+from .storage.embedded.backup import verify_backup
+from .storage.embedded.spool import fsync_dir
+from .storage.embedded.store import EmbeddedStore
+from .tokens import authorize
+
+__all__ = ["OPENAPI_PATHS", "post_backup", "register"]
+
+_CHUNK: Final = 1024 * 1024
+_DEFAULT_TIMEOUT_S: Final = 600.0
+"""How long the command waits on the collector: the copy is made before its first byte is sent."""
+
+
+async def post_backup(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/admin/backup``: a consistent copy of the database (every batch acknowledged before the request)."""
+    await authorize(request, admin=True)
+    store = request.app[STORE]
+    if not isinstance(store, EmbeddedStore):
+        raise ConflictError("this collector stores into a lake: back up PostgreSQL and the object store instead"
+                            " (docs/scale-out.md)", code="backup_unsupported")  # fmt: skip
+    store.check_readable()
+    backup, size = await store.backup()
+    with backup:
+        response = web.StreamResponse(headers={"Cache-Control": "no-store", "Content-Type": "application/octet-stream",
+                                               "Content-Disposition": 'attachment; filename="telemetry.duckdb"'})  # fmt: skip
+        response.content_length = size
+        await response.prepare(request)
+        while chunk := await asyncio.to_thread(backup.read, _CHUNK):
+            await response.write(chunk)
+        await response.write_eof()
+    return response
+
+
+OPENAPI_PATHS: Final = {
+    "/v1/admin/backup": {
+        "post": {
+            "operationId": "postBackup",
+            "security": [{"adminToken": []}],
+            "tags": ["operations"],
+            "summary": "A consistent copy of the embedded database, made while the collector serves.",
+            "description": (
+                "The answer is a DuckDB database file holding every batch acknowledged before the request"
+                " (`telemetry-collector backup PATH --url URL` writes it to PATH). One backup at a time."
+                " Needs `Authorization: Bearer <token>` with the admin role (401 without, 403 for analyst)."
+            ),
+            "responses": {
+                "200": {
+                    "description": "The database file (Content-Length is its size).",
+                    "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+                },
+                **{code: {"$ref": f"#/components/responses/{code}"} for code in ("401", "403", "405", "503")},
+                "409": {
+                    "description": "A backup is already being made (`backup_running`), or the collector stores into"
+                    " a lake (`backup_unsupported`).",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                },
+            },
+        }
+    }
+}
+"""The OpenAPI path item of the backup route, merged into ``/v1/openapi.json``."""
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+
+class _BackupError(Exception):
+    """A one-line error for the user, with the exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``backup`` to the collector CLI."""
+    parser = subparsers.add_parser(
+        "backup",
+        help="write a consistent copy of the database to a new file, while the collector serves",
+        description="Write a consistent copy of the embedded DuckDB database to the new file PATH (0600). With"
+        " --url, the running collector makes it while it goes on serving (admin token); with --db, the file of a"
+        " stopped collector is copied. To restore, stop the collector and put PATH in place of its database file."
+        " On a lake, back up PostgreSQL and the object store instead (docs/scale-out.md).",
+    )
+    parser.add_argument("path", metavar="PATH", type=Path, help="the new file (must not exist)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--db", metavar="DB", type=Path, help="the database file of a stopped collector")
+    where.add_argument("--url", metavar="URL", help="a running collector's base URL, e.g. http://127.0.0.1:8080")
+    parser.add_argument("--token", metavar="TOKEN", help=f"admin token for --url (default ${TOKEN_ENV})")
+    parser.add_argument("--timeout-s", metavar="SECONDS", type=float, default=_DEFAULT_TIMEOUT_S,
+                        help=f"how long to wait for the collector (default {_DEFAULT_TIMEOUT_S:g})")  # fmt: skip
+    parser.set_defaults(func=_run, in_use_hint="a running collector holds it: back it up through it with --url URL")
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        return _backup(args)
+    except _BackupError as exc:
+        print(f"telemetry-collector: {exc}", file=sys.stderr)
+        return exc.code
+
+
+def _backup(args: argparse.Namespace) -> int:
+    target: Path = args.path
+    if target.exists() or target.is_symlink():
+        raise _BackupError(f"{target} exists: a backup is always written to a new file", 2)
+    folder = target.parent
+    if not folder.is_dir():
+        raise _BackupError(f"{folder} is not a directory", 2)
+    # Written beside the target under a name no one else uses, then linked into place (never over a file).
+    partial = folder / f".{target.name}.{secrets.token_hex(4)}.partial"
+    try:
+        if args.url:
+            _download(args, partial)
+        else:
+            _copy_offline(args, partial)
+        try:
+            version, batches = verify_backup(partial)
+        except duckdb.Error as exc:
+            raise _BackupError(f"the copy is not a readable database ({str(exc).splitlines()[0]})", 1) from None
+        try:
+            os.link(partial, target)
+        except FileExistsError:
+            raise _BackupError(f"{target} exists: a backup is always written to a new file", 2) from None
+        fsync_dir(folder)
+    finally:
+        for leftover in (partial, partial.with_name(partial.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+    size = target.stat().st_size
+    print(f"backup written to {target}: {batches} batches, {size} bytes, schema version {version}", file=sys.stderr)
+    return 0
+
+
+def _copy_offline(args: argparse.Namespace, partial: Path) -> None:
+    config = CollectorConfig.from_env(db_path=args.db)
+    if config.lake:
+        raise ConfigError("a lake is backed up with PostgreSQL's and the object store's own tools (docs/scale-out.md)")
+    if not config.db_path.exists():
+        raise _BackupError(f"database {config.db_path} does not exist", 2)
+    with EmbeddedStore.open(config) as store:
+        store.backup_sync(partial)
+
+
+def _download(args: argparse.Namespace, partial: Path) -> None:
+    token = args.token or os.environ.get(TOKEN_ENV)
+    if not token:
+        raise _BackupError(f"--url needs --token or ${TOKEN_ENV} (an admin token)", 2)
+    if not args.url.startswith(("http://", "https://")):
+        raise _BackupError(f"--url must start with http:// or https://, got {args.url[:80]!r}", 2)
+    url = args.url.rstrip("/") + "/v1/admin/backup"
+    headers = {"Authorization": f"Bearer {token}"}
+    request = urllib.request.Request(url, data=b"", method="POST", headers=headers)  # noqa: S310  # scheme checked
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise _BackupError(f"cannot write in {partial.parent}: {exc.strerror}", 1) from None
+    try:
+        with (
+            os.fdopen(fd, "wb") as out,
+            urllib.request.urlopen(request, timeout=args.timeout_s) as response,  # noqa: S310  # scheme checked
+        ):
+            expected = int(response.headers.get("Content-Length", "-1"))
+            received = _copy(response, out)
+    except urllib.error.HTTPError as exc:
+        raise _BackupError(f"HTTP {exc.code}: {_message(exc)}", 2 if exc.code < 500 else 1) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise _BackupError(f"cannot reach {args.url}: {getattr(exc, 'reason', exc)}", 1) from None
+    if received != expected:
+        raise _BackupError(f"the collector sent {received} of {expected} bytes; nothing was written", 1)
+
+
+def _copy(source: Any, out: BinaryIO) -> int:
+    # A failing write is ours (a full disk here), not the collector's: said so, not as "cannot reach".
+    received = 0
+    while chunk := source.read(_CHUNK):
+        try:
+            out.write(chunk)
+        except OSError as exc:
+            raise _BackupError(f"cannot write the backup: {exc.strerror}", 1) from None
+        received += len(chunk)
+    try:
+        out.flush()
+        os.fsync(out.fileno())
+    except OSError as exc:
+        raise _BackupError(f"cannot write the backup: {exc.strerror}", 1) from None
+    return received
+
+
+def _message(exc: urllib.error.HTTPError) -> str:
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        return str(orjson.loads(exc.read())["error"]["message"])
+    return str(exc.reason)
