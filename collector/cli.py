@@ -145,6 +145,10 @@ def _import(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    # Every file a command creates holds fleet data or feeds it (the DuckDB file, its .wal and temp files,
+    # the spool, backups): 0600 and 0700 whatever umask the service manager or shell passed down. DuckDB
+    # creates its files itself, so the process umask is the one setting that reaches them all.
+    os.umask(0o077)
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Any = getattr(args, "func", None)
