@@ -52,8 +52,7 @@ async def post_backup(request: web.Request) -> web.StreamResponse:
         raise ConflictError("this collector stores into a lake: back up PostgreSQL and the object store instead"
                             " (docs/scale-out.md)", code="backup_unsupported")  # fmt: skip
     store.check_readable()
-    backup, size = await store.backup()
-    with backup:
+    async with store.backup() as (backup, size):
         response = web.StreamResponse(headers={"Cache-Control": "no-store", "Content-Type": "application/octet-stream",
                                                "Content-Disposition": 'attachment; filename="telemetry.duckdb"'})  # fmt: skip
         response.content_length = size

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Final, TypeVar
 
@@ -240,11 +240,13 @@ class EmbeddedStore:
             raise UnavailableError("the database refused the request", retry_after_s=retry_after_s,
                                    part="database") from None  # fmt: skip
 
-    async def backup(self) -> tuple[BinaryIO, int]:
+    @contextlib.asynccontextmanager
+    async def backup(self) -> AsyncIterator[tuple[BinaryIO, int]]:
         """A consistent copy of the database with every batch acknowledged so far: an open file and its size.
 
         The copy is made on a read cursor (see :mod:`.backup`) while ingest goes on; the file is already
-        unlinked from the spool directory, so closing it frees the space. One backup at a time (else 409).
+        unlinked from the spool directory, so closing it (at the end of the ``async with``) frees the
+        space. One backup at a time, until its file is closed (else 409 ``backup_running``).
         """
         if self._backing_up:
             raise ConflictError("a backup is already being made", code="backup_running")
@@ -252,7 +254,9 @@ class EmbeddedStore:
         try:
             await self.sync()
             assert self._reads is not None
-            return await self._reads.run(lambda: open_snapshot(self._cursor, self.config.spool_path))
+            copy, size = await self._reads.run(lambda: open_snapshot(self._cursor, self.config.spool_path))
+            with copy:
+                yield copy, size
         finally:
             self._backing_up = False
 
