@@ -18,7 +18,7 @@ import asyncio
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 import aiohttp
 
@@ -26,16 +26,22 @@ from agent.config import AgentConfig
 from agent.files import NotRegularFileError, read_regular
 from schema import SchemaError, decode_json
 
-from .command import CommandError, CommandTimeoutError, run_command
+from .command import CommandError, CommandTimeoutError, first_line, run_command
 
-__all__ = ["MAX_PROVIDER_BYTES", "ProviderError", "UsageProvider", "provider_from_config"]
+__all__ = ["MAX_PROVIDER_BYTES", "ProviderError", "ProviderKind", "UsageProvider", "provider_from_config"]
 
 MAX_PROVIDER_BYTES: Final = 64 * 1024
 """Largest provider answer read; a handful of counts is a few dozen bytes."""
+ProviderKind = Literal["command", "file", "url", "callable"]
 
 
 class ProviderError(Exception):
-    """The provider failed, timed out or answered something other than a JSON object."""
+    """The provider failed, timed out or answered something other than a JSON object.
+
+    The message names the provider (its kind and its command, file or URL) and the reason, e.g.
+    ``command provider /opt/app/bin/stats: exited with status 1: database is locked``. It is shown
+    to the admin only (``collect``, ``status``, the daemon's log), never sent.
+    """
 
 
 class UsageProvider:
@@ -43,34 +49,48 @@ class UsageProvider:
 
     name = "usage"
 
-    def __init__(self, kind: str, fetch: Callable[[], bytes | Mapping[str, object]], *, timeout_s: float) -> None:
-        self.kind = kind
+    def __init__(self, kind: ProviderKind, fetch: Callable[[], bytes | Mapping[str, object]], *, timeout_s: float,
+                 where: str | None = None) -> None:  # fmt: skip
+        self.kind: ProviderKind = kind
+        self.where = where
+        """The command (its program), file or URL, as configured; None for a callable."""
         self._fetch = fetch
         self._timeout_s = timeout_s
 
+    @property
+    def label(self) -> str:
+        """How messages name this provider: ``file provider /var/lib/app/usage.json``."""
+        return f"{self.kind} provider" + (f" {self.where}" if self.where else "")
+
     def collect(self) -> dict[str, object]:
-        """The provider's object; raises :class:`ProviderError` on any failure."""
+        """The provider's object; raises :class:`ProviderError` (naming the provider and why) on any failure."""
         try:
             raw = self._fetch()
-        except ProviderError:
-            raise
+        except ProviderError as exc:
+            raise ProviderError(f"{self.label}: {exc}") from None
         except TimeoutError:
-            raise ProviderError(f"{self.kind} provider timed out after {self._timeout_s:g} s") from None
+            raise ProviderError(f"{self.label}: timed out after {self._timeout_s:g} s") from None
         except Exception as exc:  # noqa: BLE001 - any provider failure is reported the same way
-            raise ProviderError(f"{self.kind} provider failed: {type(exc).__name__}") from None
+            raise ProviderError(f"{self.label}: failed: {_describe(exc)}") from None
         if isinstance(raw, bytes | bytearray):
             if len(raw) > MAX_PROVIDER_BYTES:
-                raise ProviderError(f"{self.kind} provider answered more than {MAX_PROVIDER_BYTES} bytes")
+                raise ProviderError(f"{self.label}: answered more than {MAX_PROVIDER_BYTES} bytes")
             try:
                 raw = decode_json(bytes(raw))
             except SchemaError as exc:
                 if exc.code == "duplicate_key":
                     # No reading of such an answer is the product's: orjson would keep the last value.
-                    raise ProviderError(f"{self.kind} provider answered the key {exc.path} more than once") from None
-                raise ProviderError(f"{self.kind} provider did not answer JSON") from None
+                    raise ProviderError(f"{self.label}: answered the key {exc.path} more than once") from None
+                raise ProviderError(f"{self.label}: did not answer JSON") from None
         if not isinstance(raw, Mapping):
-            raise ProviderError(f"{self.kind} provider did not answer a JSON object")
+            raise ProviderError(f"{self.label}: did not answer a JSON object")
         return {str(k): v for k, v in raw.items()}
+
+
+def _describe(exc: BaseException) -> str:
+    """``ValueError: the first line of its message`` (just the type when there is no message)."""
+    said = first_line(str(exc).encode())
+    return f"{type(exc).__name__}: {said}" if said else type(exc).__name__
 
 
 def _command(argv: tuple[str, ...], timeout_s: float) -> Callable[[], bytes]:
@@ -80,7 +100,7 @@ def _command(argv: tuple[str, ...], timeout_s: float) -> Callable[[], bytes]:
         except CommandTimeoutError:
             raise TimeoutError from None
         except CommandError as exc:
-            raise ProviderError(f"command provider {exc}") from None
+            raise ProviderError(str(exc)) from None
 
     return fetch
 
@@ -91,9 +111,9 @@ def _file(path: Path) -> Callable[[], bytes]:
             # The admin may well point at a link (follow=True); a FIFO or device is refused without blocking.
             return read_regular(path, follow=True, limit=MAX_PROVIDER_BYTES + 1)
         except NotRegularFileError as exc:
-            raise ProviderError(f"file provider: {path} is not a regular file ({exc.kind})") from None
+            raise ProviderError(f"not a regular file ({exc.kind})") from None
         except OSError as exc:
-            raise ProviderError(f"file provider: cannot read {path} ({exc.strerror or type(exc).__name__})") from None
+            raise ProviderError(f"cannot read ({exc.strerror or type(exc).__name__})") from None
 
     return fetch
 
@@ -107,10 +127,10 @@ async def _get(url: str, timeout_s: float) -> bytes:
         session.get(url, allow_redirects=False, headers={"Accept-Encoding": "identity"}) as resp,
     ):
         if 300 <= resp.status < 400:
-            raise ProviderError(f"url provider answered a redirect (HTTP {resp.status}), which is never followed: "
-                                f"set usage.url to the final address")  # fmt: skip
+            raise ProviderError(f"answered a redirect (HTTP {resp.status}), which is never followed: set usage.url "
+                                f"to the final address")  # fmt: skip
         if resp.status != 200:
-            raise ProviderError(f"url provider answered HTTP {resp.status}")
+            raise ProviderError(f"answered HTTP {resp.status} {resp.reason or ''}".rstrip())
         chunks: list[bytes] = []
         size = 0
         while size <= MAX_PROVIDER_BYTES and (chunk := await resp.content.read(MAX_PROVIDER_BYTES + 1 - size)):
@@ -126,7 +146,7 @@ def _url(url: str, timeout_s: float) -> Callable[[], bytes]:
         except TimeoutError:
             raise  # before ClientError: aiohttp's ServerTimeoutError is both
         except aiohttp.ClientError as exc:
-            raise ProviderError(f"url provider unreachable: {str(exc) or type(exc).__name__}") from None
+            raise ProviderError(f"unreachable: {first_line(str(exc).encode()) or type(exc).__name__}") from None
 
     return fetch
 
@@ -141,7 +161,7 @@ class _Callable:
 
     def __call__(self) -> Mapping[str, object]:
         if self._running is not None and self._running.is_alive():
-            raise ProviderError("callable provider is still running from an earlier snapshot")
+            raise ProviderError("still running from an earlier snapshot")
         box: dict[str, object] = {}
 
         def call() -> None:
@@ -154,12 +174,13 @@ class _Callable:
         self._running.start()
         self._running.join(self._timeout_s)
         if self._running.is_alive():
-            raise ProviderError(f"callable provider timed out after {self._timeout_s:g} s")
-        if "error" in box:
-            raise ProviderError(f"callable provider failed: {type(box['error']).__name__}")
+            raise TimeoutError
+        error = box.get("error")
+        if isinstance(error, BaseException):
+            raise ProviderError(f"failed: {_describe(error)}")
         value = box.get("value")
         if not isinstance(value, Mapping):
-            raise ProviderError("callable provider did not return a mapping")
+            raise ProviderError("did not return a mapping")
         return value
 
 
@@ -171,9 +192,10 @@ def provider_from_config(
     if callable_ is not None:
         return UsageProvider("callable", _Callable(callable_, timeout_s), timeout_s=timeout_s)
     if config.usage_command is not None:
-        return UsageProvider("command", _command(config.usage_command, timeout_s), timeout_s=timeout_s)
+        return UsageProvider("command", _command(config.usage_command, timeout_s), timeout_s=timeout_s,
+                             where=config.usage_command[0])  # fmt: skip
     if config.usage_file is not None:
-        return UsageProvider("file", _file(config.usage_file), timeout_s=timeout_s)
+        return UsageProvider("file", _file(config.usage_file), timeout_s=timeout_s, where=str(config.usage_file))
     if config.usage_url is not None:
-        return UsageProvider("url", _url(config.usage_url, timeout_s), timeout_s=timeout_s)
+        return UsageProvider("url", _url(config.usage_url, timeout_s), timeout_s=timeout_s, where=config.usage_url)
     return None
