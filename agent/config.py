@@ -26,17 +26,28 @@ from schema import CATALOGUE
 
 from .errors import ConfigError
 
-__all__ = ["CONSENT_MODES", "ENV_CONFIG", "MAX_ENDPOINTS", "AgentConfig", "Endpoint", "env_name", "load_config",
-           "toml_key"]  # fmt: skip
+__all__ = ["CONSENT_MODES", "DEFAULT_CONFIG", "ENV_CONFIG", "MAX_ENDPOINTS", "AgentConfig", "Endpoint", "config_file",
+           "env_name", "load_config", "toml_key"]  # fmt: skip
 
 ENV_CONFIG: Final = "TELEMETRY_AGENT_CONFIG"
-"""Path of the TOML config file when ``--config`` is not given."""
+"""Path of the TOML config file when ``--config`` is not given (it wins over :data:`DEFAULT_CONFIG`)."""
 CONSENT_MODES: Final = ("off", "review", "auto")
 MAX_ENDPOINTS: Final = 8
 """Most collector URLs ``endpoint`` may list: a retry round tries each once, so this bounds one round's cost."""
 _TABLES: Final = ("product", "usage")
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
+
+
+def _default_config() -> Path:
+    if sys.platform == "win32":
+        return Path(os.environ.get("PROGRAMDATA", "C:\\ProgramData")) / "telemetry-agent" / "agent.toml"
+    return Path("/etc/telemetry-agent/agent.toml")
+
+
+DEFAULT_CONFIG: Final = _default_config()
+"""The config file read when neither ``--config`` nor ``TELEMETRY_AGENT_CONFIG`` names one, if it exists
+(``%PROGRAMDATA%\\telemetry-agent\\agent.toml`` on Windows)."""
 
 
 def _default_state_dir() -> Path:
@@ -324,11 +335,36 @@ def _coerce(name: str, value: Any, *, from_env: bool) -> Any:
     return Path(value).expanduser() if "Path" in kind else value
 
 
-def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> AgentConfig:
-    """Read the config file (``path``, else ``$TELEMETRY_AGENT_CONFIG``, else none) and the environment."""
+def _present(path: Path) -> bool:
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True  # there, but not for us (say, a directory only root may enter): reading it says why
+    return True
+
+
+def config_file(
+    path: Path | None = None, environ: Mapping[str, str] | None = None, *, default: Path = DEFAULT_CONFIG
+) -> Path | None:
+    """The config file that applies: ``path``, else ``$TELEMETRY_AGENT_CONFIG``, else ``default`` when it
+    exists, else None (defaults and environment variables only)."""
     env = os.environ if environ is None else environ
-    if path is None and env.get(ENV_CONFIG):
-        path = Path(env[ENV_CONFIG])
+    if path is not None:
+        return path
+    if env.get(ENV_CONFIG):
+        return Path(env[ENV_CONFIG])
+    return default if _present(default) else None
+
+
+def load_config(
+    path: Path | None = None, environ: Mapping[str, str] | None = None, *, default: Path = DEFAULT_CONFIG
+) -> AgentConfig:
+    """Read the config file (see :func:`config_file`: ``path``, else ``$TELEMETRY_AGENT_CONFIG``, else
+    :data:`DEFAULT_CONFIG` if it exists) and the environment, which wins over the file."""
+    env = os.environ if environ is None else environ
+    path = config_file(path, env, default=default)
     values: dict[str, Any] = {}
     if path is not None:
         try:

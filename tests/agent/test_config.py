@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import shlex
 from pathlib import Path
 
 import orjson
 import pytest
 
 from agent import AgentConfig, ConfigError, load_config
-from agent.cli import _parser as agent_parser
-from agent.config import env_name, toml_key
+from agent.config import config_file, env_name, toml_key
 from tests.conftest import ROOT
 
 
@@ -135,14 +133,15 @@ def test_config_every_field_and_env_var_is_documented() -> None:
     assert not missing, f"undocumented in docs/agent.md: {missing}"
 
 
-def test_admin_guide_runs_admin_commands_as_the_service_user() -> None:
-    """The admin guide shows admin commands run with `sudo -u telemetry-agent`, and each such line is accepted by
-    the real CLI (tests/docs checks the lines that start with `telemetry-agent`, not these)."""
-    guide = (ROOT / "docs" / "admin.md").read_text("utf-8")
-    lines = [line.strip() for line in guide.splitlines() if line.strip().startswith("sudo -u telemetry-agent ")]
-    assert any(line.endswith(" status") for line in lines)
-    assert "alias telemetry-agent='sudo -u telemetry-agent " in guide
-    for line in lines:
-        argv = shlex.split(line)[3:]
-        assert argv[0].endswith("/telemetry-agent"), line
-        agent_parser().parse_args(argv[1:])
+def test_config_default_file_is_read_when_none_is_named(tmp_path: Path) -> None:
+    """Without --config or TELEMETRY_AGENT_CONFIG the default file is read if it exists; either one wins over it."""
+    default = _write(tmp_path, '[product]\nname = "deployserver"\nversion = "4.2.1"\n')
+    assert config_file(None, {}, default=default) == default
+    assert load_config(None, {}, default=default).product_name == "deployserver"
+    named = tmp_path / "named.toml"
+    named.write_text('consent = "review"\n')
+    assert load_config(None, {"TELEMETRY_AGENT_CONFIG": str(named)}, default=default).product_name is None
+    assert load_config(named, {}, default=default).consent == "review"
+    missing = tmp_path / "missing" / "agent.toml"
+    assert config_file(None, {}, default=missing) is None
+    assert load_config(None, {}, default=missing).product_name is None
