@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from .config import CONSENT_MODES, ENV_CONFIG, load_config
+from .config import CONSENT_MODES, DEFAULT_CONFIG, ENV_CONFIG, config_file, load_config
 from .daemon import Daemon
 from .engine import Engine
 from .errors import (
@@ -52,7 +52,7 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, default=argparse.SUPPRESS,
-                        help="TOML config file (default: $TELEMETRY_AGENT_CONFIG, else none)")  # fmt: skip
+                        help=f"TOML config file (default: ${ENV_CONFIG}, else {DEFAULT_CONFIG} if it exists)")  # fmt: skip
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     parser = argparse.ArgumentParser(
         prog="telemetry-agent", parents=[common], description="Open, opt-in product telemetry agent."
@@ -72,10 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--show", metavar="BATCH_ID", help="print the exact bytes of that batch")
     p = sub.add_parser("export", parents=[common], help="write sealed batches as files for an air-gapped upload")
     p.add_argument("path", type=Path, metavar="PATH")
-    p = sub.add_parser("consent", parents=[common], help="show or set the consent mode")
-    p.add_argument("mode", nargs="?", choices=CONSENT_MODES)
+    p = sub.add_parser("consent", parents=[common],
+                       help="show or set the consent mode; `reset` returns to the config's mode")  # fmt: skip
+    p.add_argument("mode", nargs="?", choices=(*CONSENT_MODES, "reset"))
     sub.add_parser("remote", parents=[common], help="what the collector holds about this install")
-    sub.add_parser("forget", parents=[common], help="erase this install at the collector, then start over")
+    p = sub.add_parser("forget", parents=[common], help="erase this install at the collector, then start over")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation (for scripts)")
     return parser
 
 
@@ -100,11 +102,28 @@ def _run_daemon(engine: Engine) -> int:
     return 0
 
 
+def _confirmed(question: str) -> bool:
+    """Ask on stderr, read one line of stdin: only ``y`` or ``yes`` is a yes (end of input is a no)."""
+    sys.stderr.write(question)
+    sys.stderr.flush()
+    answer = sys.stdin.readline() if sys.stdin is not None else ""
+    return answer.strip().lower() in ("y", "yes")
+
+
 def _dispatch(args: argparse.Namespace, engine: Engine) -> int:
     as_json = getattr(args, "json", False)
     cmd = args.command
     if cmd == "run":
         return _run_daemon(engine)
+    if cmd == "forget" and not args.yes:
+        engine.check_install_requests()
+        with engine.state.lock():
+            install_id = engine.install_id()
+        # Asked without holding the state dir, so a daemon is not kept waiting while the admin reads.
+        if not _confirmed(f"Erase everything the collector holds about install {install_id}, clear the local outbox "
+                          f"and history, and start over with a new install id? [y/N] "):  # fmt: skip
+            print("telemetry-agent: nothing erased (not confirmed; add --yes to skip the question)", file=sys.stderr)
+            return 1
     with engine.state.lock():
         if cmd == "preview":
             items = engine.preview()
@@ -122,7 +141,9 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> int:
             if as_json:
                 _out_json({"taken_at": result.taken_at, "stored": result.stored, "metrics": result.metrics,
                            "dropped": [{"reason": r, "key": k} for r, k in result.dropped],
-                           "problems": result.problems})  # fmt: skip
+                           "problems": result.problems, "provider": result.provider,
+                           "provider_error": result.provider_error, "replaced": result.replaced,
+                           "kept": result.kept})  # fmt: skip
             else:
                 _out(render_collect(result))
             return 0
@@ -151,7 +172,7 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> int:
             return 0 if report.ok else 1
         if cmd == "status":
             status = engine.status()
-            _out_json(status) if as_json else _out(render_status(status))
+            _out_json(status.to_json()) if as_json else _out(render_status(status))
             return 0
         if cmd == "history":
             if args.show:
@@ -175,15 +196,19 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> int:
                 _out("No sealed batch to export.")
             return 0
         if cmd == "consent":
-            if args.mode is not None:
+            if args.mode == "reset":
+                engine.reset_consent()
+            elif args.mode is not None:
                 engine.set_consent(args.mode)
             mode, source = engine.consent()
             if as_json:
                 _out_json({"consent": mode, "source": source})
             else:
                 _out(f"Consent: {mode} (from {source}).")
-                if args.mode is not None and mode != args.mode:
+                if args.mode not in (None, "reset") and mode != args.mode:
                     _out(f"Stored {args.mode}, but {source} forces {mode}.")
+                elif source == "consent command":
+                    _out(f"`telemetry-agent consent reset` returns to the config's {engine.config.consent}.")
             return 0
         if cmd == "remote":
             _out_json(asyncio.run(engine.remote()))
@@ -218,13 +243,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="telemetry-agent: %(message)s", stream=sys.stderr)
+    path: Path | None = None
     try:
-        config = load_config(getattr(args, "config", None))
-        engine = Engine(config)
+        path = config_file(getattr(args, "config", None))
+        config = load_config(path)
+        engine = Engine(config, config_file=path)
         return _dispatch(args, engine)
     except AgentError as exc:
         label, code = next((v for cls, v in _EXIT.items() if isinstance(exc, cls)), ("error", 2))
         message = str(exc)
+        if isinstance(exc, ConfigError) and path is None and exc.message.startswith("not set"):
+            # The usual cause: the command was typed without the config the service uses.
+            message += (f" (no config file was read: there is no {DEFAULT_CONFIG}; give --config PATH or set "
+                        f"{ENV_CONFIG})")  # fmt: skip
         if isinstance(exc, StateAccessError) and exc.owner is not None:
             message = f"{exc.problem}: run the command as that user: `{_run_as(exc.owner, args, argv)}`"
         print(f"telemetry-agent: {label}: {message}", file=sys.stderr)

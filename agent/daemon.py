@@ -1,6 +1,7 @@
 """The daemon loop behind `telemetry-agent run` and the embedded :class:`~agent.Agent`.
 
-Every ``snapshot_interval_s`` a snapshot, every ``batch_period_s`` a seal, and the send at a random
+A snapshot at start (unless this hour has one already: a restart does not churn), then every
+``snapshot_interval_s`` a snapshot, every ``batch_period_s`` a seal, and the send at a random
 moment within ``send_window_s`` after it, so a fleet sealing at the same hour does not stampede the
 collector. The schedule lives in ``schedule.json`` and survives restarts. With consent off the loop
 reads nothing and opens no connection; it only keeps the schedule moving and re-reads consent.
@@ -14,8 +15,10 @@ import threading
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from schema import format_hour
+
 from .engine import Engine
-from .errors import ConfigError, StateIOError, StateLockedError
+from .errors import StateIOError, StateLockedError
 
 __all__ = ["Daemon"]
 
@@ -50,18 +53,12 @@ class Daemon:
     def run(self) -> None:
         """Hold the daemon lock and loop; returns once ``stop`` is set."""
         state = self.engine.state
-        cfg = self.engine.config
         # Fail at start, not at the first seal hours later.
-        if cfg.product_name is None or cfg.product_version is None:
-            raise ConfigError("product.name" if cfg.product_name is None else "product.version", "required by run")
+        self.engine.require_product("run")
         with state.daemon_lock():
             log.info("telemetry agent running (state dir %s)", state.root)
             with state.lock():
-                if self.engine.consent()[0] != "off":
-                    try:
-                        self.engine.prime_cpu()
-                    except StateIOError as exc:  # costs the first snapshot its CPU usage, nothing more
-                        log.warning("%s; the first snapshot goes without CPU usage", exc)
+                self._start()
             while not self.stop.is_set():
                 try:
                     wait_s = self.tick()
@@ -77,6 +74,35 @@ class Daemon:
                 if self.engine.clock.wait(min(wait_s, self._max_wait_s), self.stop):
                     break
             log.info("telemetry agent stopped")
+
+    def _start(self) -> None:
+        """Say what consent allows, and take the first snapshot now, so whoever set the agent up (an admin, a
+        vendor trying an embedded provider) sees a result at once rather than after ``snapshot_interval_s``."""
+        engine = self.engine
+        mode, source = engine.consent()
+        if mode == "off":
+            log.info("consent is off (from %s): nothing is read or sent; `telemetry-agent consent review` opts in",
+                     source)  # fmt: skip
+            return
+        if engine.provider is None:
+            log.info("no usage provider configured ([usage] command, file or url): snapshots carry no usage counts")
+        try:
+            snaps = engine.state.read("open.json", {}).get("snapshots") or []
+            if snaps and snaps[-1].get("taken_at") == format_hour(engine.clock.now()):
+                # A restart within the hour: that hour has its snapshot; keep the CPU sample fresh for the next.
+                engine.prime_cpu()
+            else:
+                # Without a recent CPU sample this one has no CPU usage (there is no interval to average
+                # over yet); it stores the sample the next snapshot averages against.
+                self._snapshot()
+        except StateIOError as exc:
+            log.warning("%s; the first snapshot waits for its schedule", exc)
+
+    def _snapshot(self) -> None:
+        result = self.engine.collect()
+        log.info("snapshot %s: %d metrics, %d dropped", result.taken_at, len(result.metrics), len(result.dropped))
+        for problem in result.problems:
+            log.warning("snapshot: %s", problem)
 
     def _schedule(self, now: datetime) -> dict[str, datetime | None]:
         saved: dict[str, Any] = self.engine.state.read("schedule.json", {})
@@ -102,11 +128,7 @@ class Daemon:
             assert seal_at is not None
             if now >= snap_at:
                 if mode != "off":
-                    result = engine.collect()
-                    log.info("snapshot %s: %d metrics, %d dropped", result.taken_at, len(result.metrics),
-                             len(result.dropped))  # fmt: skip
-                    for problem in result.problems:
-                        log.warning("snapshot: %s", problem)
+                    self._snapshot()
                 sched["next_snapshot_at"] = _advance(snap_at, cfg.snapshot_interval_s, now)
             if now >= seal_at:
                 if mode != "off" and (batch_id := engine.seal()) is not None:

@@ -35,9 +35,10 @@ from .config import CONSENT_MODES, AgentConfig, Endpoint
 from .errors import AgentError, ConfigError, StateError, StateIOError
 from .files import atomic_write
 from .probes import HostAccess, default_host, provider_from_config
-from .snapshot import CollectResult, SnapshotReader
+from .snapshot import CollectResult, SnapshotReader, stamp
 from .state import EndpointChoice, StateDir
-from .transport import Attempt, Transport, starting_endpoint
+from .status import Status, read_status
+from .transport import Attempt, Transport
 
 __all__ = ["CollectResult", "Engine", "SendReport"]
 
@@ -71,8 +72,11 @@ class Engine:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         lock_wait_s: float = 10.0,
+        config_file: Path | None = None,
     ) -> None:
         self.config = config
+        self.config_file = config_file
+        """The config file ``config`` was read from (None: defaults and environment only), for ``status``."""
         self.clock = clock if clock is not None else Clock.from_env()
         self.state = StateDir(config.state_dir, lock_wait_s=lock_wait_s)
         self.host = host if host is not None else default_host(self.clock.now)
@@ -102,8 +106,12 @@ class Engine:
             raise ConfigError("consent", "must be off, review or auto")
         self.state.write("consent.json", {"mode": mode, "set_at": self._stamp()})
 
+    def reset_consent(self) -> None:
+        """Forget the admin's stored choice: the config's (or ``TELEMETRY_CONSENT``'s) mode applies again."""
+        self.state.remove("consent.json")
+
     def _stamp(self) -> str:
-        return self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        return stamp(self.clock.now())
 
     # -- collecting ------------------------------------------------------------------------------
 
@@ -121,8 +129,21 @@ class Engine:
             opened = {"batch_id": str(uuid.uuid4()), "snapshots": []}
         return opened
 
+    def require_product(self, command: str) -> None:
+        """Raise :class:`ConfigError` when ``[product]`` is incomplete: no batch could ever hold a snapshot then."""
+        for key, value in (("product.name", self.config.product_name),
+                           ("product.version", self.config.product_version)):  # fmt: skip
+            if value is None:
+                raise ConfigError(key, f"not set; {command} needs the product's name and version ([product] table)")
+
     def collect(self) -> CollectResult:
-        """Take a snapshot now into the open batch (a second one in the same hour replaces the first)."""
+        """Take a snapshot now into the open batch.
+
+        One snapshot per hour is kept: a second one in the same hour replaces the first, but keeps the
+        earlier values of metrics this reading lacks (a provider that failed this time, say), unless they
+        are disabled now. ``result.replaced`` and ``result.kept`` say so.
+        """
+        self.require_product("collect")
         result = self.read_metrics()
         self.state.count_drops(result.dropped)
         opened = self._open()
@@ -134,6 +155,13 @@ class Engine:
             result.problems.append("clock is behind the last snapshot; snapshot skipped")
             return result
         if snaps and snaps[-1]["taken_at"] == result.taken_at:
+            earlier: dict[str, Any] = snaps[-1]["metrics"]
+            disabled = set(self.config.disabled_metrics)
+            # An earlier value of the same hour is still true of that hour; a failing provider must not
+            # overwrite good counts with nothing.
+            result.kept = sorted(k for k in earlier if k not in result.metrics and k not in disabled)
+            result.metrics.update({k: earlier[k] for k in result.kept})
+            result.replaced = True
             snaps[-1] = {"taken_at": result.taken_at, "metrics": result.metrics}
         else:
             if len(snaps) >= MAX_SNAPSHOTS:
@@ -149,7 +177,7 @@ class Engine:
     def _batch(self, opened: dict[str, Any]) -> bytes:
         if self.config.product_name is None or self.config.product_version is None:
             missing = "product.name" if self.config.product_name is None else "product.version"
-            raise ConfigError(missing, "required to build a batch")
+            raise ConfigError(missing, "not set; needed to build a batch ([product] table)")
         snaps = tuple(Snapshot(taken_at=s["taken_at"], metrics=s["metrics"]) for s in opened["snapshots"])
         created_at = max(format_hour(self.clock.now()), snaps[-1].taken_at)
         batch = Batch(
@@ -204,8 +232,8 @@ class Engine:
 
     # -- sending ---------------------------------------------------------------------------------
 
-    def _record(self, batch_id: str, data: bytes, attempt: Attempt) -> None:
-        entry = {
+    def _record(self, batch_id: str, data: bytes, attempt: Attempt, *, exported_to: str | None = None) -> None:
+        entry: dict[str, Any] = {
             "at": attempt.at,
             "batch_id": batch_id,
             "sha256": hashlib.sha256(data).hexdigest(),
@@ -216,6 +244,8 @@ class Engine:
             "wait_s": None if attempt.wait_s is None else round(attempt.wait_s, 3),
             "endpoint": attempt.endpoint,
         }
+        if exported_to is not None:
+            entry["exported_to"] = exported_to  # a local path: history is for the admin, never sent
         self.state.record(entry, max_entries=self.config.max_history_entries)
 
     def sendable(self) -> list[str]:
@@ -274,47 +304,16 @@ class Engine:
 
     # -- admin views -----------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        """Mode, identity, outbox, last attempt, schedule and counters (no metric values).
-
-        On a full or read-only state dir it shows what it can read: without a secret yet, no install id.
-        """
-        mode, source = self.consent()
-        try:
-            install_id: str | None = self.install_id()
-        except StateIOError as exc:
-            install_id, problems = None, [f"no install id yet: {exc}"]
-        else:
-            problems = []
-        outbox = self.state.outbox()
-        approved = self.state.approvals()
-        history = self.state.history()
-        opened = self.state.read("open.json", {})
-        endpoints = self.config.endpoints
-        choice = self.state.endpoint_choice()
-        current = starting_endpoint(endpoints, None if choice is None else choice.key)
-        return {
-            "consent": mode,
-            "consent_source": source,
-            "install_id": install_id,
-            "problems": problems,
-            "endpoint": endpoints[current].url if endpoints else None,
-            "endpoints": [{"url": e.url, "label": e.label, "current": n == current} for n, e in enumerate(endpoints)],
-            "state_dir": str(self.state.root),
-            "outbox": {
-                "batches": len(outbox),
-                "approved": sum(e.batch_id in approved for e in outbox),
-                "max_batches": self.config.max_outbox_batches,
-            },
-            "open_batch": {"batch_id": opened.get("batch_id"), "snapshots": len(opened.get("snapshots", []))},
-            "rejected": [{"batch_id": b, **err} for b, err in self.state.rejected()],
-            "last_attempt": history[-1] if history else None,
-            "schedule": self.state.read("schedule.json", {}),
-            "counters": self.state.read("counters.json", {}),
-        }
+    def status(self) -> Status:
+        """Mode, identity, outbox, last attempt, what happens next and when, and counters (no metric values)."""
+        return read_status(self)
 
     def export(self, target: Path) -> list[Path]:
-        """Write each sealed batch as ``<batch_id>.json`` (exact bytes) for an air-gapped upload."""
+        """Write each sealed batch as ``<batch_id>.json`` (exact bytes) for an air-gapped upload.
+
+        Each one written leaves the outbox (history records it as ``exported``), so the next export writes
+        only batches sealed since.
+        """
         try:
             target.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -326,13 +325,22 @@ class Engine:
                 atomic_write(path, entry.data, mode=0o644)
             except OSError as exc:  # the admin's target (a USB stick, say) is full or read-only: exit 1
                 raise StateIOError(f"{path}: cannot write ({exc.strerror or exc})") from None
-            self._record(entry.batch_id, entry.data, Attempt(at=self._stamp(), status=None, outcome="exported"))
+            # Carried over by hand from now on: out of the outbox (so not exported again, nor sent, nor
+            # dropped as the oldest when it fills up), its bytes kept in sent/ while the history names them.
+            self.state.mark_sent(entry)
+            self._record(entry.batch_id, entry.data, Attempt(at=self._stamp(), status=None, outcome="exported"),
+                         exported_to=str(target))  # fmt: skip
             written.append(path)
         return written
 
     async def remote(self) -> dict[str, Any]:
         """What the collector holds about this install (proven by the secret)."""
         return await self._transport().install_request("GET", self.install_id(), self.state.secret())
+
+    def check_install_requests(self) -> None:
+        """Raise :class:`ConfigError` now if `remote`/`forget` could not be sent (no endpoint, or plain HTTP to
+        another machine), so `forget` does not ask for a confirmation it cannot act on."""
+        self._transport().refuse_cleartext()
 
     async def forget(self) -> dict[str, Any]:
         """Ask the collector to erase this install; on success start over with a new secret and id."""

@@ -9,7 +9,9 @@ import orjson
 
 from schema import CATALOGUE
 
+from .config import DEFAULT_CONFIG
 from .engine import CollectResult, SendReport
+from .status import EndpointLine, Status
 
 __all__ = ["render_collect", "render_history", "render_preview", "render_send", "render_status"]
 
@@ -64,12 +66,21 @@ def render_preview(items: list[dict[str, Any]], *, explain: bool, as_json: bool,
 
 
 def render_collect(result: CollectResult) -> str:
-    """One snapshot's summary: what went in, what was dropped and why (never a dropped value)."""
+    """One snapshot's summary: what went in, what was dropped and why (never a dropped value), what it replaced,
+    and what became of the usage provider."""
     if not result.stored:
         return f"Snapshot {result.taken_at} skipped."
     lines = [f"Snapshot {result.taken_at}: {len(result.metrics)} metrics ({', '.join(sorted(result.metrics))})."]
+    if result.replaced:
+        kept = f"; kept from that one what this reading lacks: {', '.join(result.kept)}" if result.kept else ""
+        lines.append(f"It replaced the snapshot taken earlier in this hour (one per hour is kept){kept}.")
     if result.dropped:
         lines.append(f"Dropped {len(result.dropped)} key(s): " + ", ".join(f"{k} ({r})" for r, k in result.dropped))
+    if result.provider is None:
+        lines.append("No usage provider is configured ([usage] command, file or url), so no usage counts were "
+                     "taken; an embedded product's callable is asked only by its own agent.")  # fmt: skip
+    elif result.provider_error is not None:
+        lines.append(f"Usage provider failed, so this reading has no usage counts: {result.provider_error}")
     return "\n".join(lines)
 
 
@@ -98,18 +109,66 @@ def _drops(counters: dict[str, Any]) -> str:
     return "; ".join(parts) or "none"
 
 
-def _endpoint_lines(endpoints: list[dict[str, Any]]) -> list[str]:
+def _endpoint_lines(endpoints: tuple[EndpointLine, ...]) -> list[str]:
     if len(endpoints) <= 1:
-        return [f"endpoint:         {endpoints[0]['url'] if endpoints else '(not set)'}"]
+        return [f"endpoint:         {endpoints[0].url if endpoints else '(not set)'}"]
     # Named like the config errors name them, so `endpoint[1]` means the same thing everywhere.
-    return [
-        f"{f'endpoint[{n}]:':<18}{e['url']}" + (" (current)" if e["current"] else "") for n, e in enumerate(endpoints)
-    ]
+    return [f"{f'endpoint[{n}]:':<18}{e.url}" + (" (current)" if e.current else "") for n, e in enumerate(endpoints)]
 
 
-def render_status(s: dict[str, Any]) -> str:
-    """The admin's overview."""
-    last = s["last_attempt"]
+def _consent_line(s: Status) -> str:
+    if s.consent_source == "consent command":
+        how = (f"set at {s.consent_set_at}; " if s.consent_set_at else "") + (
+            f"`telemetry-agent consent reset` returns to the config's {s.config_consent}"
+        )
+    elif s.consent_source == "config":
+        how = "change it with `telemetry-agent consent off|review|auto`"
+    else:
+        how = "unset them to let the config or `telemetry-agent consent` decide"
+    return f"consent:          {s.consent} (from {s.consent_source}; {how})"
+
+
+def _daemon_lines(s: Status) -> list[str]:
+    if not s.daemon_running:
+        return ["daemon:           not running: nothing is collected or sent on schedule until "
+                "`telemetry-agent run` (the service) runs"]  # fmt: skip
+    pid = f"pid {s.daemon_pid}" if s.daemon_pid else "pid unknown"
+    if s.consent == "off":
+        return [f"daemon:           running ({pid}); consent is off, so it reads and sends nothing"]
+    n = s.next
+    lines = [f"daemon:           running ({pid})"]
+    if n.snapshot_at:
+        lines.append(f"next snapshot:    {n.snapshot_at}")
+    if n.seal_at:
+        lines.append(f"next seal:        {n.seal_at}")
+    send = {
+        "scheduled": f"{n.send_at}",
+        "pending": "within a minute (batches may go; the daemon picks the moment)",
+        "after_seal": "after the next seal, within send_window_s",
+        "after_approval": "once you approve a batch" if s.waiting_approval else "after the next seal, once you "
+                          "approve its batch",
+    }  # fmt: skip
+    if n.send is not None:
+        lines.append(f"next send:        {send[n.send]}")
+    return lines
+
+
+def _provider_lines(s: Status) -> list[str]:
+    r = s.provider_record
+    if s.provider is not None:
+        what = s.provider + (f" (last answered {r.last_ok_at})" if r.last_ok_at else "")
+    elif r.kind == "callable":
+        what = "callable (embedded in the product)" + (f", last answered {r.last_ok_at}" if r.last_ok_at else "")
+    else:
+        what = "none configured: snapshots carry no usage counts (set [usage] command, file or url)"
+    failures = s.counters.get("provider_failures", 0)
+    errors = f"{failures}" + (f", the last at {r.last_error_at}: {r.last_error}" if r.last_error else "")
+    return [f"usage provider:   {what}", f"provider errors:  {errors}"]
+
+
+def render_status(s: Status) -> str:
+    """The admin's overview: settings in force, what waits, what happens next and when."""
+    last = s.last_attempt
     if last:
         status = f"HTTP {last['status']}" if last.get("status") else "no answer"
         if last.get("endpoint"):
@@ -119,30 +178,35 @@ def render_status(s: dict[str, Any]) -> str:
             last_text += f" {last['error'].get('code', '')}: {last['error'].get('message', '')}"
     else:
         last_text = "never"
-    c = s["counters"]
+    c = s.counters
+    config = s.config_file or f"none (no --config, no TELEMETRY_AGENT_CONFIG, no {DEFAULT_CONFIG}): defaults and " \
+                              f"TELEMETRY_* variables apply"  # fmt: skip
     lines = [
-        f"consent:          {s['consent']} (from {s['consent_source']})",
-        f"install id:       {s['install_id'] or '(none yet)'}",
-        *_endpoint_lines(s["endpoints"]),
-        f"state dir:        {s['state_dir']}",
-        f"outbox:           {s['outbox']['batches']} sealed batch(es) waiting ({s['outbox']['approved']} approved; "
-        f"limit {s['outbox']['max_batches']})",
-        f"open batch:       {s['open_batch']['snapshots']} snapshot(s)",
+        f"config:           {config}",
+        _consent_line(s),
+        f"install id:       {s.install_id or '(none yet)'}",
+        *_endpoint_lines(s.endpoints),
+        f"state dir:        {s.state_dir}",
+        *_daemon_lines(s),
+        f"outbox:           {s.outbox_batches} sealed batch(es) waiting ({s.outbox_approved} approved; "
+        f"limit {s.max_outbox_batches})",
+    ]
+    if s.waiting_approval:
+        lines.append(f"approval:         {s.waiting_approval} batch(es) wait for your approval: "
+                     f"`telemetry-agent preview`, then `telemetry-agent approve --all` (or BATCH_ID)")  # fmt: skip
+    lines += [
+        f"open batch:       {s.open_snapshots} snapshot(s)",
         f"last attempt:     {last_text}",
     ]
-    for r in s["rejected"]:
+    for r in s.rejected:
         lines.append(f"rejected:         {r['batch_id']} HTTP {r.get('status')} {r.get('code', '')}: "
                      f"{r.get('message', '')}" + (f" at {r['path']}" if r.get("path") else ""))  # fmt: skip
-    for key, label in (("next_snapshot_at", "next snapshot"), ("next_seal_at", "next seal"),
-                       ("next_send_at", "next send")):  # fmt: skip
-        if s["schedule"].get(key):
-            lines.append(f"{label + ':':<18}{s['schedule'][key]}")
     lines += [
+        *_provider_lines(s),
         f"dropped keys:     {_drops(c)}",
         f"dropped batches:  {c.get('dropped_batches', 0)} (outbox full)",
         f"quarantined:      {c.get('quarantined', 0)} corrupt outbox file(s)",
-        f"provider errors:  {c.get('provider_failures', 0)}",
-        *(f"problem:          {p}" for p in s.get("problems", [])),
+        *(f"problem:          {p}" for p in s.problems),
     ]
     return "\n".join(lines)
 
@@ -157,6 +221,8 @@ def render_history(history: list[dict[str, Any]]) -> str:
     for h in history:
         err = h.get("error") or {}
         extra = f" {err.get('code', '')}: {err.get('message', '')}" if err else ""
+        if h.get("exported_to"):
+            extra += f" to {h['exported_to']} (carried by hand; left the outbox)"
         lines.append(f"{h['at']:<20} {h['batch_id']:<36} {h['sha256'][:12]:<12} {h['bytes']:>6} "
                      f"{h.get('endpoint') or '-':<{width}} {h['status'] or '-':>4} {h['outcome']}{extra}")  # fmt: skip
     return "\n".join(lines)

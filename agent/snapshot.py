@@ -8,18 +8,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from schema import format_hour
 
 from .clock import Clock
 from .config import AgentConfig
-from .errors import ProbeUnavailableError
+from .errors import ProbeUnavailableError, StateError
 from .policy import Admitted, admit
 from .probes import CpuCoresProbe, CpuUsageProbe, DiskProbe, HostAccess, MemoryProbe, OsProbe, Probe, UsageProvider
 from .probes.usage import ProviderError
 from .state import StateDir
 
-__all__ = ["CollectResult", "SnapshotReader"]
+__all__ = ["CollectResult", "ProviderRecord", "SnapshotReader", "stamp"]
+
+
+def stamp(moment: datetime) -> str:
+    """A time as every agent output writes it: UTC, whole seconds, ``Z`` (``2026-11-28T10:05:00Z``)."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(slots=True, kw_only=True)
@@ -31,6 +37,42 @@ class CollectResult:
     dropped: list[tuple[str, str]]
     problems: list[str] = field(default_factory=list)
     stored: bool = True
+    provider: str | None = None
+    """The usage provider's label (kind and where), or None when none is configured."""
+    provider_error: str | None = None
+    """Why the usage provider gave nothing this time (None when it answered or there is none)."""
+    replaced: bool = False
+    """Whether this snapshot replaced an earlier one of the same hour (one per hour is kept)."""
+    kept: list[str] = field(default_factory=list)
+    """Metrics of that earlier snapshot kept because this reading lacks them (e.g. the provider failed)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderRecord:
+    """The usage provider's last outcomes (``provider.json``), for ``status``; local only, never sent."""
+
+    kind: str | None = None
+    """``command``, ``file``, ``url`` or ``callable``: the provider the last snapshot asked."""
+    last_ok_at: str | None = None
+    last_error_at: str | None = None
+    last_error: str | None = None
+    """The reason, naming the provider (its program, file or URL) and, for a command, its first stderr line."""
+
+    @classmethod
+    def from_json(cls, saved: dict[str, Any]) -> ProviderRecord:
+        """The record from ``provider.json``'s content (fields missing or of the wrong type read as None)."""
+
+        def text(key: str) -> str | None:
+            value = saved.get(key)
+            return value if isinstance(value, str) else None
+
+        return cls(kind=text("kind"), last_ok_at=text("last_ok_at"), last_error_at=text("last_error_at"),
+                   last_error=text("last_error"))  # fmt: skip
+
+    def to_json(self) -> dict[str, str | None]:
+        """The content of ``provider.json``."""
+        return {"kind": self.kind, "last_ok_at": self.last_ok_at, "last_error_at": self.last_error_at,
+                "last_error": self.last_error}  # fmt: skip
 
 
 class SnapshotReader:
@@ -75,6 +117,13 @@ class SnapshotReader:
         ]
         return probes, cpu
 
+    def _provider_record(self) -> ProviderRecord:
+        # Only a hint for `status`: a corrupt record is started afresh rather than stopping the snapshot.
+        try:
+            return ProviderRecord.from_json(self.state.read("provider.json", {}))
+        except StateError:
+            return ProviderRecord()
+
     def read(self) -> CollectResult:
         """Read every probe and the usage provider through the policy gate (stores only the CPU sample)."""
         now = self.clock.now()
@@ -90,12 +139,21 @@ class SnapshotReader:
                 problems.append(f"probe {probe.name} failed: {type(exc).__name__}")
         if cpu.sample is not None:
             self.state.write("cpu.json", {"at": now.isoformat(), "times": cpu.sample})
+        result = CollectResult(taken_at=format_hour(now), metrics=admitted.metrics, dropped=admitted.dropped,
+                               problems=problems)  # fmt: skip
         if self.provider is not None:
+            result.provider = self.provider.label
+            record = self._provider_record()
             try:
                 admit(self.provider.collect(), disabled=disabled, from_provider=True, into=admitted)
             except ProviderError as exc:
+                result.provider_error = str(exc)
                 problems.append(str(exc))
                 self.state.count("provider_failures")
-        return CollectResult(
-            taken_at=format_hour(now), metrics=admitted.metrics, dropped=admitted.dropped, problems=problems
-        )
+                record = ProviderRecord(kind=self.provider.kind, last_ok_at=record.last_ok_at,
+                                        last_error_at=stamp(now), last_error=str(exc))  # fmt: skip
+            else:
+                record = ProviderRecord(kind=self.provider.kind, last_ok_at=stamp(now),
+                                        last_error_at=record.last_error_at, last_error=record.last_error)  # fmt: skip
+            self.state.write("provider.json", record.to_json())
+        return result

@@ -14,13 +14,14 @@ Layout (all JSON unless noted; every write is atomic: temp file, fsync, rename, 
       cpu.json                  the previous CPU times sample (for usage over the interval)
       outbox/NNNNNNNNNN-ID.json sealed batches, the exact bytes to send, oldest first
       rejected/ID.json          batches the collector refused for good, plus ID.error.json
-      sent/ID.json              bytes of delivered batches still referenced by the history
+      sent/ID.json              bytes of delivered or exported batches still referenced by the history
       quarantine/               outbox files that failed to parse
       approvals.json            batch ids approved in review mode
       history.json              the last `max_history_entries` delivery attempts
       schedule.json             next snapshot, seal and send times
       endpoint.json             the collector endpoint that last answered: where requests start
       counters.json             what was dropped, by reason
+      provider.json             the usage provider's last success and last error (local only, never sent)
 """
 
 from __future__ import annotations
@@ -41,7 +42,17 @@ import orjson
 from schema import SchemaError, new_secret, parse_batch
 
 from .errors import StateError, StateIOError
-from .files import FileLock, NotRegularFileError, atomic_write, fsync_dir, make_private_dir, read_regular, state_errors
+from .files import (
+    FileLock,
+    NotRegularFileError,
+    atomic_write,
+    fsync_dir,
+    lock_file,
+    make_private_dir,
+    open_lock,
+    read_regular,
+    state_errors,
+)
 
 __all__ = ["EndpointChoice", "OutboxEntry", "StateDir"]
 
@@ -49,6 +60,9 @@ _OUTBOX_NAME: Final = re.compile(r"(?P<seq>[0-9]{10})-(?P<id>[0-9a-f-]{36})\.jso
 _SECRET: Final = re.compile(r"[0-9a-f]{64}")
 _MAX_KEYS_PER_REASON: Final = 32  # bounds counters.json however many odd keys a provider invents
 _SUBDIRS: Final = ("outbox", "rejected", "sent", "quarantine")
+# A second daemon waits this long for the daemon lock before it gives up: long enough that a `status`
+# probing the lock at that very moment (it holds it for microseconds) does not stop a starting daemon.
+_DAEMON_LOCK_WAIT_S: Final = 2.0
 log = logging.getLogger("agent")
 
 
@@ -96,11 +110,31 @@ class StateDir:
     @contextlib.contextmanager
     def daemon_lock(self) -> Iterator[None]:
         """Hold the daemon lock: only one `run` (or embedded agent) per state directory."""
-        self._daemon.acquire(0.0)
+        self._daemon.acquire(_DAEMON_LOCK_WAIT_S)
         try:
             yield
         finally:
             self._daemon.release()
+
+    def daemon_pid(self) -> int | None:
+        """The pid of the daemon (`run` or an embedded agent) holding this state dir, 0 when one holds it but
+        its pid is unknown, None when none runs. Probes the lock without waiting."""
+        path = self.root / "daemon.lock"
+        with state_errors(path, "open the lock file", root=self.root):
+            try:
+                fd, _ = open_lock(path)
+            except OSError as exc:
+                if exc.errno == errno.EROFS:
+                    return None  # a read-only state dir without the lock file: no daemon ever ran here
+                raise
+            try:
+                if lock_file(fd):
+                    return None  # closing the file below drops the lock again
+                os.lseek(fd, 0, os.SEEK_SET)
+                text = os.read(fd, 16).decode("ascii", "replace").strip()
+            finally:
+                os.close(fd)
+        return int(text) if text.isdigit() else 0
 
     # -- JSON files ------------------------------------------------------------------------------
 
@@ -256,7 +290,8 @@ class StateDir:
         return dropped
 
     def mark_sent(self, entry: OutboxEntry) -> None:
-        """Move a delivered batch's bytes to ``sent/`` (kept while the history refers to it)."""
+        """Move a delivered (or exported: carried over by hand) batch's bytes out of the outbox to ``sent/``,
+        where they stay while the history refers to them."""
         self._move(entry, "sent")
         self.forget_approvals([entry.batch_id])
 
@@ -328,5 +363,5 @@ class StateDir:
         for sub in ("outbox", "rejected", "sent"):
             for path in (self.root / sub).iterdir():
                 self.remove(f"{sub}/{path.name}")
-        for name in ("open.json", "approvals.json", "history.json", "cpu.json", "counters.json"):
+        for name in ("open.json", "approvals.json", "history.json", "cpu.json", "counters.json", "provider.json"):
             self.remove(name)

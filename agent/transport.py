@@ -254,6 +254,15 @@ class Transport:
                         await self._sleep(wait)
         return result
 
+    def refuse_cleartext(self) -> None:
+        """Raise :class:`ConfigError` naming the first endpoint the install secret must not travel to."""
+        for endpoint in self._endpoints:
+            # The secret proves ownership of the install's data: it must not be readable on the way. Checked
+            # for every endpoint before the first request, as failover could reach any of them.
+            if endpoint.cleartext:
+                raise ConfigError(endpoint.name, "is plain http:// to another machine; the install secret is sent "
+                                  "only over https:// (or to this machine: 127.0.0.1, ::1, localhost)")  # fmt: skip
+
     async def install_request(self, method: str, install_id: str, secret: str) -> dict[str, Any]:
         """GET or DELETE ``/v1/installs/ID`` proven by the secret; the JSON answer, or :class:`SendError`.
 
@@ -262,12 +271,7 @@ class Transport:
         final 4xx (e.g. 401) or an answer that is not a JSON object ends the request.
         Refused (:class:`ConfigError`, before any request) when an endpoint is plain HTTP off this machine.
         """
-        for endpoint in self._endpoints:
-            # The secret proves ownership of the install's data: it must not be readable on the way. Checked
-            # for every endpoint before the first request, as failover could reach any of them.
-            if endpoint.cleartext:
-                raise ConfigError(endpoint.name, "is plain http:// to another machine; the install secret is sent "
-                                  "only over https:// (or to this machine: 127.0.0.1, ::1, localhost)")  # fmt: skip
+        self.refuse_cleartext()
         failure: SendError | None = None
         tried: list[str] = []
         async with self._session() as session:

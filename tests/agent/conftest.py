@@ -232,14 +232,15 @@ class Result:
 
 
 async def cli(home: AgentHome, *args: str, now: str = START, env: dict[str, str] | None = None,
-              prelude: str = "") -> Result:  # fmt: skip
-    """Run `python -m agent ARGS` in a subprocess while the test's event loop keeps serving."""
+              prelude: str = "", stdin: bytes | None = None) -> Result:  # fmt: skip
+    """Run `python -m agent ARGS` in a subprocess while the test's event loop keeps serving (``stdin``: what
+    the user types; else stdin is empty)."""
     code = f"import sys\n{prelude}\nfrom agent.cli import main\nsys.exit(main(sys.argv[1:]))"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, *args, env={**home.env(now), **(env or {})},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    out, err = await asyncio.wait_for(proc.communicate(stdin or b""), 60)
     assert proc.returncode is not None
     return Result(proc.returncode, out, err.decode())
 

@@ -180,7 +180,8 @@ async def test_cli_off_mode_opens_no_connection(home: AgentHome, collector: Fake
 
 
 async def test_cli_run_daemon_collects_seals_and_sends(home: AgentHome, collector: FakeCollector) -> None:
-    """`run` on a fast fake clock snapshots hourly, seals, sends within the window, and stops on SIGTERM."""
+    """`run` on a fast fake clock snapshots at start and hourly, seals, sends within the window, and stops on
+    SIGTERM; the start snapshot has no CPU usage yet (nothing to average over), the next ones do."""
     home.write_config(endpoint=collector.url, snapshot_interval_s=3600, batch_period_s=3 * 3600, send_window_s=600)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "agent", "run", env=home.env(TELEMETRY_AGENT_FAKE_SPEED="7200"),
@@ -191,8 +192,10 @@ async def test_cli_run_daemon_collects_seals_and_sends(home: AgentHome, collecto
     _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 0, err
     batch = parse_batch(collector.bodies[0])
-    assert 2 <= len(batch.snapshots) <= 3
-    assert "host.cpu.usage_pct" in batch.snapshots[0].metrics
+    assert 3 <= len(batch.snapshots) <= 4
+    assert batch.snapshots[0].taken_at == "2026-11-28T10:00:00Z"  # at start, not an interval later
+    assert "host.cpu.usage_pct" not in batch.snapshots[0].metrics
+    assert "host.cpu.usage_pct" in batch.snapshots[1].metrics
     assert b"sealed batch" in err
     schedule = orjson.loads((home.state / "schedule.json").read_bytes())
     assert schedule["next_snapshot_at"] > "2026-11-28T12"
@@ -259,7 +262,7 @@ async def test_cli_secret_is_private_and_forget_starts_over(home: AgentHome, col
     remote = await cli(home, "remote")
     assert remote.code == 0, remote.err
     assert remote.json()["install_id"] == old_id
-    forget = await cli(home, "forget", "--json")
+    forget = await cli(home, "forget", "--yes", "--json")
     assert forget.code == 0, forget.err
     assert forget.json()["old_install_id"] == old_id
     status = (await cli(home, "status", "--json")).json()

@@ -226,8 +226,8 @@ async def test_failover_engine_stores_the_choice_and_status_shows_it(
     assert [h["endpoint"] for h in engine.state.history()] == [first.label, second.label]
     stored = orjson.loads((tmp_path / "state" / "endpoint.json").read_bytes())
     assert stored["key"] == config.endpoints[1].key
-    status = Engine(config).status()
+    status = Engine(config).status().to_json()
     assert status["endpoint"] == second.url
     assert [(e["url"], e["current"]) for e in status["endpoints"]] == [(first.url, False), (second.url, True)]
     (tmp_path / "state" / "endpoint.json").write_text("{torn")  # a hint only: unreadable means start at the first
-    assert Engine(config).status()["endpoint"] == first.url
+    assert Engine(config).status().to_json()["endpoint"] == first.url

@@ -81,3 +81,25 @@ def test_library_never_raises_into_the_host(tmp_path: Path, monkeypatch: pytest.
     telemetry.stop(timeout_s=5)
     assert not telemetry.running
     assert any("telemetry agent: run failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_library_takes_the_first_snapshot_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An embedded agent on the real clock (hourly snapshots) takes its first snapshot, with the callable's counts,
+    as soon as it starts, so an integrator sees a result at once rather than an hour later."""
+    monkeypatch.setenv("TELEMETRY_AGENT_FAKE_HOST", str(RECORDED / "linux-debian12.json"))
+    config = AgentConfig(consent="review", state_dir=tmp_path / "state", product_name="deployserver",
+                         product_version="4.2.1")  # fmt: skip
+    telemetry = Agent(config, usage=lambda: {"projects": 4, "deployments": 9})
+    telemetry.start()
+    opened = tmp_path / "state" / "open.json"
+    try:
+        for _ in range(100):
+            if opened.exists():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        telemetry.stop()
+    [snapshot] = orjson.loads(opened.read_bytes())["snapshots"]
+    assert (snapshot["metrics"]["usage.projects"], snapshot["metrics"]["usage.deployments"]) == (4, 9)
+    record = orjson.loads((tmp_path / "state" / "provider.json").read_bytes())
+    assert record["kind"] == "callable"

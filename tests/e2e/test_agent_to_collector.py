@@ -75,7 +75,7 @@ def test_agent_cli_delivers_and_forget_erases(tmp_path: Path) -> None:
         assert snapshot["metrics"]["os.version"] == "Debian 12"
         assert "customer_email" not in orjson.dumps(held).decode()  # the policy gate dropped it
 
-        forgotten = _agent(envs[0], "forget")
+        forgotten = _agent(envs[0], "forget", "--yes")
         assert forgotten["deleted"] == {"batches": 1, "snapshots": 1}
         assert forgotten["new_install_id"] != old_id
         after = _agent(envs[0], "remote")

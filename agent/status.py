@@ -1,0 +1,199 @@
+"""What `telemetry-agent status` reports: the settings in force, what waits, and what happens next and when.
+
+Read from the config and the state directory only (no metric value ever appears). The schedule is shown only
+when it will happen: while a daemon (`run`, or an agent embedded in the product) holds the state directory
+and consent is not off. Every time is UTC in the ``Z`` form the rest of the agent writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import StateError, StateIOError
+from .snapshot import ProviderRecord, stamp
+from .transport import starting_endpoint
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["EndpointLine", "NextSend", "NextSteps", "Status", "read_status"]
+
+NextSend = Literal["scheduled", "pending", "after_seal", "after_approval"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NextSteps:
+    """What the daemon does next, and when; all None while no daemon runs or consent is off."""
+
+    snapshot_at: str | None = None
+    seal_at: str | None = None
+    send_at: str | None = None
+    send: NextSend | None = None
+    """``scheduled`` (at ``send_at``), ``pending`` (batches may go; the daemon picks a moment within a minute),
+    ``after_seal`` (nothing waits: within ``send_window_s`` of the next seal), ``after_approval`` (review mode:
+    only once you approve a batch)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointLine:
+    """One configured collector, as status lists it."""
+
+    url: str
+    label: str
+    current: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Status:
+    """Everything `status` shows; :meth:`to_json` is its ``--json`` form."""
+
+    config_file: str | None
+    """The config file read, or None: defaults and ``TELEMETRY_*`` variables only."""
+    consent: str
+    consent_source: str
+    """``config``, ``consent command`` or ``DO_NOT_TRACK / TELEMETRY_DISABLED``."""
+    consent_set_at: str | None
+    """When `telemetry-agent consent MODE` stored the mode in force (None unless that is the source)."""
+    config_consent: str
+    """The mode of the config file or ``TELEMETRY_CONSENT``: what `telemetry-agent consent reset` returns to
+    (``DO_NOT_TRACK``/``TELEMETRY_DISABLED`` still force off over it)."""
+    install_id: str | None
+    endpoints: tuple[EndpointLine, ...]
+    state_dir: str
+    daemon_pid: int | None
+    """The pid of the daemon holding the state dir (0: one does, pid unknown); None when none runs."""
+    next: NextSteps
+    outbox_batches: int
+    outbox_approved: int
+    max_outbox_batches: int
+    waiting_approval: int
+    """Sealed batches that go only once approved (review mode; 0 in the other modes)."""
+    open_batch_id: str | None
+    open_snapshots: int
+    rejected: tuple[dict[str, Any], ...]
+    last_attempt: dict[str, Any] | None
+    provider: str | None
+    """The configured usage provider (kind and command, file or URL), or None."""
+    provider_record: ProviderRecord
+    counters: dict[str, Any]
+    problems: tuple[str, ...]
+
+    @property
+    def daemon_running(self) -> bool:
+        """Whether a daemon holds the state directory."""
+        return self.daemon_pid is not None
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` form (times as ``YYYY-MM-DDTHH:MM:SSZ``)."""
+        current = next((e.url for e in self.endpoints if e.current), None)
+        return {
+            "config_file": self.config_file,
+            "consent": self.consent,
+            "consent_source": self.consent_source,
+            "consent_set_at": self.consent_set_at,
+            "config_consent": self.config_consent,
+            "install_id": self.install_id,
+            "problems": list(self.problems),
+            "endpoint": current,
+            "endpoints": [asdict(e) for e in self.endpoints],
+            "state_dir": self.state_dir,
+            "daemon": {"running": self.daemon_running, "pid": self.daemon_pid or None},
+            "next": asdict(self.next),
+            "outbox": {"batches": self.outbox_batches, "approved": self.outbox_approved,
+                       "waiting_approval": self.waiting_approval, "max_batches": self.max_outbox_batches},
+            "open_batch": {"batch_id": self.open_batch_id, "snapshots": self.open_snapshots},
+            "rejected": list(self.rejected),
+            "last_attempt": self.last_attempt,
+            "provider": {"configured": self.provider, **self.provider_record.to_json()},
+            "counters": self.counters,
+        }  # fmt: skip
+
+
+def _z(text: object) -> str | None:
+    """A stored ISO time in the ``Z`` form, or None when it is missing or unreadable."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return stamp(moment.astimezone(UTC) if moment.tzinfo else moment)
+
+
+def _next_steps(engine: Engine, mode: str, *, running: bool, sendable: int) -> NextSteps:
+    if not running or mode == "off":
+        return NextSteps()  # a schedule left by a daemon that stopped, or one that reads nothing: not shown
+    saved = engine.state.read("schedule.json", {})
+    send_at = _z(saved.get("next_send_at"))
+    send: NextSend
+    if send_at is not None:
+        send = "scheduled"
+    elif sendable:
+        send = "pending"
+    elif mode == "review":
+        send = "after_approval"
+    else:
+        send = "after_seal"
+    return NextSteps(snapshot_at=_z(saved.get("next_snapshot_at")), seal_at=_z(saved.get("next_seal_at")),
+                     send_at=send_at, send=send)  # fmt: skip
+
+
+def read_status(engine: Engine) -> Status:
+    """Gather the status of ``engine``'s state dir (the caller holds its lock).
+
+    On a full or read-only state dir it shows what it can read: without a secret yet, no install id.
+    """
+    state = engine.state
+    mode, source = engine.consent()
+    problems: list[str] = []
+    try:
+        install_id: str | None = engine.install_id()
+    except StateIOError as exc:
+        install_id = None
+        problems.append(f"no install id yet: {exc}")
+    try:
+        pid = state.daemon_pid()
+    except StateIOError as exc:
+        pid = None
+        problems.append(f"cannot tell whether the daemon runs: {exc}")
+    outbox = state.outbox()
+    approved = state.approvals()
+    n_approved = sum(e.batch_id in approved for e in outbox)
+    waiting = len(outbox) - n_approved if mode == "review" else 0
+    sendable = 0 if mode == "off" else n_approved if mode == "review" else len(outbox)
+    history = state.history()
+    opened = state.read("open.json", {})
+    endpoints = engine.config.endpoints
+    choice = state.endpoint_choice()
+    current = starting_endpoint(endpoints, None if choice is None else choice.key)
+    try:
+        record = ProviderRecord.from_json(state.read("provider.json", {}))
+    except StateError:
+        record = ProviderRecord()  # only a hint; the next snapshot rewrites it
+    set_at = state.read("consent.json", {}).get("set_at") if source == "consent command" else None
+    return Status(
+        config_file=None if engine.config_file is None else str(engine.config_file),
+        consent=mode,
+        consent_source=source,
+        consent_set_at=set_at if isinstance(set_at, str) else None,
+        config_consent=engine.config.consent,
+        install_id=install_id,
+        endpoints=tuple(EndpointLine(url=e.url, label=e.label, current=n == current) for n, e in enumerate(endpoints)),
+        state_dir=str(state.root),
+        daemon_pid=pid,
+        next=_next_steps(engine, mode, running=pid is not None, sendable=sendable),
+        outbox_batches=len(outbox),
+        outbox_approved=n_approved,
+        max_outbox_batches=engine.config.max_outbox_batches,
+        waiting_approval=waiting,
+        open_batch_id=opened.get("batch_id"),
+        open_snapshots=len(opened.get("snapshots", [])),
+        rejected=tuple({"batch_id": b, **err} for b, err in state.rejected()),
+        last_attempt=history[-1] if history else None,
+        provider=None if engine.provider is None else engine.provider.label,
+        provider_record=record,
+        counters=state.read("counters.json", {}),
+        problems=tuple(problems),
+    )
