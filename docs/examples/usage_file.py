@@ -35,11 +35,17 @@ def write_usage_file(path: Path, *, projects: int, deployments: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Write the file from the command line."""
-    if len(argv) != 4:
-        print("usage: usage_file.py PATH PROJECTS DEPLOYMENTS", file=sys.stderr)
+    """Write the file from the command line; one line on stderr, never a traceback, when that fails."""
+    if len(argv) != 4 or not (argv[2].isdigit() and argv[3].isdigit()):
+        print("usage: usage_file.py PATH PROJECTS DEPLOYMENTS (two whole numbers)", file=sys.stderr)
         return 2
-    write_usage_file(Path(argv[1]), projects=int(argv[2]), deployments=int(argv[3]))
+    path = Path(argv[1])
+    try:
+        write_usage_file(path, projects=int(argv[2]), deployments=int(argv[3]))
+    except OSError as exc:
+        hint = f": create {path.parent} first" if not path.parent.is_dir() else ""
+        print(f"usage_file.py: cannot write {path} ({exc.strerror or exc}){hint}", file=sys.stderr)
+        return 1
     return 0
 
 

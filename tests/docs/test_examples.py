@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sqlite3
+import re
 import subprocess
 import sys
 import threading
@@ -61,25 +61,35 @@ def _usage(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_command_provider_example(tmp_path: Path) -> None:
-    """usage_command.py reads a product's SQLite database and the agent takes its counts."""
+    """usage_command.py reads a database in its documented layout (made by its --create-demo) and the agent takes
+    its counts; a missing database is one line on stderr that the agent shows as the provider's error."""
     db = tmp_path / "app.db"
-    with sqlite3.connect(db) as con:
-        con.execute("CREATE TABLE projects (id INTEGER)")
-        con.execute("CREATE TABLE deployments (id INTEGER)")
-        con.executemany("INSERT INTO projects VALUES (?)", [(i,) for i in range(4)])
-        con.executemany("INSERT INTO deployments VALUES (?)", [(i,) for i in range(57)])
-    con.close()
+    made = subprocess.run([sys.executable, str(EXAMPLES / "usage_command.py"), "--create-demo", str(db)],
+                          capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert made.returncode == 0, made.stderr
     command = orjson.dumps([sys.executable, str(EXAMPLES / "usage_command.py"), str(db)]).decode()
     result = _collect(_env(tmp_path, TELEMETRY_USAGE_COMMAND=command))
     assert _usage(result) == {"usage.projects": 4, "usage.deployments": 57}
+    missing = tmp_path / "nowhere.db"
+    command = orjson.dumps([sys.executable, str(EXAMPLES / "usage_command.py"), str(missing)]).decode()
+    failed = _collect(_env(tmp_path / "other", TELEMETRY_USAGE_COMMAND=command))
+    assert _usage(failed) == {}
+    assert failed["provider_error"] == (f"command provider {sys.executable}: exited with status 1: usage_command.py: "
+                                        f"{missing}: unable to open database file")  # fmt: skip
 
 
 def test_file_provider_example(tmp_path: Path) -> None:
-    """usage_file.py writes the file atomically and the agent reads it."""
+    """usage_file.py writes the file atomically and the agent reads it; a missing folder is one line, exit 1."""
     path = tmp_path / "telemetry-usage.json"
     subprocess.run([sys.executable, str(EXAMPLES / "usage_file.py"), str(path), "12", "3400"], check=True, timeout=30)
     result = _collect(_env(tmp_path, TELEMETRY_USAGE_FILE=str(path)))
     assert _usage(result) == {"usage.projects": 12, "usage.deployments": 3400}
+    nowhere = tmp_path / "missing" / "telemetry-usage.json"
+    failed = subprocess.run([sys.executable, str(EXAMPLES / "usage_file.py"), str(nowhere), "12", "3400"],
+                            capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert failed.returncode == 1
+    assert failed.stderr == (f"usage_file.py: cannot write {nowhere} (No such file or directory): create "
+                             f"{nowhere.parent} first\n")  # fmt: skip
 
 
 @pytest.fixture
@@ -101,20 +111,17 @@ def test_url_provider_example(tmp_path: Path, usage_server: str) -> None:
 
 
 def test_embedded_example(tmp_path: Path) -> None:
-    """embedded.py runs agent.Agent in the product's process; its snapshot holds the product's counts."""
-    # A fast fake clock (a documented testing hook) makes the first hourly snapshot come within a second.
-    env = _env(
-        tmp_path,
-        TELEMETRY_CONSENT="review",
-        TELEMETRY_SNAPSHOT_INTERVAL_S="60",
-        TELEMETRY_AGENT_FAKE_NOW="2026-11-28T10:00:00Z",
-        TELEMETRY_AGENT_FAKE_SPEED="600",
-    )
-    subprocess.run([sys.executable, str(EXAMPLES / "embedded.py"), "--seconds", "1.5"], env=env, check=True,
-                   timeout=60)  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "agent", "--json", "preview"], env=env, capture_output=True,
-                          timeout=60, check=True)  # fmt: skip
-    [item] = orjson.loads(done.stdout)["batches"]
+    """embedded.py runs agent.Agent in the product's process on the real clock (hourly snapshots): within its
+    documented run time it logs the snapshot taken at start, and `preview` shows the product's counts in it."""
+    env = _env(tmp_path, TELEMETRY_CONSENT="review")
+    done = subprocess.run([sys.executable, str(EXAMPLES / "embedded.py"), "--seconds", "3"], env=env,
+                          capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+    assert "agent: telemetry agent running" in done.stderr
+    assert re.search(r"^agent: snapshot \d{4}-\d\d-\d\dT\d\d:00:00Z: 8 metrics, 0 dropped$", done.stderr, re.MULTILINE)
+    assert "see what the agent took with `telemetry-agent preview`" in done.stdout
+    preview = subprocess.run([sys.executable, "-m", "agent", "--json", "preview"], env=env, capture_output=True,
+                             timeout=60, check=True)  # fmt: skip
+    [item] = orjson.loads(preview.stdout)["batches"]
     assert item["kind"] == "open"
     metrics = orjson.loads(item["text"])["snapshots"][0]["metrics"]
     assert metrics["usage.projects"] >= 1

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import _parser as agent_parser
-from agent.config import AgentConfig, env_name, load_config
+from agent.config import DEFAULT_CONFIG, AgentConfig, env_name, load_config
 from collector import demo
 from collector.cli import build_parser
 from collector.config import ENV_PREFIX, CollectorConfig
@@ -50,6 +50,8 @@ def _command_lines() -> list[tuple[str, list[str]]]:
             line = re.sub(r"\s+#.*$", "", line.strip())
             for part in line.split("&&"):
                 argv = shlex.split(part.replace("\\", "/"))
+                if argv[:2] == ["sudo", "-u"]:
+                    argv = argv[3:]  # an admin command run as the service user
                 argv = [a.rsplit("/", 1)[-1] if a.endswith(("telemetry-agent", "telemetry-collector")) else a
                         for a in argv]  # fmt: skip
                 if argv and argv[0] in ("telemetry-agent", "telemetry-collector"):
@@ -132,3 +134,53 @@ def test_readme_demo_prints_reports_and_dashboard(tmp_path: Path) -> None:
     assert "simulating fleet:" in done.stderr.decode()  # the progress line
     active = out.split("== Active installs")[1].split("== Version adoption")[0]
     assert max(int(n) for n in re.findall(r"^\S+\s+(\d+)$", active, re.MULTILINE)) >= 20
+
+
+def _admin_lines() -> list[list[str]]:
+    """The argv of every line of admin.md's shell blocks that runs `telemetry-agent`, in order, as written."""
+    text = (ROOT / "docs" / "admin.md").read_text("utf-8")
+    lines = []
+    for kind, body in _FENCE.findall(text):
+        for line in body.splitlines() if kind == "sh" else []:
+            argv = shlex.split(re.sub(r"\s+#.*$", "", line.strip()))
+            command = argv[3:] if argv[:2] == ["sudo", "-u"] else argv
+            if command and command[0].rsplit("/", 1)[-1] == "telemetry-agent":
+                lines.append(argv)
+    return lines
+
+
+def test_admin_guide_runs_every_admin_command_as_the_service_user() -> None:
+    """Each `telemetry-agent` command of admin.md, but `--help` right after installing, is typed as the service
+    user (`sudo -u telemetry-agent telemetry-agent ...`), finds the command on PATH and the default config, and
+    is accepted by the real CLI."""
+    guide = (ROOT / "docs" / "admin.md").read_text("utf-8")
+    lines = [argv for argv in _admin_lines() if argv != ["telemetry-agent", "--help"]]
+    assert len(lines) >= 15
+    for argv in lines:
+        assert argv[:4] == ["sudo", "-u", "telemetry-agent", "telemetry-agent"], argv
+        assert "--config" not in argv, argv  # /etc/telemetry-agent/agent.toml is found by default
+        agent_parser().parse_args([a.replace("BATCH_ID", "00000000-0000-4000-8000-000000000000") for a in argv[4:]])
+    assert "ln -s /opt/telemetry-agent/bin/telemetry-agent /usr/local/bin/telemetry-agent" in guide
+    assert "`/etc/telemetry-agent/agent.toml`" in guide
+    assert str(DEFAULT_CONFIG) == "/etc/telemetry-agent/agent.toml" or sys.platform == "win32"
+
+
+def test_agent_reference_unit_agrees_with_the_admin_guide() -> None:
+    """The systemd lines in agent.md name the same user, config file and ExecStart as admin.md's full unit."""
+
+    def service(path: Path) -> configparser.SectionProxy:
+        [unit] = [b for kind, b in _FENCE.findall(path.read_text("utf-8")) if kind == "ini" and "[Service]" in b]
+        parser = configparser.ConfigParser(strict=True, interpolation=None)
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        parser.read_string(unit)
+        return parser["Service"]
+
+    full, short = service(ROOT / "docs" / "admin.md"), service(ROOT / "docs" / "agent.md")
+    for key in short:
+        assert short[key] == full[key], key
+    assert full["User"] == "telemetry-agent"
+    assert "--config /etc/telemetry-agent/agent.toml run" in full["ExecStart"]
+    assert full["RestartPreventExitStatus"] == "2"
+    text = (ROOT / "docs" / "agent.md").read_text("utf-8")
+    assert "User=telemetry\n" not in text
+    assert "/etc/telemetry-agent.toml" not in text
