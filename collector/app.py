@@ -16,13 +16,25 @@ from schema import CATALOGUE, MAX_SNAPSHOTS, Entry
 
 from . import analytics, backup
 from .config import CollectorConfig
-from .errors import CollectorError, OverloadedError
+from .errors import CollectorError, OverloadedError, RateLimitedError
 from .ingest import post_batch
-from .keys import CONFIG, MONITOR, STORE
+from .jobs import CleanupCtx, periodic
+from .keys import CONFIG, LIMITS, MONITOR, OFFLOAD, STORE, TOKENS
+from .limits import Limits
 from .monitoring import Monitor
+from .offload import Offload
 from .openapi import openapi_document
-from .server import HTTP_CODES, CollectorApplication, add_common_headers
+from .server import (
+    CONNECTION_POLICY,
+    HTTP_CODES,
+    CollectorApplication,
+    ConnectionPolicy,
+    add_common_headers,
+    fit_connections,
+    trim_freed_memory,
+)
 from .storage import Storage, create_storage
+from .tokens import TokenCache
 
 __all__ = ["ClientDetailsFilter", "PrivateAccessLogger", "create_app", "error_middleware", "policy_document"]
 
@@ -49,11 +61,20 @@ async def error_middleware(
         return await handler(request)
     except CollectorError as exc:
         response = _error_response(exc.status, exc.body())
-        if isinstance(exc, OverloadedError):
+        if isinstance(exc, RateLimitedError):
+            request.app[MONITOR].client_event("rate_limited")
+        if isinstance(exc, OverloadedError | RateLimitedError):
             response.headers["Retry-After"] = str(exc.retry_after_s)
         elif exc.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
         return response
+    except ConnectionResetError as exc:
+        # The client reset or closed the connection mid-request (an aborted upload): its event, not our
+        # error. Nobody reads this answer; aiohttp drops it quietly. aiohttp keeps the exception in the
+        # request's stream: without its traceback it holds no frame (and no body data) of ours.
+        exc.__traceback__ = None
+        request.app[MONITOR].client_event("aborted")
+        return _error_response(400, {"error": {"code": "client_gone", "message": "connection lost", "path": ""}})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -167,6 +188,23 @@ async def _openapi(request: web.Request) -> web.Response:
     return _json(openapi_document({**analytics.OPENAPI_PATHS, **backup.OPENAPI_PATHS}))
 
 
+_TRIM_INTERVAL_S: Final = 5.0
+"""How often freed body memory is handed back to the OS, when bodies arrived in pieces since the last pass."""
+
+
+def _memory_trim() -> CleanupCtx:
+    last_total = 0
+
+    async def step(app: web.Application) -> None:
+        nonlocal last_total
+        total = app[LIMITS].bodies.taken_bytes_total
+        if total != last_total:
+            last_total = total
+            trim_freed_memory()
+
+    return periodic("memory-trim", step, lambda _app: _TRIM_INTERVAL_S)
+
+
 def _add_gauges(monitor: Monitor, store: Storage) -> None:
     monitor.gauges.update({name: (gauge.kind, gauge.help, gauge.read) for name, gauge in store.gauges().items()})
 
@@ -185,21 +223,44 @@ def create_app(
         client_max_size=config.max_body_bytes,
         middlewares=[error_middleware],
         # auto_decompress off: ingest inflates gzip itself, capped, and answers 415 for other encodings.
-        handler_args={"access_log_class": PrivateAccessLogger, "auto_decompress": False},
+        handler_args={
+            "access_log_class": PrivateAccessLogger,
+            "auto_decompress": False,
+            "keepalive_timeout": config.keepalive_timeout_s,
+        },
     )
     store = create_storage(config, clock=clock if clock is not None else (lambda: datetime.now(UTC)))
     monitor = Monitor()
     _add_gauges(monitor, store)
+    tokens = TokenCache()
+    monitor.gauges["telemetry_token_reloads_total"] = (
+        "counter", "Times the token table was read into memory (made-up tokens cost at most four a second).",
+        lambda: tokens.reloads,
+    )  # fmt: skip
     app[CONFIG] = config
     app[STORE] = store
     app[MONITOR] = monitor
+    app[LIMITS] = limits = Limits.from_config(config)
+    monitor.gauges["telemetry_body_buffer_bytes"] = (
+        "gauge", "Bytes of ingest bodies being received in pieces now (at most max_body_buffer_bytes).",
+        lambda: limits.bodies.held_bytes,
+    )  # fmt: skip
+    app[TOKENS] = tokens
+    app[OFFLOAD] = offload = Offload()
+    app[CONNECTION_POLICY] = ConnectionPolicy(
+        max_connections=fit_connections(config.max_connections),
+        header_timeout_s=config.header_timeout_s,
+        count=monitor.client_event,
+    )
 
     async def storage(app: web.Application) -> AsyncIterator[None]:
         await store.start()
         yield
+        offload.close()
         await store.stop()
 
     app.cleanup_ctx.append(storage)
+    app.cleanup_ctx.append(_memory_trim())
     app.on_response_prepare.append(add_common_headers)
     app.router.add_post("/v1/batches", post_batch)
     app.router.add_get("/v1/policy", _policy)

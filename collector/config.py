@@ -96,9 +96,27 @@ class CollectorConfig:
     """Largest batch body accepted, checked after decompression (413 above it). A full 744-snapshot batch is ~250 KiB."""
     read_timeout_s: float = _setting(10.0, _float)
     """Time allowed to receive a whole request body; slower clients get 408."""
+    idle_timeout_s: float = _setting(5.0, _float)
+    """Longest pause between two reads of a request body; a client that stops sending gets 408 sooner."""
+    header_timeout_s: float = _setting(10.0, _float)
+    """Time allowed for a request's line and headers once its first byte arrived; then the connection closes."""
+    keepalive_timeout_s: float = _setting(30.0, _float)
+    """A connection that sends nothing this long, before its first request or between two, is closed."""
+    max_connections: int = _setting(2048, _int)
+    """Open client connections at most (lowered to fit the open-files limit). Past it, the longest-idle
+    connection is closed to make room; when none is idle, the new one gets a 503 and is closed."""
+    max_body_buffer_bytes: int = _setting(128 * 1024 * 1024, _int)
+    """Bytes of ingest bodies being received at once, over every connection; a body that would go past it
+    gets 503 + Retry-After (bounds the memory that slow or aborted uploads can hold)."""
     max_inflight_requests: int = _setting(1024, _int)
-    """Ingest requests being received or validated at once; beyond it, 503 + Retry-After (bounds memory at
-    about this many times max_body_bytes when many slow clients connect together)."""
+    """Ingest requests being validated and stored at once, counted once their body has arrived (a client
+    still sending holds none); beyond it, 503 + Retry-After."""
+    max_reports_per_token: int = _setting(4, _int)
+    """Report requests one token may have in progress at once; more get 429 + Retry-After."""
+    max_auth_failures_per_min: int = _setting(120, _int)
+    """Failed authentications (401) one client address may cause per minute; past it, 429 until it slows."""
+    max_install_requests_per_min: int = _setting(60, _int)
+    """Requests to ``/v1/installs/...`` (data-subject access and erasure) one client address may make per minute."""
     writer_threads: int = _setting(1, _int)
     """DuckDB threads while the writer loads the spool or refreshes rollups (0 = all); keeps a core for the event loop."""
     max_pending_batches: int = _setting(50_000, _int)
@@ -133,7 +151,15 @@ class CollectorConfig:
             "port": 0 <= self.port <= 65535,
             "max_body_bytes": 1024 <= self.max_body_bytes <= 64 * 1024 * 1024,
             "read_timeout_s": 0 < self.read_timeout_s <= 3600,
+            "idle_timeout_s": 0 < self.idle_timeout_s <= 3600,
+            "header_timeout_s": 0 < self.header_timeout_s <= 3600,
+            "keepalive_timeout_s": 0 < self.keepalive_timeout_s <= 86400,
+            "max_connections": 16 <= self.max_connections <= 1_000_000,
+            "max_body_buffer_bytes": self.max_body_bytes <= self.max_body_buffer_bytes <= 1 << 40,
             "max_inflight_requests": 1 <= self.max_inflight_requests <= 1_000_000,
+            "max_reports_per_token": 1 <= self.max_reports_per_token <= 1000,
+            "max_auth_failures_per_min": 1 <= self.max_auth_failures_per_min <= 1_000_000,
+            "max_install_requests_per_min": 1 <= self.max_install_requests_per_min <= 1_000_000,
             "writer_threads": 0 <= self.writer_threads <= 1024,
             "max_pending_batches": self.max_pending_batches >= 1,
             "retry_after_s": 1 <= self.retry_after_s <= 3600,

@@ -13,6 +13,7 @@ Handlers only raise; one middleware (in ``app.py``) renders every error as
     ├── PayloadTooLargeError (413 too_large)    body over max_body_bytes after decompression
     ├── UnsupportedMediaError (415 unsupported_media)
     ├── InvalidBatchError (422 + SchemaError.code)  the batch breaks the policy or format
+    ├── RateLimitedError (429 rate_limited, Retry-After)  a client address or token asks too often
     ├── OverloadedError (503 overloaded, Retry-After)
     │   └── UnavailableError (503 unavailable)  a part of the store is down (lake: PostgreSQL or the object store)
     └── ConfigError (also ValueError)           a bad setting; the CLI exits 2 with its message
@@ -34,6 +35,7 @@ __all__ = [
     "NotFoundError",
     "OverloadedError",
     "PayloadTooLargeError",
+    "RateLimitedError",
     "RequestTimeoutError",
     "UnauthorizedError",
     "UnavailableError",
@@ -111,6 +113,16 @@ class InvalidBatchError(CollectorError):
     """The batch breaks the batch format or the policy catalogue."""
 
     status, code = 422, "invalid_batch"
+
+
+class RateLimitedError(CollectorError):
+    """One client address or token asks too often; it should retry after ``retry_after_s``."""
+
+    status, code = 429, "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class OverloadedError(CollectorError):

@@ -1,7 +1,10 @@
 """``POST /v1/batches``: read the body within limits, validate it, store it once, answer a receipt.
 
-Order of checks, cheapest first: content type and encoding (415), overload (503), declared size
-(413), body read under ``read_timeout_s`` (408) and capped at ``max_body_bytes`` (413), gzip
+Order of checks, cheapest first: content type and encoding (415), overload of the store (503), declared
+size (413), body read under ``read_timeout_s`` with pauses of at most ``idle_timeout_s`` (408), capped at
+``max_body_bytes`` (413) and within the process's ``max_body_buffer_bytes`` (503), then an ingest slot
+(``max_inflight_requests``, 503: taken only once the body is in, so clients that connect and stop
+sending hold none), gzip
 inflated here with ``max_length`` so a bomb stops at the cap (413) and a broken stream is a 400,
 malformed JSON or a key repeated in one object (400), the batch format and the catalogue (422, with the JSON path), timestamps too
 far ahead (422 ``in_future``), then dedup and the durable spool append in
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import time
 import zlib
 from datetime import datetime
@@ -33,7 +37,7 @@ from .errors import (
     RequestTimeoutError,
     UnsupportedMediaError,
 )
-from .keys import CONFIG, MONITOR, STORE
+from .keys import CONFIG, LIMITS, MONITOR, STORE
 from .storage import Receipt, Storage
 
 __all__ = ["check_batch", "gunzip_capped", "post_batch"]
@@ -114,29 +118,58 @@ async def _ingest(request: web.Request) -> Receipt:
     if encoding not in _ENCODINGS:
         raise UnsupportedMediaError("Content-Encoding must be gzip or identity", path="Content-Encoding")
     store.admit()  # 503 at once when the store cannot take more (or a part of it is down)
+    body = await _read_body(request, config)
     if store.inflight_requests >= config.max_inflight_requests:
         raise OverloadedError("too many requests in progress", retry_after_s=config.retry_after_s)
     store.inflight_requests += 1
     try:
-        return await _receive(request, store, config, gzipped=encoding == "gzip")
+        return await _store(body, store, config, gzipped=encoding == "gzip")
     finally:
         store.inflight_requests -= 1
 
 
-async def _receive(request: web.Request, store: Storage, config: CollectorConfig, *, gzipped: bool) -> Receipt:
+async def _read_body(request: web.Request, config: CollectorConfig) -> bytes:
     declared = request.content_length
     if declared is not None and declared > config.max_body_bytes:
         raise PayloadTooLargeError(f"the body is over {config.max_body_bytes} bytes")
+    if request.content.is_eof():
+        # Already fully received (the common case): in aiohttp's buffer, at most max_body_bytes.
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise PayloadTooLargeError(f"the body is over {config.max_body_bytes} bytes") from None
+    budget = request.app[LIMITS].bodies
+    chunks: list[bytes] = []
+    held = 0
+    # Connections opened together (a flood of slow bodies) would all expire together, and answering and
+    # replacing a thousand of them at once stalls the event loop for a second: each gets 75-100% of the time.
+    read_timeout_s = config.read_timeout_s * random.uniform(0.75, 1.0)  # noqa: S311  # spread, not a secret
     try:
-        if request.content.is_eof():
-            body = await request.read()  # already fully received: no timer needed (the common case)
-        else:
-            async with asyncio.timeout(config.read_timeout_s):
-                body = await request.read()
+        async with asyncio.timeout(read_timeout_s):
+            while chunk := await _next_chunk(request, config.idle_timeout_s):
+                if held + len(chunk) > config.max_body_bytes:
+                    raise PayloadTooLargeError(f"the body is over {config.max_body_bytes} bytes")
+                budget.take(len(chunk))
+                held += len(chunk)
+                chunks.append(chunk)
+        return b"".join(chunks)  # one buffer, freed whole (see collector.server.return_freed_memory)
     except TimeoutError:
-        raise RequestTimeoutError(f"the body did not arrive within {config.read_timeout_s} s") from None
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLargeError(f"the body is over {config.max_body_bytes} bytes") from None
+        raise RequestTimeoutError(
+            f"the body did not arrive within {config.read_timeout_s} s, or paused over {config.idle_timeout_s} s"
+        ) from None
+    finally:
+        # On a reset, aiohttp keeps the exception in the request's stream and its traceback holds this
+        # frame: a cycle that only a full garbage collection would free. Drop the data now, not then.
+        budget.give_back(held)
+        chunks.clear()
+
+
+async def _next_chunk(request: web.Request, idle_timeout_s: float) -> bytes:
+    async with asyncio.timeout(idle_timeout_s):
+        return await request.content.readany()
+
+
+async def _store(body: bytes, store: Storage, config: CollectorConfig, *, gzipped: bool) -> Receipt:
     if gzipped:
         body = gunzip_capped(body, config.max_body_bytes)
     batch, obj = check_batch(body, now=store.clock(), max_future_s=config.max_future_s)

@@ -16,16 +16,23 @@ from aiohttp import web
 from schema import same_install
 
 from .errors import UnauthorizedError
-from .keys import STORE
+from .keys import LIMITS, STORE
+from .limits import peer_of
 from .tokens import bearer
 
 __all__ = ["delete_install", "get_install"]
 
 
 def _proven_install_id(request: web.Request) -> str:
+    # Each proof costs a key derivation, and an answer tells whether a guess was right: both limited
+    # per client address, before anything else is done.
+    limits, peer = request.app[LIMITS], peer_of(request)
+    limits.install_requests.spend(peer, "requests for /v1/installs")
+    limits.auth_failures.check(peer, "failed authentications")
     install_id = request.match_info["install_id"].lower()
     secret = bearer(request)
     if secret is None or not same_install(install_id, secret):
+        limits.auth_failures.take(peer)
         raise UnauthorizedError("the install's secret is required (Authorization: Bearer <secret>)")
     return install_id
 

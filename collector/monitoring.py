@@ -27,6 +27,9 @@ class Monitor:
         self.snapshots_accepted = 0
         self.duplicates = 0
         self.rejections: dict[str, int] = {}
+        self.client_events: dict[str, int] = {}
+        """What clients did to their connections: ``aborted`` (reset or closed mid-request),
+        ``header_timeout``, ``evicted_idle``, ``refused_full``, ``rate_limited``."""
         self._latency_counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
         self._latency_sum_s = 0.0
         self.gauges: dict[str, tuple[Kind, str, Callable[[], float]]] = {}
@@ -35,6 +38,10 @@ class Monitor:
     def reject(self, code: str) -> None:
         """Count one rejected ingest request by its error code."""
         self.rejections[code] = self.rejections.get(code, 0) + 1
+
+    def client_event(self, event: str) -> None:
+        """Count one client event (never an error of ours: no log line, no traceback)."""
+        self.client_events[event] = self.client_events.get(event, 0) + 1
 
     def observe(self, seconds: float) -> None:
         """Record the duration of one ingest request."""
@@ -58,6 +65,9 @@ class Monitor:
                [("", self.duplicates)])  # fmt: skip
         metric("telemetry_batches_rejected_total", "counter", "Ingest requests rejected, by error code.",
                [(f'{{code="{_escape(code)}"}}', n) for code, n in sorted(self.rejections.items())])  # fmt: skip
+        metric("telemetry_client_events_total", "counter",
+               "Client connections reset, too slow, evicted when idle, refused when full, or rate limited.",
+               [(f'{{event="{_escape(event)}"}}', n) for event, n in sorted(self.client_events.items())])  # fmt: skip
         cumulative = 0
         samples: list[tuple[str, float]] = []
         for bound, count in zip(LATENCY_BUCKETS_S, self._latency_counts, strict=False):

@@ -5,7 +5,7 @@ analytics routes' path items are merged in from :data:`collector.analytics.OPENA
 checks that every route of the app is described and that the document is valid.
 
 Components others may reference: ``#/components/schemas/Error`` (every error body),
-``#/components/responses/<status>`` for 400, 401, 403, 404, 408, 409, 413, 415, 422 and 503, and the
+``#/components/responses/<status>`` for 400, 401, 403, 404, 408, 409, 413, 415, 422, 429 and 503, and the
 bearer schemes of :data:`SECURITY_SCHEMES`. Every operation states its ``security`` (``[]`` when public);
 a test checks that the operations answering 401 without credentials are exactly those that declare one.
 """
@@ -32,6 +32,8 @@ _ERROR_CODES: Final = {
     "413": "The body is over `max_body_bytes` after decompression (`too_large`).",
     "415": "Content-Type is not application/json, or Content-Encoding is not gzip/identity (`unsupported_media`).",
     "422": "The batch breaks format v1 or the catalogue; `code` is the schema error code, `path` the JSON path.",
+    "429": "Too many failed authentications or `/v1/installs` requests from this address, or too many reports "
+    "in progress for this token (`rate_limited`, with Retry-After).",
     "503": "Overloaded (`overloaded`, with Retry-After) or not ready.",
 }
 
@@ -201,13 +203,18 @@ def openapi_document(extra_paths: Mapping[str, Any] | None = None) -> dict[str, 
     responses: dict[str, Any] = {}
     for code, text in _ERROR_CODES.items():
         responses[code] = {"description": text, "content": _json_content({"$ref": "#/components/schemas/Error"})}
-    responses["503"]["headers"] = {
-        "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
-    }
+    retry_after = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+    responses["503"]["headers"] = copy.deepcopy(retry_after)
+    responses["429"]["headers"] = copy.deepcopy(retry_after)
     responses["401"]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
     paths = _paths()
     for path, item in (extra_paths or {}).items():
         paths[path] = copy.deepcopy(item)
+    for item in paths.values():
+        for operation in item.values():
+            # Every operation that needs a credential is rate limited (collector.limits).
+            if isinstance(operation, dict) and operation.get("security"):
+                operation["responses"].setdefault("429", {"$ref": "#/components/responses/429"})
     return {
         "openapi": "3.1.0",
         "info": {

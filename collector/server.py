@@ -11,12 +11,24 @@ debug log line with the error type only.
 Every answer, routed or not, carries :data:`COMMON_HEADERS`: ``Server`` without versions (aiohttp's
 default names the Python and aiohttp releases, which only helps an attacker pick an exploit) and
 ``X-Content-Type-Options: nosniff`` (a JSON error must never be sniffed into HTML by a browser).
+
+Connections are bounded here too (:class:`ConnectionPolicy`), since a socket that never sends a
+request never reaches the app: a request's head must arrive within ``header_timeout_s`` of its first
+byte (slowloris), an idle connection closes after ``keepalive_timeout_s`` (aiohttp's own timer), and
+at most ``max_connections`` are open: past it the longest-idle one is closed to make room, and when
+none is idle the newcomer gets a 503 and is closed. So idle sockets can neither exhaust the process's
+file descriptors nor lock out ``/healthz`` or a valid POST.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import logging
+import resource
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -26,11 +38,17 @@ from aiohttp.web_protocol import RequestHandler
 
 __all__ = [
     "COMMON_HEADERS",
+    "CONNECTION_POLICY",
     "HTTP_CODES",
     "CollectorApplication",
+    "ConnectionPolicy",
     "ErrorAnsweringProtocol",
     "add_common_headers",
     "error_body",
+    "fit_connections",
+    "raise_open_files_limit",
+    "return_freed_memory",
+    "trim_freed_memory",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,10 +77,133 @@ async def add_common_headers(request: web.Request, response: web.StreamResponse)
     response.headers.update(COMMON_HEADERS)
 
 
-class ErrorAnsweringProtocol(RequestHandler):
-    """aiohttp's HTTP/1.1 protocol, except for how it answers a request it could not parse or handle."""
+_RESERVED_FILES: Final = 256
+"""File descriptors kept for everything but client connections: the database, spool segments, logs,
+the lake's PostgreSQL and S3 connections."""
 
-    __slots__ = ()
+
+def raise_open_files_limit() -> int:
+    """Raise the soft limit on open files to the hard limit (systemd's soft default is 1,024); the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # e.g. a container refusing it: keep the soft limit, fit_connections adapts
+    return soft
+
+
+def fit_connections(max_connections: int) -> int:
+    """``max_connections`` lowered, when needed, to fit under the open-files soft limit."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return max_connections
+    room = soft // 2 if soft < 2 * _RESERVED_FILES else soft - _RESERVED_FILES
+    return max(16, min(max_connections, room))
+
+
+def return_freed_memory() -> None:
+    """Make glibc give large freed buffers back to the OS at once (a no-op elsewhere).
+
+    glibc serves an allocation over M_MMAP_THRESHOLD (128 KiB) with mmap and returns it on free, but
+    raises the threshold after each such free (up to 32 MiB): request bodies of up to 1 MiB then come
+    from the heap, and a burst of aborted uploads left RSS at 1.28 GB when idle. A fixed threshold
+    keeps every body-sized buffer in its own mapping.
+    """
+    if _LIBC is not None:
+        _LIBC.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+
+
+def trim_freed_memory() -> None:
+    """Give the free pages inside glibc's heap back to the OS (a no-op elsewhere).
+
+    Bodies arrive in socket-sized chunks (often 64 KiB, under the mmap threshold), so a burst of
+    slow or aborted uploads leaves free holes in the heap that RSS keeps counting. ``malloc_trim(0)``
+    releases every free page, wherever it is; it takes about a millisecond per 100 MB of heap.
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt  # noqa: B018  # glibc only: musl and other systems have no mallopt/malloc_trim
+        libc.malloc_trim  # noqa: B018
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC: Final = _load_libc()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionPolicy:
+    """Limits on client connections, applied by the server before any request reaches the app."""
+
+    max_connections: int
+    """Open connections at most (see :func:`fit_connections`)."""
+    header_timeout_s: float
+    """Time for a request's line and headers, from their first byte."""
+    count: Callable[[str], None]
+    """Called with ``header_timeout``, ``evicted_idle`` or ``refused_full`` (the client events counter)."""
+
+
+_FULL: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\nServer: telemetry-collector\r\nContent-Type: application/json\r\n"
+    b"X-Content-Type-Options: nosniff\r\nRetry-After: 5\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+)
+
+
+def _full_answer() -> bytes:
+    body = error_body(503, "too many connections")
+    return _FULL % (len(body), body)
+
+
+class ErrorAnsweringProtocol(RequestHandler):
+    """aiohttp's HTTP/1.1 protocol, with the JSON error answer and a deadline for each request's head."""
+
+    __slots__ = ("_head_deadline",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_deadline: asyncio.TimerHandle | None = None
+
+    def waiting_for_request(self) -> bool:
+        """True while no request is being handled or queued: idle, or a head still arriving."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done() and not self._messages
+
+    def data_received(self, data: bytes) -> None:
+        """Feed aiohttp's parser; start the head's deadline at its first byte, cancel it once it is whole."""
+        waiting = self.waiting_for_request()
+        super().data_received(data)
+        if not waiting:
+            return  # body bytes (or a pipelined request) of a request already being handled
+        if not self.waiting_for_request():
+            self._cancel_head_deadline()
+        elif self._head_deadline is None and isinstance(self._manager, _Server):
+            policy = self._manager.policy
+            self._head_deadline = self._loop.call_later(policy.header_timeout_s, self._head_too_slow)
+
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        if self.waiting_for_request() and isinstance(self._manager, _Server):
+            self._manager.policy.count("header_timeout")
+            self.force_close()
+
+    def _cancel_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """aiohttp's cleanup, and the head's deadline cancelled."""
+        self._cancel_head_deadline()
+        super().connection_lost(exc)
 
     def handle_error(
         self,
@@ -94,8 +235,25 @@ class ErrorAnsweringProtocol(RequestHandler):
 class _Server(web.Server):
     """The protocol factory of a listening socket, making :class:`ErrorAnsweringProtocol` connections."""
 
+    policy: ConnectionPolicy  # set by CollectorApplication._make_handler
+
     def __call__(self) -> RequestHandler:
         return ErrorAnsweringProtocol(self, loop=self._loop, **self._kwargs)
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        """Count the connection; past ``max_connections``, close the longest-idle one or refuse this one."""
+        super().connection_made(handler, transport)
+        if len(self._connections) <= self.policy.max_connections:
+            return
+        # Oldest first (dicts keep insertion order): in a flood of idle sockets the first is idle.
+        for other in self._connections:
+            if other is not handler and isinstance(other, ErrorAnsweringProtocol) and other.waiting_for_request():
+                self.policy.count("evicted_idle")
+                other.force_close()
+                return
+        self.policy.count("refused_full")
+        transport.write(_full_answer())
+        handler.force_close()
 
 
 with warnings.catch_warnings():
@@ -111,4 +269,10 @@ with warnings.catch_warnings():
             # aiohttp's own, with its own arguments; only the class of the connections it makes changes.
             server = super()._make_handler(**kwargs)
             server.__class__ = _Server
+            assert isinstance(server, _Server)
+            server.policy = self[CONNECTION_POLICY]
             return server
+
+
+CONNECTION_POLICY: Final = web.AppKey("collector.connection_policy", ConnectionPolicy)
+"""The :class:`ConnectionPolicy` of the app's server (set by ``create_app``)."""

@@ -7,18 +7,34 @@ of the database gives no access; the ``token_id`` is the public handle that ``to
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
+import math
 import re
 import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import web
 
 from .errors import BadRequestError, ForbiddenError, UnauthorizedError
-from .keys import STORE
+from .keys import LIMITS, STORE, TOKENS
+from .limits import peer_of
 
-__all__ = ["ROLES", "authorize", "bearer", "create_token", "list_tokens", "revoke_token", "token_sha256"]
+__all__ = [
+    "ROLES",
+    "Caller",
+    "TokenCache",
+    "authorize",
+    "bearer",
+    "create_token",
+    "list_tokens",
+    "revoke_token",
+    "token_sha256",
+]
 
 ROLES: Final = ("analyst", "admin")
 _TOKEN: Final = re.compile(r"tct_([0-9a-f]{8})_[A-Za-z0-9_-]{43}")
@@ -81,17 +97,84 @@ def bearer(request: web.Request) -> str | None:
     return credential if scheme.lower() == "bearer" and credential else None
 
 
-async def authorize(request: web.Request, *, admin: bool = False) -> str:
-    """The role of the request's valid token; 401 without one, 403 when ``admin`` is needed and missing."""
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a valid token belongs to."""
+
+    token_id: str
+    role: str
+
+
+Read = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
+
+
+class TokenCache:
+    """The active tokens by hash, in memory: a request is verified without a database lookup.
+
+    A flood of made-up tokens must not reach the database (each lookup took a thread and delayed ingest).
+    The table is read whole (a few hundred rows at most) when the copy is older than ``max_age_s``, so a
+    revocation made by another collector of a lake applies within that; and on a miss at most once per
+    ``miss_reload_s``, so a token just created elsewhere works within a quarter second while made-up
+    tokens cost at most four small reads a second, whatever their rate. Changes made through this process apply at once
+    (:meth:`invalidate`). Concurrent reloads share one read.
+    """
+
+    def __init__(self, *, max_age_s: float = 5.0, miss_reload_s: float = 0.25,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self._max_age_s = max_age_s
+        self._miss_reload_s = miss_reload_s
+        self._clock = clock
+        self._callers: dict[str, Caller] = {}
+        self._loaded_at_s = -math.inf
+        self._lock = asyncio.Lock()
+        self.reloads = 0
+        """How many times the table was read (``telemetry_token_reloads_total``)."""
+
+    def invalidate(self) -> None:
+        """Forget the copy: the next request reads the table again (after a create or revoke here)."""
+        self._loaded_at_s = -math.inf
+
+    async def _reload(self, read: Read, *, older_than_s: float) -> None:
+        async with self._lock:
+            if self._loaded_at_s > older_than_s:
+                return  # another request reloaded while this one waited
+            started_s = self._clock()
+            rows = await read("SELECT token_sha256, token_id, role FROM tokens WHERE revoked_at IS NULL", ())
+            self._callers = {str(sha): Caller(str(token_id), str(role)) for sha, token_id, role in rows}
+            self._loaded_at_s = started_s
+            self.reloads += 1
+
+    async def caller(self, read: Read, token: str) -> Caller | None:
+        """The owner of ``token`` when it is active, else None."""
+        sha256 = token_sha256(token)
+        now_s = self._clock()
+        if now_s - self._loaded_at_s > self._max_age_s:
+            await self._reload(read, older_than_s=now_s - self._max_age_s)
+        found = self._callers.get(sha256)
+        if found is None and self._clock() - self._loaded_at_s >= self._miss_reload_s:
+            await self._reload(read, older_than_s=self._clock() - self._miss_reload_s)
+            found = self._callers.get(sha256)
+        return found
+
+
+_UNAUTHORIZED: Final = "a valid bearer token is required (telemetry-collector token create)"
+
+
+async def authorize(request: web.Request, *, admin: bool = False) -> Caller:
+    """The owner of the request's valid token; 401 without one, 403 when ``admin`` is needed and missing.
+
+    A client address that keeps failing gets 429 before its token is even looked at
+    (``max_auth_failures_per_min``).
+    """
+    failures, peer = request.app[LIMITS].auth_failures, peer_of(request)
+    failures.check(peer, "failed authentications")
     token = bearer(request)
-    if token is None or _TOKEN.fullmatch(token) is None:
-        raise UnauthorizedError("a valid bearer token is required (telemetry-collector token create)")
-    rows = await request.app[STORE].read(
-        "SELECT role FROM tokens WHERE token_sha256 = ? AND revoked_at IS NULL", [token_sha256(token)]
-    )
-    if not rows:
-        raise UnauthorizedError("a valid bearer token is required (telemetry-collector token create)")
-    role = str(rows[0][0])
-    if admin and role != "admin":
+    found = None
+    if token is not None and _TOKEN.fullmatch(token) is not None:
+        found = await request.app[TOKENS].caller(request.app[STORE].read, token)
+    if found is None:
+        failures.take(peer)
+        raise UnauthorizedError(_UNAUTHORIZED)
+    if admin and found.role != "admin":
         raise ForbiddenError("this needs an admin token")
-    return role
+    return found

@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from collector import CollectorConfig, create_app
-from collector.keys import STORE
+from collector.keys import STORE, TOKENS
 from collector.tokens import create_token
 from tests.analytics.fleet import NOW, Install, batches, make_fleet
 
@@ -34,6 +34,7 @@ async def new_token(client: Client, role: str) -> str:
     """Create a token in the running collector's database; return it."""
     store = client.app[STORE]
     _, token = await store.write(lambda con: create_token(con, role, NOW))
+    client.app[TOKENS].invalidate()  # as the collector does after creating one itself
     return str(token)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
-from collector.keys import STORE
+from collector.keys import CONFIG, LIMITS, STORE
 from tests.analytics.conftest import Client, new_token
 from tests.analytics.fleet import batches, make_fleet
 
@@ -66,3 +68,29 @@ async def test_token_routes_need_admin(client: Client) -> None:
     assert all(set(t) == {"token_id", "role", "created_at", "revoked_at"} for t in listing)
     stored = await client.app[STORE].read("SELECT token_sha256 FROM tokens")
     assert all(created["token"] not in row[0] for row in stored)
+
+
+async def test_a_token_with_its_reports_in_progress_gets_429(client: Client) -> None:
+    """Past max_reports_per_token reports in progress, the same token gets 429 + Retry-After; others do not."""
+    token = await new_token(client, "analyst")
+    other = await new_token(client, "analyst")
+    reports = client.app[LIMITS].reports
+    per_token = client.app[CONFIG].max_reports_per_token
+    with contextlib.ExitStack() as busy:
+        for _ in range(per_token):  # as if that many reports of this token were still running
+            busy.enter_context(reports.hold(token.split("_")[1]))
+        resp = await client.get("/v1/reports/versions", headers={"Authorization": f"Bearer {token}"})
+        assert resp.status == 429
+        assert resp.headers["Retry-After"] == "1"
+        assert (await resp.json())["error"]["code"] == "rate_limited"
+        assert (await client.get("/v1/reports/versions", headers={"Authorization": f"Bearer {other}"})).status == 200
+    assert (await client.get("/v1/reports/versions", headers={"Authorization": f"Bearer {token}"})).status == 200
+
+
+async def test_a_token_revoked_through_the_api_is_refused_at_once(client: Client) -> None:
+    """The in-memory token copy forgets a token the moment this collector revokes it."""
+    token = await new_token(client, "analyst")
+    admin = {"Authorization": f"Bearer {await new_token(client, 'admin')}"}
+    assert (await client.get("/v1/reports", headers={"Authorization": f"Bearer {token}"})).status == 200
+    assert (await client.delete(f"/v1/tokens/{token.split('_')[1]}", headers=admin)).status == 200
+    assert (await client.get("/v1/reports", headers={"Authorization": f"Bearer {token}"})).status == 401

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from typing import Any
 
 import duckdb
@@ -146,3 +147,18 @@ async def test_ingest_metrics_count_accepted_duplicates_and_rejections(collector
     assert "telemetry_ingest_duration_seconds_count 3\n" in text
     assert "telemetry_pending_batches " in text
     assert "telemetry_writer_queue_depth " in text
+
+
+async def test_acknowledgement_does_not_wait_for_the_default_executor(collector: TestClient[Any, Any]) -> None:
+    """With every thread of the default executor busy, a batch is still fsync'd and acknowledged."""
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    blockers = [loop.run_in_executor(None, release.wait) for _ in range(64)]  # more than its max_workers
+    try:
+        resp = await asyncio.wait_for(
+            collector.post(BATCHES, data=canonical(batch_obj()), headers=json_headers()), timeout=30
+        )
+        assert resp.status == 200
+    finally:
+        release.set()
+        await asyncio.gather(*blockers)

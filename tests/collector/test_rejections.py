@@ -154,21 +154,29 @@ async def test_ingest_overload_answers_503_with_retry_after(aiohttp_client: Any,
     assert count_rows(config.db_path) == 2
 
 
-async def test_ingest_too_many_requests_in_progress_get_503(aiohttp_client: Any, tmp_path: Path) -> None:
-    """Past max_inflight_requests slow uploads at once, the next request is answered 503 with Retry-After."""
-    config = CollectorConfig(db_path=tmp_path / "t.duckdb", max_inflight_requests=2, read_timeout_s=5)
+async def test_slow_uploads_hold_no_slot_and_past_the_body_budget_get_503(aiohttp_client: Any, tmp_path: Path) -> None:
+    """Slow uploads take no ingest slot; one whose bytes would pass max_body_buffer_bytes gets 503 + Retry-After."""
+    config = CollectorConfig(db_path=tmp_path / "t.duckdb", max_inflight_requests=2, read_timeout_s=5,
+                             max_body_bytes=4096, max_body_buffer_bytes=4096)  # fmt: skip
     client = await aiohttp_client(create_app(config))
+    head = b"POST /v1/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n"
     slow = []
-    for _ in range(2):
-        _, writer = await asyncio.open_connection("127.0.0.1", client.port)
-        writer.write(b"POST /v1/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 1000\r\n\r\n{")  # fmt: skip
+    for _ in range(2):  # as many as there are slots: each holds 1,000 bytes of the 4,096 budget
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+        writer.write(head + b"{" + b" " * 999)
         await writer.drain()
-        slow.append(writer)
-    await asyncio.sleep(0.2)
-    resp = await client.post(BATCHES, data=canonical(batch_obj()), headers=json_headers())
-    assert resp.status == 503
-    assert resp.headers["Retry-After"] == str(config.retry_after_s)
-    for writer in slow:
-        writer.close()
+        slow.append((reader, writer))
+        await asyncio.sleep(0.2)
+    resp = await client.post(BATCHES, data=canonical(batch_obj(snapshots=batch_obj()["snapshots"][:1])),
+                             headers=json_headers())  # fmt: skip
+    assert resp.status == 200, await resp.text()  # the slots are free: the slow ones hold none
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(head + b"{" + b" " * 2999)  # 3,000 more bytes: past the budget
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(4096), timeout=30)
+    assert answer.startswith(b"HTTP/1.1 503"), answer
+    assert b"Retry-After: 5" in answer
+    writer.close()
+    for _, slow_writer in slow:
+        slow_writer.close()
     await client.close()
