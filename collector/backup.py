@@ -40,7 +40,7 @@ from .tokens import authorize
 __all__ = ["OPENAPI_PATHS", "post_backup", "register"]
 
 _CHUNK: Final = 1024 * 1024
-_DEFAULT_TIMEOUT_S: Final = 600.0
+_DEFAULT_TIMEOUT_S: Final = 3600.0
 """How long the command waits on the collector: the copy is made before its first byte is sent."""
 
 
