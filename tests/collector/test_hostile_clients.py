@@ -244,11 +244,13 @@ def test_made_up_tokens_are_refused_from_memory_and_rate_limited(tmp_path: Path)
             if status == 429:
                 assert int(headers["Retry-After"]) >= 1
         elapsed_s = time.monotonic() - started
-        assert statuses[:120] == [401] * 120  # max_auth_failures_per_min
-        assert set(statuses[120:]) == {429}
+        assert statuses[:120] == [401] * 120  # max_auth_failures_per_min: a minute's worth at once
+        # Then the bucket refills at 2 a second: that many more 401s, the rest 429.
+        assert statuses[120:].count(401) <= 1 + elapsed_s * 2
+        assert set(statuses[120:]) <= {401, 429}
         # At most one read of the table per 0.25 s of misses (plus the first), whatever the rate.
         assert server.metric("telemetry_token_reloads_total") <= 2 + elapsed_s * 4
-        assert server.metric('telemetry_client_events_total{event="rate_limited"}') == 180
+        assert server.metric('telemetry_client_events_total{event="rate_limited"}') == statuses.count(429)
 
 
 def test_install_requests_are_rate_limited_per_address(tmp_path: Path) -> None:
