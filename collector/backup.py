@@ -30,7 +30,7 @@ from aiohttp import web
 
 from .admin_cli import TOKEN_ENV
 from .config import CollectorConfig
-from .errors import ConfigError, ConflictError
+from .errors import ConfigError, ConflictError, InUseError
 from .keys import STORE
 from .storage.embedded.backup import verify_backup
 from .storage.embedded.spool import fsync_dir
@@ -121,7 +121,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--token", metavar="TOKEN", help=f"admin token for --url (default ${TOKEN_ENV})")
     parser.add_argument("--timeout-s", metavar="SECONDS", type=float, default=_DEFAULT_TIMEOUT_S,
                         help=f"how long to wait for the collector (default {_DEFAULT_TIMEOUT_S:g})")  # fmt: skip
-    parser.set_defaults(func=_run, in_use_hint="a running collector holds it: back it up through it with --url URL")
+    parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -130,6 +130,10 @@ def _run(args: argparse.Namespace) -> int:
     except _BackupError as exc:
         print(f"telemetry-collector: {exc}", file=sys.stderr)
         return exc.code
+    except InUseError as exc:
+        print(f"telemetry-collector: {exc.message} (a running collector holds it: back it up through it with"
+              " --url URL)", file=sys.stderr)  # fmt: skip
+        return 1
 
 
 def _backup(args: argparse.Namespace) -> int:
