@@ -53,9 +53,8 @@ def test_token_slots_free_when_the_block_ends_even_on_error() -> None:
     with pytest.raises(ValueError, match="boom"), slots.hold("a"):
         raise ValueError("boom")
     with slots.hold("a"):
-        with pytest.raises(RateLimitedError):
-            with slots.hold("a"):
-                pass
+        with pytest.raises(RateLimitedError), slots.hold("a"):
+            pass
         with slots.hold("b"):
             pass
 
