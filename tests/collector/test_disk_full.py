@@ -8,6 +8,7 @@ skipped otherwise, except under CI (``CI=1``), where a missing mount fails the t
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -22,6 +23,8 @@ import duckdb
 import orjson
 import pytest
 
+from collector import CollectorConfig, open_storage
+from collector.tokens import create_token
 from schema import install_id_from_secret, new_secret
 from tests.collector.conftest import BATCHES, batch_obj, canonical, start_server, stop_server
 
@@ -89,8 +92,11 @@ def _spool_text(spool: Path) -> str:
 def test_disk_full_erasure_waits_for_set_aside_segments_and_retry_loses_nothing(
     small_disk: Path, tmp_path: Path
 ) -> None:
-    """While a segment is set aside, /v1/installs answers 503; once space is back it is loaded, and erased."""
+    """While a segment is set aside, /v1/installs answers 503 (as any refused write does, never a 500); once space
+    is back the segment is loaded by itself, and the erasure covers it."""
     db, spool = small_disk / "t.duckdb", tmp_path / "spool"
+    with open_storage(CollectorConfig(db_path=db, spool_dir=spool)) as store:
+        _, admin = store.write_sync(lambda con: create_token(con, "admin", dt.datetime.now(dt.UTC)))
     proc, url = start_server(db, "--spool-dir", str(spool), "--load-interval-s", "0.1", "--log-level", "warning")
     try:
         filler = _fill(small_disk)
@@ -106,6 +112,8 @@ def test_disk_full_erasure_waits_for_set_aside_segments_and_retry_loses_nothing(
         assert answer["error"]["path"] == "database"
         assert _call(install_a, bearer=secret_a)[0] == 503
         assert a["batch_id"] in _spool_text(spool)
+        status, answer = _call(url + "/v1/tokens", "POST", b'{"role": "analyst"}', bearer=admin)
+        assert (status, answer["error"]["code"], answer["error"]["path"]) == (503, "unavailable", "database")
 
         filler.unlink()
         _wait_ready(url, ready=True)  # the set-aside segment was retried by itself
@@ -119,6 +127,7 @@ def test_disk_full_erasure_waits_for_set_aside_segments_and_retry_loses_nothing(
     finally:
         code, err = stop_server(proc)
     assert code == 0, err
+    assert "Traceback" not in err
     with duckdb.connect(str(db), read_only=True) as con:
         rows = con.execute("SELECT CAST(batch_id AS VARCHAR) FROM batches").fetchall()
     assert rows == [(b["batch_id"],)]

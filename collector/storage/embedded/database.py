@@ -7,6 +7,7 @@ itself: its lock and error messages, the mode of a file it creates, its ``thread
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, Final, TypeVar
 
 import duckdb
 
-from collector.errors import ConfigError, InUseError
+from collector.errors import ConfigError, InUseError, UnavailableError
 from collector.storage.base import naive_utc
 from schema import parse_hour
 
@@ -22,6 +23,8 @@ from .dedup import DedupIndex
 from .segments import SegmentLoader
 
 __all__ = ["connect", "fill_index", "in_transaction", "with_threads"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -62,8 +65,12 @@ def fill_index(con: Any, index: DedupIndex, loader: SegmentLoader, now: dt.datet
         index.add(batch_id, sha256, created_s=parse_hour(created_at, "created_at").timestamp(), now_s=now_s)
 
 
-def in_transaction(fn: Callable[[Any], T]) -> Callable[[Any], T]:
-    """A job that runs ``fn(con)`` inside BEGIN/COMMIT, rolling back if it raises."""
+def in_transaction(fn: Callable[[Any], T], *, retry_after_s: int) -> Callable[[Any], T]:
+    """A job that runs ``fn(con)`` inside BEGIN/COMMIT, rolling back if it raises.
+
+    A COMMIT the database refuses (its disk is full or failing: the WAL cannot be written) raises
+    UnavailableError (503, path ``database``): the request may be retried, and it is no bug of ours.
+    """
 
     def job(con: Any) -> T:
         con.execute("BEGIN")
@@ -72,7 +79,12 @@ def in_transaction(fn: Callable[[Any], T]) -> Callable[[Any], T]:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        con.execute("COMMIT")
+        try:
+            con.execute("COMMIT")
+        except duckdb.Error as exc:  # the transaction is gone already: nothing to roll back
+            log.error("the database refused a commit: %s", str(exc).splitlines()[0])
+            raise UnavailableError("the database refused the write", retry_after_s=retry_after_s,
+                                   part="database") from None  # fmt: skip
         return result
 
     return job

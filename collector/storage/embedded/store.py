@@ -192,12 +192,12 @@ class EmbeddedStore:
 
     def write_sync(self, fn: Callable[[Any], T]) -> T:
         """Like :meth:`write`, blocking the calling thread until done."""
-        result: T = self._submit(in_transaction(fn)).result()
+        result: T = self._submit(in_transaction(fn, retry_after_s=self.config.retry_after_s)).result()
         return result
 
     async def write(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(con)`` in the writer thread inside BEGIN/COMMIT (ROLLBACK if it raises); return its result."""
-        result: T = await asyncio.wrap_future(self._submit(in_transaction(fn)))
+        result: T = await asyncio.wrap_future(self._submit(in_transaction(fn, retry_after_s=self.config.retry_after_s)))
         return result
 
     async def sync(self) -> None:
