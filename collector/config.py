@@ -113,6 +113,8 @@ class CollectorConfig:
     still sending holds none); beyond it, 503 + Retry-After."""
     max_reports_per_token: int = _setting(4, _int)
     """Report requests one token may have in progress at once; more get 429 + Retry-After."""
+    max_reports_per_min: int = _setting(120, _int)
+    """Report requests one token may make per minute (a burst of that many, then one per 60/N s); then 429."""
     max_auth_failures_per_min: int = _setting(120, _int)
     """Failed authentications (401) one client address may cause per minute; past it, 429 until it slows."""
     max_install_requests_per_min: int = _setting(60, _int)
@@ -158,6 +160,7 @@ class CollectorConfig:
             "max_body_buffer_bytes": self.max_body_bytes <= self.max_body_buffer_bytes <= 1 << 40,
             "max_inflight_requests": 1 <= self.max_inflight_requests <= 1_000_000,
             "max_reports_per_token": 1 <= self.max_reports_per_token <= 1000,
+            "max_reports_per_min": 1 <= self.max_reports_per_min <= 1_000_000,
             "max_auth_failures_per_min": 1 <= self.max_auth_failures_per_min <= 1_000_000,
             "max_install_requests_per_min": 1 <= self.max_install_requests_per_min <= 1_000_000,
             "writer_threads": 0 <= self.writer_threads <= 1024,

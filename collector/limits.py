@@ -132,6 +132,8 @@ class Limits:
     """``/v1/installs/...`` requests per client address (``max_install_requests_per_min``)."""
     reports: TokenSlots
     """Reports in progress per token (``max_reports_per_token``)."""
+    report_rate: PeerBuckets
+    """Reports asked per token id (``max_reports_per_min``): the buckets are keyed by token id here."""
     bodies: BodyBudget
     """Ingest bodies being received (``max_body_buffer_bytes``)."""
 
@@ -142,5 +144,6 @@ class Limits:
             auth_failures=PeerBuckets(per_min=config.max_auth_failures_per_min, clock=clock),
             install_requests=PeerBuckets(per_min=config.max_install_requests_per_min, clock=clock),
             reports=TokenSlots(per_token=config.max_reports_per_token),
+            report_rate=PeerBuckets(per_min=config.max_reports_per_min, clock=clock),
             bodies=BodyBudget(max_bytes=config.max_body_buffer_bytes, retry_after_s=config.retry_after_s),
         )

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from collector import CollectorConfig, create_app
 from collector.keys import CONFIG, LIMITS, STORE
 from tests.analytics.conftest import Client, new_token
 from tests.analytics.fleet import batches, make_fleet
@@ -94,3 +97,25 @@ async def test_a_token_revoked_through_the_api_is_refused_at_once(client: Client
     assert (await client.get("/v1/reports", headers={"Authorization": f"Bearer {token}"})).status == 200
     assert (await client.delete(f"/v1/tokens/{token.split('_')[1]}", headers=admin)).status == 200
     assert (await client.get("/v1/reports", headers={"Authorization": f"Bearer {token}"})).status == 401
+
+
+async def test_a_daily_report_over_more_than_1000_days_is_400(client: Client) -> None:
+    """A daily range past MAX_PERIODS days is refused naming interval; the same range weekly is answered."""
+    headers = {"Authorization": f"Bearer {await new_token(client, 'analyst')}"}
+    query = "from=2016-01-01&to=2026-01-01"
+    resp = await client.get(f"/v1/reports/versions?{query}&interval=day", headers=headers)
+    assert resp.status == 400
+    assert (await resp.json())["error"]["path"] == "interval"
+    assert (await client.get(f"/v1/reports/versions?{query}&interval=week", headers=headers)).status == 200
+
+
+async def test_a_token_past_its_reports_per_minute_gets_429(aiohttp_client: Any, tmp_path: Path) -> None:
+    """max_reports_per_min reports at once, then 429 + Retry-After for that token only."""
+    client = await aiohttp_client(create_app(CollectorConfig(db_path=tmp_path / "t.duckdb", max_reports_per_min=2)))
+    token, other = await new_token(client, "analyst"), await new_token(client, "analyst")
+    statuses = [
+        (await client.get("/v1/reports/versions", headers={"Authorization": f"Bearer {token}"})).status
+        for _ in range(3)
+    ]
+    assert statuses == [200, 200, 429]
+    assert (await client.get("/v1/reports/versions", headers={"Authorization": f"Bearer {other}"})).status == 200
