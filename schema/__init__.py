@@ -1,4 +1,4 @@
-"""The contract between agent and collector: the policy catalogue and batch wire format v1.
+"""The contract between agent and collector: the versioned policy catalogue and the batch wire formats (1 and 2).
 
 Imports only the standard library and orjson, so agents and tools in any environment can use it.
 """
@@ -16,11 +16,13 @@ from .batch import (
     parse_batch_obj,
     parse_hour,
 )
-from .catalogue import CATALOGUE, Catalogue, Entry, load_catalogue
+from .catalogue import CATALOGUE, Catalogue, Entry, load_catalogue, read_catalogue
 from .coarsen import coarsen, is_coarse, round_sig2
 from .errors import SchemaError
+from .evolution import check_successor
 from .identity import install_id_from_secret, new_secret, same_install
 from .jsonschema import batch_json_schema
+from .policy import parse_policy, policy_document
 from .strict_json import decode_json
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "SchemaError",
     "Snapshot",
     "batch_json_schema",
+    "check_successor",
     "coarsen",
     "decode_json",
     "encode_batch",
@@ -46,6 +49,9 @@ __all__ = [
     "parse_batch",
     "parse_batch_obj",
     "parse_hour",
+    "parse_policy",
+    "policy_document",
+    "read_catalogue",
     "round_sig2",
     "same_install",
 ]

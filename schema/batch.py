@@ -1,11 +1,17 @@
-"""Batch wire format v1: typed values, the strict parser, and the canonical encoder.
+"""Batch wire formats 1 and 2: typed values, the strict parser, and the canonical encoder.
 
 A batch is UTF-8 JSON::
 
-    {"schema_version": 1, "batch_id": "<uuid4>", "install_id": "<uuid>",
+    {"schema_version": 2, "catalogue_version": 1, "batch_id": "<uuid4>", "install_id": "<uuid>",
      "product": {"name": "deployserver", "version": "4.2.1"}, "agent_version": "0.1.0",
      "created_at": "2026-11-29T03:00:00Z",
      "snapshots": [{"taken_at": "2026-11-29T02:00:00Z", "metrics": {"os.family": "linux", ...}}]}
+
+Format 2 adds ``catalogue_version``, the catalogue version the agent built the batch against; format 1
+is the same without it, and means catalogue version 1. A batch's metrics are checked against what its
+catalogue version allowed (:meth:`schema.Catalogue.metrics_at`): a metric retired later is still
+accepted in a batch of an earlier version, and a batch of a version newer than the catalogue at hand
+is accepted when every key in it is known to that catalogue.
 
 The parser accepts nothing the catalogue does not permit and names the JSON path of the first
 problem. The encoder is canonical (sorted keys, no spaces): the same batch always gives the same
@@ -22,7 +28,7 @@ from typing import Any, Final
 
 import orjson
 
-from .catalogue import CATALOGUE, Catalogue, Entry
+from .catalogue import CATALOGUE, Catalogue
 from .errors import SchemaError
 from .strict_json import decode_json, safe_name
 
@@ -40,14 +46,18 @@ __all__ = [
     "parse_hour",
 ]
 
-SCHEMA_VERSION: Final = 1
-SUPPORTED_VERSIONS: Final = frozenset({1})
+SCHEMA_VERSION: Final = 2
+"""The wire format this release writes: 2, which records ``catalogue_version``."""
+SUPPORTED_VERSIONS: Final = frozenset({1, 2})
+"""The wire formats this release reads. Format 1 batches (sealed before format 2) stay valid forever."""
 MAX_SNAPSHOTS: Final = 744
 """At most one snapshot per hour for 31 days: the longest batch period the agent allows."""
 
-_TOP_KEYS: Final = frozenset(
+_V1_KEYS: Final = frozenset(
     {"schema_version", "batch_id", "install_id", "product", "agent_version", "created_at", "snapshots"}
 )
+_TOP_KEYS: Final = {1: _V1_KEYS, 2: _V1_KEYS | {"catalogue_version"}}
+_MAX_CATALOGUE_VERSION: Final = 1_000_000  # far beyond any real release train; keeps the column an INTEGER
 _PRODUCT_KEYS: Final = frozenset({"name", "version"})
 _SNAPSHOT_KEYS: Final = frozenset({"taken_at", "metrics"})
 _UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -85,11 +95,19 @@ class Batch:
     created_at: str
     snapshots: tuple[Snapshot, ...]
     schema_version: int = SCHEMA_VERSION
+    catalogue_version: int = 1
+    """The catalogue version the batch was built against (always 1 in format 1, which cannot say)."""
+
+    def __post_init__(self) -> None:
+        if self.schema_version == 1 and self.catalogue_version != 1:
+            raise ValueError("a format 1 batch cannot record a catalogue version other than 1")
 
     def to_obj(self) -> dict[str, Any]:
         """The JSON object of this batch."""
-        return {
-            "schema_version": self.schema_version,
+        obj: dict[str, Any] = {"schema_version": self.schema_version}
+        if self.schema_version >= 2:
+            obj["catalogue_version"] = self.catalogue_version
+        obj |= {
             "batch_id": self.batch_id,
             "install_id": self.install_id,
             "product": {"name": self.product.name, "version": self.product.version},
@@ -97,17 +115,35 @@ class Batch:
             "created_at": self.created_at,
             "snapshots": [{"taken_at": s.taken_at, "metrics": dict(s.metrics)} for s in self.snapshots],
         }
+        return obj
 
 
-def _explain_metrics(catalogue: Mapping[str, Entry], metrics: dict[str, Any], i: int) -> None:
-    """Raise the precise error for a metrics object the fast check refused."""
+def _explain_metrics(catalogue: Catalogue, version: int, metrics: dict[str, Any], i: int) -> None:
+    """Raise the precise error for a metrics object the fast check refused (batch of catalogue ``version``)."""
+    allowed = catalogue.metrics_at(version)
     for key, value in metrics.items():
-        entry = catalogue.get(key)
+        entry = allowed.get(key)
         if entry is None:
-            name = key if safe_name(key) else "<unknown>"
-            raise SchemaError(f"snapshots[{i}].metrics.{name}", "unknown_metric", "not in the policy catalogue")
-        entry.check(value, f"snapshots[{i}].metrics.{key}")
+            _refuse_key(catalogue, version, key, f"snapshots[{i}].metrics")
+        else:
+            entry.check(value, f"snapshots[{i}].metrics.{key}")
     raise AssertionError("the fast metrics check and Entry.check disagree")  # pragma: no cover
+
+
+def _refuse_key(catalogue: Catalogue, version: int, key: str, where: str) -> None:
+    entry = catalogue.metric(key)
+    if entry is None:
+        path = f"{where}.{key if safe_name(key) else '<unknown>'}"
+        if version > catalogue.version:
+            raise SchemaError(path, "unknown_metric", f"not in catalogue version {catalogue.version} (the newest known "
+                              f"here; the batch was built against version {version})")  # fmt: skip
+        raise SchemaError(path, "unknown_metric", "not in the policy catalogue")
+    path = f"{where}.{key}"
+    if entry.removed_in is not None and entry.removed_in <= version:
+        raise SchemaError(path, "retired_metric", f"retired in catalogue version {entry.removed_in}; the batch was "
+                          f"built against version {version}")  # fmt: skip
+    raise SchemaError(path, "metric_not_in_version", f"added in catalogue version {entry.since}, after the batch's "
+                      f"version {version}")  # fmt: skip
 
 
 def _new_snapshot(taken_at: str, metrics: Mapping[str, int | str]) -> Snapshot:
@@ -182,7 +218,7 @@ def _join(path: str, key: str) -> str:
 
 
 def parse_batch_obj(obj: object, *, catalogue: Catalogue = CATALOGUE) -> Batch:
-    """Check an already-decoded JSON object against format v1 and the catalogue; return the batch."""
+    """Check an already-decoded JSON object against its format (1 or 2) and the catalogue; return the batch."""
     if type(obj) is not dict:
         raise SchemaError("", "wrong_type", "a batch is a JSON object")
     version = obj.get("schema_version")
@@ -192,7 +228,11 @@ def parse_batch_obj(obj: object, *, catalogue: Catalogue = CATALOGUE) -> Batch:
     if version not in SUPPORTED_VERSIONS:
         raise SchemaError("schema_version", "unsupported_version",
                           f"version {version} is not supported (supported: {sorted(SUPPORTED_VERSIONS)})")  # fmt: skip
-    top = _expect_object(obj, "", _TOP_KEYS)
+    top = _expect_object(obj, "", _TOP_KEYS[version])
+    catalogue_version = top.get("catalogue_version", 1)
+    if type(catalogue_version) is not int or not 1 <= catalogue_version <= _MAX_CATALOGUE_VERSION:
+        raise SchemaError("catalogue_version", "wrong_type" if type(catalogue_version) is not int else "out_of_bounds",
+                          f"must be an integer from 1 to {_MAX_CATALOGUE_VERSION}")  # fmt: skip
     batch_id = top["batch_id"]
     if type(batch_id) is not str or _UUID4.fullmatch(batch_id) is None:
         raise SchemaError("batch_id", "bad_id", "must be a lowercase UUID version 4")
@@ -213,8 +253,7 @@ def parse_batch_obj(obj: object, *, catalogue: Catalogue = CATALOGUE) -> Batch:
         raise SchemaError("snapshots", "empty", "a batch holds at least one snapshot")
     if len(snapshots) > MAX_SNAPSHOTS:
         raise SchemaError("snapshots", "too_many_snapshots", f"at most {MAX_SNAPSHOTS} snapshots per batch")
-    metrics_catalogue = catalogue.metrics
-    metrics_ok = catalogue.metrics_ok
+    metrics_ok = catalogue.metrics_check(catalogue_version)
     parsed: list[Snapshot] = []
     previous: datetime | None = None
     # The hot path of ingest (~200 values per batch): no path strings are built unless something is wrong.
@@ -237,10 +276,11 @@ def parse_batch_obj(obj: object, *, catalogue: Catalogue = CATALOGUE) -> Batch:
         if type(metrics) is not dict:
             raise SchemaError(f"snapshots[{i}].metrics", "wrong_type", "expected an object")
         if not metrics_ok(metrics):
-            _explain_metrics(metrics_catalogue, metrics, i)
+            _explain_metrics(catalogue, catalogue_version, metrics, i)
         parsed.append(_new_snapshot(taken_at, metrics))
     return Batch(
         schema_version=version,
+        catalogue_version=catalogue_version,
         batch_id=batch_id,
         install_id=install_id,
         product=Product(name=product["name"], version=product["version"]),

@@ -1,7 +1,7 @@
-"""Generated documents: the metric dictionary (``docs/metrics.md``) and the batch JSON Schema file.
+"""Generated documents: the metric dictionary (``docs/metrics.md``), the privacy page and the batch JSON Schemas.
 
-Both are derived from the catalogue, never written by hand; ``python -m schema`` rewrites them and
-``python -m schema --check`` (run by the tests) fails when either is stale.
+All are derived from the catalogue, never written by hand; ``python -m schema`` rewrites them and
+``python -m schema --check`` (run by the tests) fails when one is stale.
 """
 
 from __future__ import annotations
@@ -25,24 +25,55 @@ def _allowed(entry: Entry) -> str:
     return f"pattern `{entry.pattern}`".replace("|", "\\|")
 
 
-def _table(entries: list[Entry]) -> list[str]:
+def _table(entries: list[Entry], *, retired: bool) -> list[str]:
     rows = [
-        "| key | allowed values | unit | kind | coarsening | category | policy clause | since |",
-        "|---|---|---|---|---|---|---|---|",
+        "| key | allowed values | unit | kind | coarsening | category | policy clause | since |"
+        + (" retired |" if retired else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if retired else ""),
     ]
     rows += [
         f"| `{e.key}` | {_allowed(e)} | {e.unit or '-'} | {e.kind} | `{e.coarsening}` | {e.category} "
         f"| [{e.clause}](#clause-{e.clause}) | v{e.since} |"
+        + ((f" v{e.removed_in} |" if e.removed_in else " - |") if retired else "")
         for e in entries
     ]
     return rows
+
+
+def _keys(entries: list[Entry]) -> str:
+    return ", ".join(f"`{e.key}`" for e in entries)
+
+
+def _changelog(catalogue: Catalogue) -> list[str]:
+    """Newest version first: what each version added and retired."""
+    lines = ["## Changelog", "",
+             "A catalogue of version N describes every version up to N: entries are never edited or deleted, only "
+             "added (`since`) and retired (`removed_in`). A batch records the version it was built against "
+             "(`catalogue_version`), and the collector checks it against what that version allowed.", ""]  # fmt: skip
+    for version in range(catalogue.version, 0, -1):
+        added, retired = catalogue.added_in(version), catalogue.retired_in(version)
+        lines += [f"### Version {version}", ""]
+        if version == 1:
+            lines.append(f"- First version: {len(added)} snapshot metrics, {_keys(added)}.")
+        elif added:
+            lines.append(f"- Added: {_keys(added)}. Installs that consented to an earlier version send "
+                         "it only once their admin approves it (`telemetry-agent metrics approve`).")  # fmt: skip
+        if retired:
+            lines.append(f"- Retired: {_keys(retired)}. No longer collected; batches built against an earlier "
+                         "version may still hold it, and the collector still accepts them.")  # fmt: skip
+        if version > 1 and not added and not retired:
+            lines.append("- No change to the metrics.")
+        lines.append("")
+    return lines
 
 
 def _details(entries: list[Entry]) -> list[str]:
     lines: list[str] = []
     for e in entries:
         lines += [f"### `{e.key}`", "", e.description, "", f"- **Why:** {e.purpose}",
-                  f"- **Rests on:** clause `{e.clause}` of the privacy policy", ""]  # fmt: skip
+                  f"- **Rests on:** clause `{e.clause}` of the privacy policy"]  # fmt: skip
+        lines.append(f"- **Versions:** since {e.since}" + (f", retired in {e.removed_in}" if e.removed_in else ""))
+        lines.append("")
     return lines
 
 
@@ -76,7 +107,9 @@ def render_metrics_md(catalogue: Catalogue = CATALOGUE) -> str:
     ]
     for name, text in catalogue.clauses.items():
         lines += [f'<a id="clause-{name}"></a>**`{name}`**: {text}', ""]
-    lines += ["## Batch header fields", "", *_table(header), "", "## Snapshot metrics", "", *_table(metrics), ""]
+    lines += ["## Batch header fields", "", *_table(header, retired=False), "", "## Snapshot metrics", "",
+              *_table(metrics, retired=True), ""]  # fmt: skip
+    lines += _changelog(catalogue)
     lines += ["## Coarsening rules", ""]
     lines += [f"- `{rule}`: {text}" for rule, text in _RULES.items()]
     lines += ["", "## Details", "", *_details(header + metrics)]
@@ -92,6 +125,29 @@ _NEVER = [
     "Exact timestamps: every time is truncated to the hour, in UTC.",
     "Anything not in the catalogue: the agent drops such keys (and counts them), the collector refuses the batch.",
 ]
+
+
+def _consent_versions(catalogue: Catalogue) -> list[str]:
+    newest = ", ".join(f"version {v} added {_keys(catalogue.added_in(v))}" for v in range(2, catalogue.version + 1)
+                       if catalogue.added_in(v))  # fmt: skip
+    return [
+        "## Consent follows the catalogue version",
+        "",
+        f"This is catalogue version {catalogue.version}. Consent is given to a version: `telemetry-agent consent "
+        "review` or `auto` records the catalogue version the admin agreed to (with `consent` set in the "
+        "configuration, the version in force when the agent first collects). A later release of the product may "
+        "ship a newer catalogue with more metrics: each added metric is **not collected** until the admin approves "
+        "it (`telemetry-agent metrics` lists every metric and its state, `telemetry-agent metrics approve KEY` or "
+        "`--all` approves). A retired metric stops being collected at once, with no approval needed. "
+        + (f"Since version 1, {newest}. " if newest else "")
+        + "Each batch records the catalogue version it was built against, so what an install sent can always be "
+        "read against the definitions of that version (the [changelog](metrics.md#changelog)).",
+        "",
+        "The admin can also narrow the catalogue (`disabled_metrics`), never widen it, and the agent leaves out "
+        "any metric the vendor's collector does not accept (it learns that from the collector's `GET /v1/policy`, "
+        "or from a policy file carried over to an air-gapped install with `telemetry-agent policy import`).",
+        "",
+    ]
 
 
 def render_privacy_md(catalogue: Catalogue = CATALOGUE) -> str:
@@ -112,8 +168,11 @@ def render_privacy_md(catalogue: Catalogue = CATALOGUE) -> str:
         "|---|---|---|---|",
     ]
     for e in [*catalogue.header.values(), *catalogue.metrics.values()]:
+        when = f" (retired in version {e.removed_in}: no longer collected)" if e.removed_in else (
+            f" (since version {e.since})" if e.since > 1 else "")  # fmt: skip
         lines.append(
-            f"| `{e.key}`: {e.description} | {_allowed(e)}, coarsening `{e.coarsening}` | {e.purpose} | `{e.clause}` |"
+            f"| `{e.key}`{when}: {e.description} | {_allowed(e)}, coarsening `{e.coarsening}` | {e.purpose} "
+            f"| `{e.clause}` |"
         )
     lines += ["", "The policy clauses these rest on:", ""]
     lines += [f"- `{name}`: {text}" for name, text in catalogue.clauses.items()]
@@ -121,6 +180,7 @@ def render_privacy_md(catalogue: Catalogue = CATALOGUE) -> str:
         "",
         "The full definitions are in the [metric dictionary](metrics.md).",
         "",
+        *_consent_versions(catalogue),
         "## What is never collected",
         "",
     ]
@@ -149,9 +209,11 @@ def render_privacy_md(catalogue: Catalogue = CATALOGUE) -> str:
 
 def generated_files(root: Path, catalogue: Catalogue = CATALOGUE) -> dict[Path, str]:
     """Every generated file under the repository ``root`` and the text it must hold."""
-    json_schema = orjson.dumps(batch_json_schema(catalogue), option=orjson.OPT_INDENT_2).decode() + "\n"
+    json_schema = orjson.dumps(batch_json_schema(catalogue, 1), option=orjson.OPT_INDENT_2).decode() + "\n"
+    json_schema_v2 = orjson.dumps(batch_json_schema(catalogue, 2), option=orjson.OPT_INDENT_2).decode() + "\n"
     return {
         root / "docs" / "metrics.md": render_metrics_md(catalogue),
         root / "docs" / "privacy.md": render_privacy_md(catalogue),
         root / "schema" / "batch-v1.schema.json": json_schema,
+        root / "schema" / "batch-v2.schema.json": json_schema_v2,
     }

@@ -78,7 +78,7 @@ CASES: dict[str, tuple[bytes, dict[str, str], int, str, str]] = {
         "unknown_metric",
         "snapshots[0].metrics.customer_email",
     ),
-    "unsupported version": (_with(schema_version=2), json_headers(), 422, "unsupported_version", "schema_version"),
+    "unsupported version": (_with(schema_version=3), json_headers(), 422, "unsupported_version", "schema_version"),
     "future timestamps": (_future_batch(), json_headers(), 422, "in_future", "created_at"),
     "hostname field": (_with(hostname="db01"), json_headers(), 422, "unknown_field", "hostname"),
 }

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 import schema
 from tests.conftest import ROOT
@@ -30,11 +31,12 @@ def _integer_nodes(node: Any, path: str = "") -> Iterator[tuple[str, dict[str, A
             yield from _integer_nodes(value, f"{path}/{i}")
 
 
-def test_json_schema_describes_every_integer_as_written_without_fraction_or_exponent() -> None:
-    """Each integer in batch-v1.schema.json (schema_version and every integer metric) states the rule."""
-    doc = orjson.loads((Path(schema.__file__).parent / "batch-v1.schema.json").read_bytes())
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_json_schema_describes_every_integer_as_written_without_fraction_or_exponent(fmt: int) -> None:
+    """Each integer in batch-v1/v2.schema.json (schema_version, catalogue_version, every integer metric) states the rule."""
+    doc = orjson.loads((Path(schema.__file__).parent / f"batch-v{fmt}.schema.json").read_bytes())
     nodes = list(_integer_nodes(doc))
-    assert len(nodes) >= 1 + sum(e.type == "int" for e in schema.CATALOGUE.metrics.values())
+    assert len(nodes) >= fmt + sum(e.type == "int" for e in schema.CATALOGUE.metrics.values())
     for path, node in nodes:
         assert RULE in node.get("description", ""), path
     assert RULE in doc["description"]
