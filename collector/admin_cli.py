@@ -2,7 +2,8 @@
 
 Both work either through a running collector (``--url URL --token T``, over HTTP) or straight on a
 database file that no collector holds open (``--db PATH``, the default being ``$TELEMETRY_COLLECTOR_DB_PATH``
-or ``./telemetry.duckdb``). The first admin token must be created with ``--db`` before the server starts.
+or ``./telemetry.duckdb``). The first admin token must be created with ``--db`` before the server starts
+(or while it is stopped); a database held by a running collector fails with a hint to use ``--url``.
 Exit codes: 0 success, 1 operational failure (collector unreachable, database in use), 2 bad usage or input.
 """
 
@@ -24,7 +25,7 @@ from typing import Any, Final
 from .config import CollectorConfig
 from .errors import BadRequestError, NotFoundError
 from .reports import INTERVALS, REPORTS, ReportParams, run_report
-from .reports_format import result_csv, result_table
+from .reports_format import range_line, result_csv, result_table
 from .storage import open_storage
 from .tokens import ROLES, create_token, list_tokens, revoke_token
 
@@ -34,6 +35,11 @@ PROG: Final = "telemetry-collector"
 TOKEN_ENV: Final = "TELEMETRY_TOKEN"  # noqa: S105  # the name of a variable, not a secret
 """Environment variable read when ``--token`` is not given (keeps the token out of the process list)."""
 _TIMEOUT_S: Final = 60.0
+_TOKENS_HELD: Final = (
+    "a running collector holds it: go through it with --url URL --token ADMIN_TOKEN (an admin token),"
+    " or stop the collector first"
+)
+_REPORT_IN_USE: Final = "a running collector holds it: read through it with --url URL --token TOKEN, or stop it first"
 
 
 class _CliError(Exception):
@@ -58,14 +64,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create = actions.add_parser("create", help="create a token and print it (shown only this once)")
     create.add_argument("--role", choices=ROLES, required=True)
     _add_target(create)
-    create.set_defaults(func=_guarded(_token_create))
+    create.set_defaults(func=_guarded(_token_create), in_use_hint=_TOKENS_HELD)
     listing = actions.add_parser("list", help="list tokens (ids, roles, dates; never the tokens)")
     _add_target(listing)
-    listing.set_defaults(func=_guarded(_token_list))
+    listing.set_defaults(func=_guarded(_token_list), in_use_hint=_TOKENS_HELD)
     revoke = actions.add_parser("revoke", help="revoke a token by its id")
     revoke.add_argument("token_id", metavar="ID")
     _add_target(revoke)
-    revoke.set_defaults(func=_guarded(_token_revoke))
+    revoke.set_defaults(func=_guarded(_token_revoke), in_use_hint=_TOKENS_HELD)
 
     report = subparsers.add_parser(
         "report",
@@ -81,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     report.add_argument("--product", help="only this product (default: all)")
     report.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output (default table)")
     _add_target(report)
-    report.set_defaults(func=_guarded(_report))
+    report.set_defaults(func=_guarded(_report), in_use_hint=_REPORT_IN_USE)
 
 
 def _guarded(command: Any) -> Any:
@@ -189,8 +195,8 @@ def _report(args: argparse.Namespace) -> int:
         body, headers = _http(args, "GET", path)
         if fmt == "csv":
             sys.stdout.write(body.decode())
-            groups, installs = headers.get("Telemetry-Suppressed-Groups"), headers.get("Telemetry-Suppressed-Installs")
-            print(f"suppressed: {groups} group(s), {installs} install-periods", file=sys.stderr)
+            if note := headers.get("Telemetry-Suppression-Note"):
+                print(note, file=sys.stderr)
             return 0
         answer: dict[str, Any] = json.loads(body)
     else:
@@ -199,11 +205,11 @@ def _report(args: argparse.Namespace) -> int:
         print(json.dumps(answer, indent=2))
     elif args.format == "csv":
         sys.stdout.write(result_csv(answer["columns"], answer["rows"]))
-        print(answer["suppression"]["note"], file=sys.stderr)
+        if answer["suppression"]["note"]:
+            print(answer["suppression"]["note"], file=sys.stderr)
     else:
         k = answer["suppression"]["min_group_size"]
-        print(f"{answer['title']}, {answer['interval']}ly, {answer['from']} to {answer['to']}", end="")
-        print(f", product {answer['product']}" if answer["product"] else ", all products")
+        print(range_line(answer))
         sys.stdout.write(result_table(answer["columns"], answer["rows"], answer["suppression"]["note"], k))
     return 0
 

@@ -4,6 +4,7 @@ Routes (every one described in :data:`OPENAPI_PATHS`):
 
 - ``GET /v1/reports`` and ``GET /v1/reports/{name}``: analyst or admin bearer token.
 - ``GET /dashboard`` and ``GET /dashboard/{file}``: static page and assets; the page asks for a token.
+- ``GET /``: a redirect to ``/dashboard``, so the collector's bare address leads somewhere useful.
 - ``GET/POST /v1/tokens``, ``DELETE /v1/tokens/{token_id}``: admin token.
 - ``GET/DELETE /v1/installs/{install_id}``: the install's own secret (see :mod:`collector.installs`).
 """
@@ -16,12 +17,12 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from .dashboard import dashboard_asset, dashboard_page
+from .dashboard import dashboard_asset, dashboard_page, to_dashboard
 from .errors import BadRequestError, NotFoundError
 from .installs import delete_install, get_install
 from .jobs import periodic
 from .keys import CONFIG, STORE
-from .reports import INTERVALS, REPORTS, ReportParams, list_products, run_report
+from .reports import INTERVALS, REPORTS, ReportParams, first_day, list_products, run_report
 from .reports_openapi import OPENAPI_PATHS
 from .retention import retention_ctx
 from .tokens import ROLES, authorize, create_token, list_tokens, revoke_token
@@ -59,6 +60,7 @@ async def _list_reports(request: web.Request) -> web.Response:
         "min_group_size": config.min_group_size,
         "lost_after_days": config.lost_after_days,
         "today": store.clock().date().isoformat(),
+        "first_day": day.isoformat() if (day := await first_day(store.read)) else None,
     })  # fmt: skip
 
 
@@ -95,6 +97,9 @@ async def _get_report(request: web.Request) -> web.Response:
             "Telemetry-Min-Group-Size": str(result.min_group_size),
             "Telemetry-Suppressed-Groups": str(result.suppressed_groups),
             "Telemetry-Suppressed-Installs": str(result.suppressed_installs),
+            "Telemetry-Merged-Groups": str(result.merged_groups),
+            "Telemetry-Withheld-Groups": str(result.withheld_groups),
+            "Telemetry-Suppression-Note": result.note(),  # ASCII: built from our own words and numbers
         },
     )
 
@@ -148,5 +153,6 @@ def setup(app: web.Application) -> None:
     router.add_delete("/v1/tokens/{token_id}", _delete_token)
     router.add_get("/v1/installs/{install_id}", get_install)
     router.add_delete("/v1/installs/{install_id}", delete_install)
+    router.add_get("/", to_dashboard)
     router.add_get("/dashboard", dashboard_page)
     router.add_get("/dashboard/{file}", dashboard_asset)

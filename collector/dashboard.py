@@ -13,7 +13,7 @@ from aiohttp import web
 
 from .errors import NotFoundError
 
-__all__ = ["STATIC_DIR", "dashboard_asset", "dashboard_page"]
+__all__ = ["STATIC_DIR", "dashboard_asset", "dashboard_page", "to_dashboard"]
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 _ASSETS: Final = {
@@ -31,6 +31,11 @@ _HEADERS: Final = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-cache",
 }
+
+
+async def to_dashboard(request: web.Request) -> web.Response:
+    """``GET /``: 302 to ``/dashboard`` (temporary: the bare address may one day lead to a landing page)."""
+    raise web.HTTPFound("/dashboard", headers={"Cache-Control": "no-cache"})
 
 
 async def dashboard_page(request: web.Request) -> web.Response:

@@ -29,7 +29,7 @@ import orjson
 
 from .config import CollectorConfig
 from .errors import CollectorError
-from .reports_format import result_table
+from .reports_format import range_line, result_table
 from .storage import open_storage
 from .tokens import create_token
 
@@ -166,7 +166,8 @@ def report_tables(url: str, token: str, *, since: dt.date, names: Sequence[str] 
     for name in names:
         body = orjson.loads(_get(f"{url}/v1/reports/{name}?interval=week&from={since.isoformat()}", token))
         note, k = body["suppression"]["note"], body["suppression"]["min_group_size"]
-        out.append(f"== {body['title']} ({name}, per week) ==\n{result_table(body['columns'], body['rows'], note, k)}")
+        table = result_table(body["columns"], body["rows"], note, k)
+        out.append(f"== {body['title']} ({name}, per week) ==\n{range_line(body)}\n{table}")
     return "\n".join(out)
 
 

@@ -41,8 +41,31 @@ def _object(properties: dict[str, Any], *, extra: bool = False) -> dict[str, Any
 
 _STRING: Final = {"type": "string"}
 _INT: Final = {"type": "integer", "minimum": 0}
-_SUPPRESSION: Final = _object({"min_group_size": _INT, "groups": _INT, "installs": _INT, "note": _STRING})
+_SUPPRESSION: Final = _object({
+    "min_group_size": _INT,
+    "groups": {**_INT, "description": "Groups (or, for count and statistics reports, periods) merged or withheld."},
+    "installs": {**_INT, "description": "Install-periods in those groups, summed over periods."},
+    "merged_groups": {**_INT, "description": "Small groups shown together as one `(other)` row."},
+    "merged_installs": {**_INT, "description": "Install-periods in the merged groups (still counted in `(other)`)."},
+    "withheld_groups": {**_INT, "description": "Groups or periods shown with no number at all."},
+    "withheld_installs": {**_INT, "description": "Install-periods in the withheld groups or periods."},
+    "note": {**_STRING, "description": "What was merged and what withheld, in one sentence; empty when nothing was."},
+})  # fmt: skip
 _CELL: Final = {"type": ["string", "number", "boolean", "null"]}
+_REPORT_ROW: Final = {
+    "type": "object",
+    "required": ["period", "partial", "days_elapsed", "days_total"],
+    "properties": {
+        "period": {"type": "string", "format": "date", "description": "The period's first day."},
+        "partial": {
+            "type": "boolean",
+            "description": "The period has not ended by `today`: it holds only `days_elapsed` of its days so far.",
+        },
+        "days_elapsed": {**_INT, "description": "Days of the period up to and including `today` (0 for a future one)."},
+        "days_total": {**_INT, "description": "Days in the period (1, 7, or 28 to 31)."},
+    },
+    "additionalProperties": _CELL,
+}
 _REPORT_RESULT: Final = _object({
     "report": {"type": "string", "enum": list(REPORTS)},
     "title": _STRING,
@@ -50,10 +73,11 @@ _REPORT_RESULT: Final = _object({
     "unit": _STRING,
     "from": {"type": "string", "format": "date"},
     "to": {"type": "string", "format": "date"},
+    "today": {"type": "string", "format": "date", "description": "The collector's today (UTC); days after it hold no data yet."},
     "interval": {"type": "string", "enum": list(INTERVALS)},
     "product": {"type": ["string", "null"]},
     "columns": {"type": "array", "items": _STRING},
-    "rows": {"type": "array", "items": {"type": "object", "additionalProperties": _CELL}},
+    "rows": {"type": "array", "items": _REPORT_ROW},
     "suppression": _SUPPRESSION,
 })  # fmt: skip
 _REPORT_LIST: Final = _object({
@@ -66,6 +90,8 @@ _REPORT_LIST: Final = _object({
     "min_group_size": _INT,
     "lost_after_days": _INT,
     "today": {"type": "string", "format": "date"},
+    "first_day": {"type": ["string", "null"], "format": "date",
+                  "description": "The earliest day any report has data for (null when none): the dashboard's default `from`."},
 })  # fmt: skip
 _TOKEN_INFO: Final = _object({
     "token_id": _STRING, "role": {"type": "string", "enum": list(ROLES)},
@@ -95,6 +121,21 @@ _REPORT_PARAMS: Final = [
 ]  # fmt: skip
 
 OPENAPI_PATHS: Final[dict[str, Any]] = {
+    "/": {
+        "get": {
+            "operationId": "getRoot",
+            "security": _PUBLIC,
+            "tags": ["reports"],
+            "summary": "Redirects to the dashboard.",
+            "responses": {
+                "302": {
+                    "description": "To `/dashboard`.",
+                    "headers": {"Location": {"schema": {"type": "string"}, "description": "`/dashboard`."}},
+                },
+                "405": _ref("405"),
+            },
+        }
+    },
     "/v1/reports": {
         "get": {
             "operationId": "listReports",
@@ -113,7 +154,9 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
             "summary": "One report over a range of days, by period, after small-group suppression.",
             "description": (
                 "Groups of fewer than min_group_size distinct installs are merged into an `(other)` row or"
-                " withheld; `suppression` (JSON) or the Telemetry-Suppressed-* headers (CSV) say how much." + _AUTH_NOTE
+                " withheld; `suppression` (JSON) or the Telemetry-* headers (CSV) say how much. Every row says"
+                " whether its period is `partial` (not over by `today`) and how many of its days have passed."
+                " A product no install has sent data for is a 404 (path `product`)." + _AUTH_NOTE
             ),
             "parameters": [
                 {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": list(REPORTS)}},
@@ -128,7 +171,15 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
                             ("Telemetry-Min-Group-Size", "CSV only: the suppression threshold."),
                             ("Telemetry-Suppressed-Groups", "CSV only: groups merged into (other) or withheld."),
                             ("Telemetry-Suppressed-Installs", "CSV only: install-periods in those groups."),
+                            ("Telemetry-Merged-Groups", "CSV only: groups merged into (other)."),
+                            ("Telemetry-Withheld-Groups", "CSV only: groups or periods withheld."),
                         )
+                    }
+                    | {
+                        "Telemetry-Suppression-Note": {
+                            "schema": {"type": "string"},
+                            "description": "CSV only: the suppression note (empty when nothing was suppressed).",
+                        }
                     },
                     "content": {
                         "application/json": {"schema": _REPORT_RESULT},

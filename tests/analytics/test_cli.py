@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import subprocess
@@ -73,7 +74,12 @@ def test_report_from_a_database_file(db: Path) -> None:
     done = cli("report", "versions", "--db", str(db), *RANGE, "--interval", "month", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
     assert {r["group"] for r in rows} == {"deployserver 4.2.0", "deployserver 4.3.0", "(other)"}
-    assert "withheld" in done.stderr
+    assert "merged into '(other)'" in done.stderr
+    quiet = cli("report", "active-installs", "--db", str(db), *RANGE, "--interval", "month")
+    assert "fewer than" not in quiet.stdout  # nothing suppressed: no note
+    assert (
+        cli("report", "active-installs", "--db", str(db), *RANGE, "--format", "csv", "--interval", "month").stderr == ""
+    )
 
 
 @pytest.mark.parametrize(
@@ -107,7 +113,7 @@ def test_report_through_a_running_collector(db: Path) -> None:
         as_csv = cli("report", "deployments", "--url", url, *RANGE, "--format", "csv", env=env)
         assert as_csv.returncode == 0, as_csv.stderr
         assert len(list(csv.DictReader(io.StringIO(as_csv.stdout)))) == len(offline["rows"])
-        assert "suppressed:" in as_csv.stderr
+        assert as_csv.stderr.startswith("Periods of fewer than 5 installs: ")
         table = cli("report", "deployments", "--url", url, "--token", token, *RANGE)
         assert "p50" in table.stdout
 
@@ -123,3 +129,43 @@ def test_report_through_a_running_collector(db: Path) -> None:
     gone = cli("report", "deployments", "--url", url, "--token", token)
     assert gone.returncode == 1
     assert "cannot reach" in gone.stderr
+
+
+def test_report_table_marks_the_partial_period(db: Path) -> None:
+    """Today's week is partial: the heading says how much of it has passed, and so does its row."""
+    today = dt.datetime.now(dt.UTC).date()
+    monday = today - dt.timedelta(days=today.weekday())
+    elapsed = today.weekday() + 1
+    done = cli("report", "active-installs", "--db", str(db), "--from", (monday - dt.timedelta(days=7)).isoformat())
+    assert done.returncode == 0, done.stderr
+    heading, header, _, *rows = done.stdout.splitlines()
+    sunday = monday + dt.timedelta(days=6)
+    assert heading == (
+        f"Active installs, weekly, {monday - dt.timedelta(days=7)} to {sunday} (today is {today}: the week from"
+        f" {monday} is partial, {elapsed} of 7 days), all products"
+    )
+    assert header.split() == ["period", "installs", "partial"]
+    assert rows[-1].split() == [monday.isoformat(), "0", str(elapsed), "of", "7", "days"]
+    answer = json.loads(cli("report", "active-installs", "--db", str(db), "--format", "json").stdout)
+    assert answer["today"] == today.isoformat()
+    assert answer["rows"][-1] == {"period": monday.isoformat(), "installs": 0, "suppressed": False, "partial": True,
+                                  "days_elapsed": elapsed, "days_total": 7}  # fmt: skip
+
+
+def test_report_for_a_product_without_data_exits_2(db: Path) -> None:
+    """--product nosuch is a usage error (exit 2, one line), over --db and through --url alike."""
+    done = cli("report", "versions", "--db", str(db), "--product", "nosuch")
+    assert done.returncode == 2
+    assert (
+        done.stderr == "telemetry-collector: product: no such product: no install of 'nosuch' has sent data"
+        " (GET /v1/reports lists the products)\n"
+    )
+    token = cli("token", "create", "--role", "analyst", "--db", str(db)).stdout.strip()
+    proc, url = start_server(db)
+    try:
+        online = cli("report", "versions", "--url", url, "--token", token, "--product", "nosuch")
+        assert online.returncode == 2
+        assert "HTTP 404: no such product" in online.stderr
+    finally:
+        code, _ = stop_server(proc)
+    assert code == 0

@@ -32,7 +32,7 @@ async def _all_reports(client: Client) -> dict[str, Any]:
     answers: dict[str, Any] = {}
     for name in REPORTS:
         for interval in INTERVALS:
-            for product in ("", "deploy-server"):
+            for product in ("", "deployserver"):  # the fleet's product (one without data is a 404)
                 query = {**RANGE, "interval": interval, **({"product": product} if product else {})}
                 resp = await client.get(f"/v1/reports/{name}", params=query, headers=headers)
                 assert resp.status == 200, await resp.text()
