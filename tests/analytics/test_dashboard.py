@@ -1,4 +1,4 @@
-"""The dashboard in real headless Chromium: it loads, draws every report's chart and logs no console error."""
+"""The dashboard in real headless Chromium: charts, summary row, partial periods, one date axis, CSV downloads."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from collector.reports import REPORTS
 from tests.analytics.conftest import Client, new_token
@@ -63,7 +63,7 @@ async def test_dashboard_draws_every_report(
         marks = await page.locator(f"#report-{name} svg.chart .mark").count()
         assert marks > 0, name
     charts = await page.locator("svg.chart").count()
-    assert charts == len(REPORTS) + 3  # hardware draws one chart per dimension (four)
+    assert charts == len(REPORTS) + 5  # hardware: one chart per dimension (four); projects, deployments: total too
     note = await page.locator("#report-os-families .suppression").inner_text()
     assert "fewer than 5 installs" in note
     assert await page.locator("#product option").all_inner_texts() == ["all products", "deployserver"]
@@ -89,3 +89,137 @@ async def test_dashboard_asks_for_a_token(client: Client, loaded: list[Install],
     await page.wait_for_selector("body[data-loaded=true]", timeout=20_000)
     assert await page.locator("svg.chart .mark").count() > 0
     assert errors == []
+
+
+async def _open(client: Client, browser: Browser, path: str = "/dashboard", **controls: str) -> Page:
+    """The dashboard with a fresh analyst token, loaded, then updated with ``controls`` (from, to, interval)."""
+    token = await new_token(client, "analyst")
+    page = await browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    await page.goto(str(client.make_url(path)) + f"#token={token}")
+    await page.wait_for_selector("body[data-loaded=true]", timeout=20_000)
+    if controls:
+        for name, value in controls.items():
+            if name == "interval":
+                await page.select_option("#interval", value)
+            else:
+                await page.fill(f"#{name}", value)
+        await page.evaluate("document.body.dataset.loaded = 'false'")
+        await page.click("#controls button[type=submit]")
+        await page.wait_for_selector("body[data-loaded=true]", timeout=20_000)
+    assert errors == []
+    return page
+
+
+async def _api(client: Client, path: str, **query: str) -> Any:
+    headers = {"Authorization": f"Bearer {await new_token(client, 'analyst')}"}
+    resp = await client.get(path, params=query, headers=headers)
+    assert resp.status == 200, await resp.text()
+    return await (resp.json() if query.get("format") != "csv" else resp.text())
+
+
+def _change(now: int, before: int) -> str:
+    diff = now - before
+    sign = "+" if diff > 0 else "\u2212" if diff < 0 else "\u00b1"  # the page's minus and plus-minus signs
+    return f"{sign}{abs(diff):,} ({sign}{abs(round(100 * diff / before))} %)"
+
+
+async def test_dashboard_summary_row_shows_the_headline_numbers(
+    client: Client, loaded: list[Install], browser: Browser
+) -> None:
+    """Active installs (with their change), the newest version's share and deployments come from the reports."""
+    q = {"from": "2026-05-04", "to": "2026-06-14", "interval": "week"}
+    page = await _open(client, browser, "/", **q)  # "/" leads to the dashboard
+    assert page.url.split("#")[0].endswith("/dashboard")
+    active = (await _api(client, "/v1/reports/active-installs", **q))["rows"]
+    last, before = active[-1], active[-2]
+    assert last["period"] == "2026-06-08"
+    assert last["installs"]
+    assert before["installs"]
+    card = page.locator("#summary-active")
+    assert await card.locator(".figure").inner_text() == f"{last['installs']:,}"
+    detail = await card.locator(".detail").inner_text()
+    assert detail == f"in the week of 8 Jun 2026; {_change(last['installs'], before['installs'])} vs the week before"
+
+    versions = await _api(client, "/v1/reports/versions", **q, product="deployserver")
+    named = [r for r in versions["rows"] if r["period"] == "2026-06-08" and r["group"] != "(other)"]
+    newest = max(named, key=lambda r: tuple(int(p) for p in r["group"].split(".")))
+    card = page.locator("#summary-version")
+    assert await card.locator(".figure").inner_text() == f"{newest['share_pct']:g} %"
+    assert await card.locator(".label").inner_text() == f"deployserver {newest['group']}"
+
+    deployments = (await _api(client, "/v1/reports/deployments", **q))["rows"]
+    assert deployments[-1]["period"] == "2026-06-08"
+    card = page.locator("#summary-deployments")
+    assert await card.locator(".figure").inner_text() == f"{deployments[-1]['total']:,}"
+    assert (await card.locator(".detail").inner_text()).startswith("in the week of 8 Jun 2026")
+
+
+async def test_dashboard_marks_the_partial_period(client: Client, loaded: list[Install], browser: Browser) -> None:
+    """Today (2026-06-30, a Tuesday) is in a week of which 2 of 7 days have passed: every chart and the status say so."""
+    page = await _open(client, browser)
+    status = await page.locator("#status").inner_text()
+    assert "(today is 2026-06-30: the week from 2026-06-29 is partial, 2 of 7 days)" in status
+    charts = await page.locator("svg.chart").count()
+    assert await page.locator("svg.chart .partial-band").count() == charts
+    assert await page.locator("svg.chart text.partial-label").all_text_contents() == ["2/7 d"] * charts
+    band = page.locator("#report-deployments svg.chart .partial-band title").first
+    assert await band.text_content() == "29 Jun 2026: partial, 2 of 7 days so far"
+    rows = (await _api(client, "/v1/reports/deployments", to="2026-06-30"))["rows"]
+    assert rows[-1]["period"] == "2026-06-22"  # no install reported the counter in the last two days
+    assert await page.locator("#summary-deployments .figure").inner_text() == "\u2013"  # an en dash: no figure
+    detail = await page.locator("#summary-deployments .detail").inner_text()
+    assert detail.startswith("so far in the week of 29 Jun 2026 (2 of 7 days): no install has reported the counter yet")
+
+    await page.select_option("#interval", "month")
+    await page.click("#controls button[type=submit]")
+    await expect(page.locator("#status")).to_contain_text("the month from 2026-06-01 is partial, 30 of 30 days")
+    mark = page.locator("#report-active-installs svg.chart .mark.partial")
+    assert await mark.count() == 1
+    assert (await mark.locator("title").text_content() or "").endswith("(partial: 30 of 30 days so far)")
+
+
+async def test_dashboard_charts_share_one_axis_of_unambiguous_dates(
+    client: Client, loaded: list[Install], browser: Browser
+) -> None:
+    """By default the range starts at the first data; every chart has the same periods, labelled '4 May 2026'."""
+    first = min(when for install in loaded for when, _, _ in install.snapshots).date()
+    listing = await _api(client, "/v1/reports")
+    assert listing["first_day"] == first.isoformat()
+    page = await _open(client, browser)
+    assert await page.locator("#from").input_value() == first.isoformat()
+    charts = page.locator("svg.chart")
+    periods = {await charts.nth(i).get_attribute("data-periods") for i in range(await charts.count())}
+    assert periods == {"9"}  # the weeks of 2026-05-04 to 2026-06-29, in every chart, with or without data
+    firsts = {await charts.nth(i).locator("text.tick").first.text_content() for i in range(await charts.count())}
+    assert firsts == {"4 May 2026"}
+    ticks = await page.locator("svg.chart text.tick").all_text_contents()
+    assert all(re.fullmatch(r"\d{1,2} [A-Z][a-z]{2} \d{4}", t) for t in ticks), ticks
+
+    await page.select_option("#interval", "month")
+    await page.click("#controls button[type=submit]")
+    await expect(page.locator("#status")).to_contain_text("monthly")
+    assert set(await page.locator("svg.chart text.tick").all_text_contents()) == {"May 2026", "Jun 2026"}
+
+
+async def test_dashboard_has_totals_and_a_csv_link_per_chart(
+    client: Client, loaded: list[Install], browser: Browser
+) -> None:
+    """Projects and deployments draw their totals; each report's CSV link downloads the API's CSV for the range."""
+    q = {"from": "2026-05-04", "to": "2026-06-14", "interval": "week"}
+    page = await _open(client, browser, **q)
+    for name in ("projects", "deployments"):
+        body = await _api(client, f"/v1/reports/{name}", **q)
+        totals = page.locator(f"#report-{name} svg.chart[data-series=total] .mark title")
+        titles = await totals.all_text_contents()
+        assert titles[0] == f"4 May 2026: {body['rows'][0]['total']:,} {body['unit']}"
+    assert await page.locator("section.report a.csv").count() == len(REPORTS)
+    async with page.expect_download() as info:
+        await page.click("#report-deployments a.csv")
+    download = await info.value
+    assert download.suggested_filename == "deployments.csv"
+    saved = Path(await download.path()).read_text("utf-8")
+    assert saved == await _api(client, "/v1/reports/deployments", **q, format="csv")
+    assert saved.splitlines()[0].endswith(",partial,days_elapsed,days_total")
