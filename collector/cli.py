@@ -19,10 +19,12 @@ from typing import Any
 
 from aiohttp import web
 
-from . import admin_cli, backup, demo
+from . import admin_cli, backup, demo, startup
 from .app import create_app
 from .config import ENV_PREFIX, CollectorConfig, flag_name
 from .errors import CollectorError, ConfigError, InUseError
+from .import_http import import_over_http
+from .keys import STORE
 from .offline import import_files
 
 __all__ = ["build_parser", "main"]
@@ -30,12 +32,16 @@ __all__ = ["build_parser", "main"]
 PROG = "telemetry-collector"
 
 
-def _add_settings(parser: argparse.ArgumentParser) -> None:
+_LISTEN_SETTINGS = ("host", "port")
+"""Settings of the HTTP listener only: commands that do not serve do not accept them."""
+
+
+def _add_settings(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
     parser.add_argument(
         "--db", "--db-path", dest="db_path", metavar="PATH", help="the DuckDB file (default ./telemetry.duckdb)"
     )
     for field in dataclasses.fields(CollectorConfig):
-        if field.name == "db_path":
+        if field.name == "db_path" or field.name in skip:
             continue
         env = ENV_PREFIX + field.name.upper()
         parser.add_argument(flag_name(field.name), dest=field.name, metavar="VALUE", help=f"overrides ${env}")
@@ -51,16 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(serve)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                        help="log level; the access log is written at info (default info)")  # fmt: skip
-    serve.set_defaults(func=_serve)
+    serve.set_defaults(
+        func=_serve, in_use_hint="another collector serves it: stop that one, or give this one another --db"
+    )
     imp = sub.add_parser(
         "import",
         help="store exported batch files (air-gapped installs)",
         description="Validate and store batch files (.json or gzip'd), with the same checks and dedup as the API. "
-        "Directories are searched for *.json and *.json.gz. Exit 2 if any file was rejected.",
+        "Directories are searched for *.json and *.json.gz. Exit 2 if any file was rejected. --db writes the "
+        "database file of a stopped collector; --url posts each file to a running collector's /v1/batches.",
     )
     imp.add_argument("files", nargs="+", metavar="FILE")
-    _add_settings(imp)
-    imp.set_defaults(func=_import)
+    imp.add_argument("--url", metavar="URL", help="a running collector's base URL, e.g. http://127.0.0.1:8080")
+    _add_settings(imp, skip=_LISTEN_SETTINGS)
+    imp.set_defaults(func=_import, in_use_hint="a running collector holds it: import through it with --url URL "
+                     "(e.g. http://127.0.0.1:8080), or stop it first")  # fmt: skip
     move = sub.add_parser(
         "copy-to-lake",
         help="copy an embedded database into a lake (moving to store = ducklake)",
@@ -69,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         "into the lake's report rollup. Rows the lake already holds are skipped, so it can be run again. The "
         "embedded database must not be held by a running collector.",
     )
-    _add_settings(move)
-    move.set_defaults(func=_copy_to_lake)
+    _add_settings(move, skip=_LISTEN_SETTINGS)
+    move.set_defaults(func=_copy_to_lake, in_use_hint="a running collector holds it: stop it first")
     admin_cli.register(sub)
     backup.register(sub)
     demo.register(sub)
@@ -94,6 +105,7 @@ async def _run_server(config: CollectorConfig) -> int:
     # Graceful stop: stop accepting, let requests in flight finish (up to 30 s), then cleanup_ctx
     # makes the spool durable and loads it into DuckDB before the file is closed.
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=30.0)
+    created = startup.new_paths(config)
     try:
         await runner.setup()
     except CollectorError:
@@ -108,12 +120,14 @@ async def _run_server(config: CollectorConfig) -> int:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
+        startup.remove_paths(created)  # closed and never served: a failed start leaves no new database behind
         raise CollectorError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
     server = site._server
     sockets = getattr(server, "sockets", None) or []
     port = sockets[0].getsockname()[1] if sockets else config.port
     where = config.where
     print(f"telemetry-collector listening on http://{config.host}:{port} ({where})", flush=True)
+    print("\n".join(await startup.welcome_lines(app[STORE], config, startup.base_url(config.host, port))), flush=True)
     await stop.wait()
     stopping = "answering queued batches" if config.lake else "loading the spool into the database"
     print(f"telemetry-collector: stopping ({stopping})", file=sys.stderr, flush=True)
@@ -139,6 +153,10 @@ def _copy_to_lake(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
+    if args.url:
+        if args.db_path:
+            raise ConfigError("import takes --url (a running collector) or --db (a stopped one's file), not both")
+        return import_over_http(args.url, args.files)
     config = _config(args)
     return import_files(config, args.files)
 
@@ -158,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(func(args))
     except InUseError as exc:
-        print(f"{PROG}: {exc.message}", file=sys.stderr)
+        hint = getattr(args, "in_use_hint", None)
+        print(f"{PROG}: {exc.message}{f' ({hint})' if hint else ''}", file=sys.stderr)
         return 1
     except ConfigError as exc:
         print(f"{PROG}: {exc.message}", file=sys.stderr)
