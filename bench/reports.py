@@ -3,8 +3,8 @@
 Generates a fleet straight into a DuckDB file with SQL generators (no HTTP), builds the rollup, then times
 every report both ways on the same data in the same run and prints a table with the ratios.
 
-    /work/venv/bin/python bench/reports.py                       # 50,000 installs x 200 snapshots = 10M
-    /work/venv/bin/python bench/reports.py --installs 5000 --db /tmp/small.duckdb
+    .venv/bin/python bench/reports.py                       # 50,000 installs x 200 snapshots = 10M
+    .venv/bin/python bench/reports.py --installs 5000 --db /tmp/small.duckdb
 
 Each install snapshots every --hours-between hours (default 4) for 200 snapshots, starting on a random
 day of the first 90; one batch per install and day. Timings are the median of --repeat runs (default 3). The figures are
