@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from .errors import CollectorError, ConfigError
-from .offline import ImportSummary, expand_paths
+from .offline import ImportSummary, expand_paths, read_regular_file
 
 __all__ = ["RETRY_STATUSES", "ImportUnreachableError", "import_over_http"]
 
@@ -30,6 +30,8 @@ _ATTEMPTS: Final = 5
 _MAX_WAIT_S: Final = 30.0
 _TIMEOUT_S: Final = 60.0
 _GZIP_MAGIC: Final = b"\x1f\x8b"
+_MAX_FILE_BYTES: Final = 64 * 1024 * 1024
+"""No file larger is read: the largest ``max_body_bytes`` a collector accepts (it judges smaller ones itself)."""
 
 
 class ImportUnreachableError(CollectorError):
@@ -99,7 +101,11 @@ def import_over_http(
     try:
         for path in expand_paths(paths):
             try:
-                body = Path(path).read_bytes()
+                # Only regular files, size checked first, as the offline import (a FIFO would hang here).
+                body = read_regular_file(Path(path), _MAX_FILE_BYTES)
+            except CollectorError as exc:
+                summary.reject(path, exc)
+                continue
             except OSError as exc:
                 summary.rejected.append((str(path), "unreadable", exc.strerror or "cannot read"))
                 continue

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.collector.conftest import batch_obj, canonical, count_rows
+from tests.collector.conftest import batch_obj, canonical, count_rows, start_server, stop_server
 from tests.conftest import ROOT, load_golden
 
 _INVALID = load_golden("v1/invalid/unknown-metric.json")
@@ -133,3 +133,24 @@ def test_import_reads_no_more_than_the_cap(tmp_path: Path) -> None:
     assert f"over-cap.json: too_large: the file is {cap + 1} bytes, over max_body_bytes ({cap})" in out
     with contextlib.suppress(FileNotFoundError):
         assert count_rows(tmp_path / "t.duckdb") == 0
+
+
+def test_import_over_http_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    """import --url (to a running collector) reads files the same way: a FIFO or a symlink is one rejected line."""
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "good.json").write_bytes(canonical(batch_obj()))
+    os.mkfifo(tmp_path / "named-fifo")
+    (export / "link.json").symlink_to(export / "good.json")
+    proc, url = start_server(tmp_path / "t.duckdb", "--log-level", "warning")
+    try:
+        code, out, err, _ = _import(tmp_path, str(export), str(tmp_path / "named-fifo"), "--url", url)
+    finally:
+        stop_server(proc)
+    assert code == 2, err
+    why = "not a regular file: only regular files are imported"
+    assert out.splitlines()[:3] == [f"{'accepted':<12}{1:>8}", f"{'duplicates':<12}{0:>8}", f"{'rejected':<12}{2:>8}"]
+    assert sorted(out.splitlines()[4:]) == [
+        f"  {export}/link.json: not_regular_file: a symbolic link, {why}",
+        f"  {tmp_path}/named-fifo: not_regular_file: a FIFO, {why}",
+    ]
