@@ -26,6 +26,7 @@ from .errors import CollectorError, ConfigError, InUseError
 from .import_http import import_over_http
 from .keys import STORE
 from .offline import import_files
+from .server import fit_connections, raise_open_files_limit, return_freed_memory
 
 __all__ = ["build_parser", "main"]
 
@@ -97,6 +98,12 @@ def _config(args: argparse.Namespace) -> CollectorConfig:
 def _serve(args: argparse.Namespace) -> int:
     config = _config(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Process-wide, so here and not in create_app (tests build apps in their own process).
+    open_files = raise_open_files_limit()
+    if fit_connections(config.max_connections) < config.max_connections:
+        print(f"telemetry-collector: max_connections lowered to {fit_connections(config.max_connections)} "
+              f"to fit the open-files limit ({open_files}; raise it with LimitNOFILE=)", file=sys.stderr)  # fmt: skip
+    return_freed_memory()
     return asyncio.run(_run_server(config))
 
 

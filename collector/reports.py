@@ -41,6 +41,8 @@ __all__ = [
 
 MAX_RANGE_DAYS: Final = 3700
 """Longest range a report may cover (about ten years)."""
+MAX_PERIODS: Final = 1000
+"""Periods one report may hold (only a daily range can reach it: 1,000 days)."""
 FIRST_DAY: Final = dt.date(2000, 1, 1)
 LAST_DAY: Final = dt.date(2099, 12, 31)
 """The days a report may name: those a batch can carry (wire-format timestamps are years 2000-2099).
@@ -112,6 +114,10 @@ class ReportParams:
         end = _next_period(_period_start(self.date_to, self.interval), self.interval) - dt.timedelta(days=1)
         object.__setattr__(self, "date_from", start)
         object.__setattr__(self, "date_to", end)
+        if self.interval == "day" and (end - start).days >= MAX_PERIODS:
+            # Ten years of days is a 4 MB answer that costs the collector a second of CPU per request
+            # (a flood of them slowed ingest for everyone) and no chart can show: ask for weeks.
+            raise BadRequestError(f"interval=day covers at most {MAX_PERIODS} days; use week or month", path="interval")
 
     @classmethod
     def parse(
