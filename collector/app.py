@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from schema import CATALOGUE, MAX_SNAPSHOTS, Entry
+from schema import policy_document as schema_policy_document
 
 from . import analytics, backup
 from .config import CollectorConfig
@@ -69,6 +69,8 @@ async def error_middleware(
             response.headers["WWW-Authenticate"] = "Bearer"
         return response
     except ConnectionResetError as exc:
+        if request.transport is not None and not request.transport.is_closing():
+            return _internal_error(request)  # not this client's connection (a backend's): an error of ours
         # The client reset or closed the connection mid-request (an aborted upload): its event, not our
         # error. Nobody reads this answer; aiohttp drops it quietly. aiohttp keeps the exception in the
         # request's stream: without its traceback it holds no frame (and no body data) of ours.
@@ -83,10 +85,14 @@ async def error_middleware(
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except Exception:
-        # A bug, not bad input: logged with the route (never the URL or body), answered without details.
-        log.exception("unexpected error in %s %s", request.method, _route_name(request))
-        return _error_response(500, {"error": {"code": "internal", "message": "internal error", "path": ""}})
+    except Exception:  # noqa: BLE001  # _internal_error logs it with its traceback
+        return _internal_error(request)
+
+
+def _internal_error(request: web.Request) -> web.Response:
+    # A bug, not bad input: logged with the route (never the URL or body), answered without details.
+    log.exception("unexpected error in %s %s", request.method, _route_name(request))
+    return _error_response(500, {"error": {"code": "internal", "message": "internal error", "path": ""}})
 
 
 def _route_name(request: BaseRequest) -> str:
@@ -137,34 +143,13 @@ def _install_log_filters() -> None:
         server_log.addFilter(ClientDetailsFilter())
 
 
-def _entry_json(entry: Entry) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "key": entry.key, "type": entry.type, "unit": entry.unit, "kind": entry.kind,
-        "description": entry.description, "purpose": entry.purpose, "category": entry.category,
-        "clause": entry.clause, "coarsening": entry.coarsening, "since": entry.since,
-    }  # fmt: skip
-    if entry.type == "int":
-        doc.update(min=entry.min, max=entry.max)
-    elif entry.type == "enum":
-        doc["values"] = list(entry.values)
-    else:
-        doc["pattern"] = entry.pattern
-    return doc
-
-
-def policy_document() -> dict[str, Any]:
-    """The catalogue as served by ``GET /v1/policy``."""
-    return {
-        "catalogue_version": CATALOGUE.version,
-        "max_snapshots": MAX_SNAPSHOTS,
-        "clauses": dict(CATALOGUE.clauses),
-        "header": [_entry_json(e) for e in CATALOGUE.header.values()],
-        "metrics": [_entry_json(e) for e in CATALOGUE.metrics.values()],
-    }
+def policy_document(config: CollectorConfig | None = None) -> dict[str, Any]:
+    """The catalogue in force (``config.catalogue``, default the packaged one) as served by ``GET /v1/policy``."""
+    return schema_policy_document((config or CollectorConfig()).catalogue_in_force)
 
 
 async def _policy(request: web.Request) -> web.Response:
-    return _json(policy_document())
+    return _json(policy_document(request.app[CONFIG]))
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -185,7 +170,8 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _openapi(request: web.Request) -> web.Response:
-    return _json(openapi_document({**analytics.OPENAPI_PATHS, **backup.OPENAPI_PATHS}))
+    paths = {**analytics.OPENAPI_PATHS, **backup.OPENAPI_PATHS}
+    return _json(openapi_document(paths, request.app[CONFIG].catalogue_in_force))
 
 
 _TRIM_INTERVAL_S: Final = 5.0

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from schema import Catalogue, SchemaError, catalogue_file
+
 from .errors import ConfigError
 
 __all__ = ["ENV_PREFIX", "STORES", "CollectorConfig", "flag_name"]
@@ -112,7 +114,7 @@ class CollectorConfig:
     """Ingest requests being validated and stored at once, counted once their body has arrived (a client
     still sending holds none); beyond it, 503 + Retry-After."""
     max_reports_per_token: int = _setting(4, _int)
-    """Report requests one token may have in progress at once; more get 429 + Retry-After."""
+    """Report requests one token may have in progress at once; four times as many more wait, the rest get 429."""
     max_reports_per_min: int = _setting(120, _int)
     """Report requests one token may make per minute (a burst of that many, then one per 60/N s); then 429."""
     max_auth_failures_per_min: int = _setting(120, _int)
@@ -146,6 +148,9 @@ class CollectorConfig:
     erasure_max_hours: float = _setting(24.0, _float)
     """Lake: an erased install's rows are gone from every Parquet file, catalog row and retained snapshot
     within this many hours of the DELETE (the rows stop being readable at once)."""
+    catalogue: Path | None = _setting(None, _optional_path)  # noqa: RUF009  # _setting returns a field()
+    """The policy catalogue (a TOML file) batches are validated against and ``GET /v1/policy`` serves; default the
+    packaged one. A vendor ships its catalogue with its product release; only ever move it to a newer version."""
 
     def __post_init__(self) -> None:
         checks: dict[str, bool] = {
@@ -182,6 +187,10 @@ class CollectorConfig:
                 raise ConfigError(f"{name}: invalid value {getattr(self, name)!r}", path=name)
         if self.store == "ducklake":
             self._check_lake()
+        try:
+            catalogue_file(self.catalogue)
+        except SchemaError as exc:
+            raise ConfigError(f"catalogue: {exc.message}", path="catalogue") from None
 
     def _check_lake(self) -> None:
         if self.catalog is None:
@@ -205,6 +214,11 @@ class CollectorConfig:
             parts = urllib.parse.urlsplit(self.s3_endpoint)
             if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
                 raise ConfigError("s3_endpoint: expected a URL such as http://127.0.0.1:8333", path="s3_endpoint")
+
+    @property
+    def catalogue_in_force(self) -> Catalogue:
+        """The catalogue of the ``catalogue`` file, or the packaged one (read once per file version)."""
+        return catalogue_file(self.catalogue)
 
     @property
     def spool_path(self) -> Path:

@@ -25,7 +25,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from schema import Batch, SchemaError, decode_json, parse_batch_obj, parse_hour
+from schema import CATALOGUE, Batch, Catalogue, SchemaError, decode_json, parse_batch_obj, parse_hour
 
 from .config import CollectorConfig
 from .errors import (
@@ -62,10 +62,15 @@ def gunzip_capped(data: bytes, max_bytes: int) -> bytes:
     return out
 
 
-def check_batch(body: bytes, *, now: datetime, max_future_s: int) -> tuple[Batch, Any]:
+def check_batch(
+    body: bytes, *, now: datetime, max_future_s: int, catalogue: Catalogue = CATALOGUE
+) -> tuple[Batch, Any]:
     """Validate a decompressed body; return the batch and its decoded JSON, or raise a CollectorError.
 
     Shared by the HTTP handler and the offline ``import`` command, so both accept exactly the same.
+    ``catalogue`` is the collector's (``catalogue`` setting): a batch of an older catalogue version is checked
+    against what that version allowed, one of a newer version is accepted when every key in it is known to
+    ``catalogue`` (else 422 naming ``catalogue``'s version).
     """
     try:
         # orjson refuses nesting deeper than 1024 here, before any recursion of ours; a repeated key
@@ -76,7 +81,7 @@ def check_batch(body: bytes, *, now: datetime, max_future_s: int) -> tuple[Batch
             raise BadRequestError("the body is not valid UTF-8 JSON", code="invalid_json") from None
         raise BadRequestError(exc.message, path=exc.path, code=exc.code) from None
     try:
-        batch = parse_batch_obj(obj)
+        batch = parse_batch_obj(obj, catalogue=catalogue)
     except SchemaError as exc:
         raise InvalidBatchError(exc.message, path=exc.path, code=exc.code) from None
     # taken_at <= created_at is already checked, so created_at bounds every timestamp in the batch.
@@ -172,6 +177,7 @@ async def _next_chunk(request: web.Request, idle_timeout_s: float) -> bytes:
 async def _store(body: bytes, store: Storage, config: CollectorConfig, *, gzipped: bool) -> Receipt:
     if gzipped:
         body = gunzip_capped(body, config.max_body_bytes)
-    batch, obj = check_batch(body, now=store.clock(), max_future_s=config.max_future_s)
+    batch, obj = check_batch(body, now=store.clock(), max_future_s=config.max_future_s,
+                             catalogue=config.catalogue_in_force)  # fmt: skip
     sha256 = hashlib.sha256(body).hexdigest()
     return await store.ingest(batch, obj, sha256, len(body))

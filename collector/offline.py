@@ -167,7 +167,8 @@ def import_files(config: CollectorConfig, paths: Sequence[str], *, out: TextIO |
         for i, path in enumerate(files, 1):
             try:
                 body = read_batch_file(path, config.max_body_bytes)
-                batch, obj = check_batch(body, now=store.clock(), max_future_s=config.max_future_s)
+                batch, obj = check_batch(body, now=store.clock(), max_future_s=config.max_future_s,
+                                         catalogue=config.catalogue_in_force)  # fmt: skip
                 receipt = store.import_batch(batch, obj, hashlib.sha256(body).hexdigest(), len(body), staged)
             except CollectorError as exc:
                 summary.reject(path, exc)

@@ -16,7 +16,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any, Final
 
-from schema import batch_json_schema
+from schema import CATALOGUE, Catalogue, batch_json_schema
 
 __all__ = ["SECURITY_SCHEMES", "openapi_document"]
 
@@ -31,7 +31,8 @@ _ERROR_CODES: Final = {
     "409": "This batch_id was already stored with different bytes (`batch_conflict`).",
     "413": "The body is over `max_body_bytes` after decompression (`too_large`).",
     "415": "Content-Type is not application/json, or Content-Encoding is not gzip/identity (`unsupported_media`).",
-    "422": "The batch breaks format v1 or the catalogue; `code` is the schema error code, `path` the JSON path.",
+    "422": "The batch breaks its wire format or what its catalogue version allows; `code` is the schema error code,"
+    " `path` the JSON path.",
     "429": "Too many failed authentications or `/v1/installs` requests from this address, or too many reports "
     "in progress for this token (`rate_limited`, with Retry-After).",
     "503": "Overloaded (`overloaded`, with Retry-After) or not ready.",
@@ -194,12 +195,21 @@ def _paths() -> dict[str, Any]:
     }
 
 
-def openapi_document(extra_paths: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The whole document: ingest and operations paths, plus ``extra_paths`` (the analytics routes)."""
-    batch = copy.deepcopy(batch_json_schema())
+def _batch_schema(catalogue: Catalogue, schema_version: int) -> dict[str, Any]:
+    batch = copy.deepcopy(batch_json_schema(catalogue, schema_version))
     # Inside OpenAPI the schema is a component: its own $schema/$id would make tools resolve it elsewhere.
     batch.pop("$schema", None)
     batch.pop("$id", None)
+    return batch
+
+
+def openapi_document(extra_paths: Mapping[str, Any] | None = None, catalogue: Catalogue = CATALOGUE) -> dict[str, Any]:
+    """The whole document: ingest and operations paths, plus ``extra_paths`` (the analytics routes).
+
+    The batch schemas are those of ``catalogue``, the collector's catalogue in force.
+    """
+    batch = {"oneOf": [{"$ref": "#/components/schemas/BatchV2"}, {"$ref": "#/components/schemas/BatchV1"}],
+             "description": "A batch in wire format 2 (what agents write) or 1 (catalogue version 1 only)."}  # fmt: skip
     responses: dict[str, Any] = {}
     for code, text in _ERROR_CODES.items():
         responses[code] = {"description": text, "content": _json_content({"$ref": "#/components/schemas/Error"})}
@@ -226,7 +236,8 @@ def openapi_document(extra_paths: Mapping[str, Any] | None = None) -> dict[str, 
         "servers": [{"url": "/", "description": "The collector that served this document."}],
         "paths": paths,
         "components": {
-            "schemas": {"Batch": batch, "Receipt": _RECEIPT_SCHEMA, "Error": _ERROR_SCHEMA},
+            "schemas": {"Batch": batch, "BatchV2": _batch_schema(catalogue, 2), "BatchV1": _batch_schema(catalogue, 1),
+                        "Receipt": _RECEIPT_SCHEMA, "Error": _ERROR_SCHEMA},  # fmt: skip
             "responses": responses,
             "securitySchemes": copy.deepcopy(SECURITY_SCHEMES),
         },

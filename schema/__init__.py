@@ -16,7 +16,7 @@ from .batch import (
     parse_batch_obj,
     parse_hour,
 )
-from .catalogue import CATALOGUE, Catalogue, Entry, load_catalogue, read_catalogue
+from .catalogue import CATALOGUE, Catalogue, Entry, catalogue_file, load_catalogue, read_catalogue
 from .coarsen import coarsen, is_coarse, round_sig2
 from .errors import SchemaError
 from .evolution import check_successor
@@ -37,6 +37,7 @@ __all__ = [
     "SchemaError",
     "Snapshot",
     "batch_json_schema",
+    "catalogue_file",
     "check_successor",
     "coarsen",
     "decode_json",

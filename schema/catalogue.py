@@ -12,6 +12,7 @@ given version may hold, which is how a collector validates batches of older (and
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -24,7 +25,7 @@ from ._fastcheck import compile_metrics_check
 from .coarsen import RULES, is_sig2
 from .errors import SchemaError
 
-__all__ = ["CATALOGUE", "Catalogue", "Entry", "build_catalogue", "load_catalogue", "read_catalogue"]
+__all__ = ["CATALOGUE", "Catalogue", "Entry", "build_catalogue", "catalogue_file", "load_catalogue", "read_catalogue"]
 
 EntryType = Literal["int", "enum", "pattern"]
 _TYPES: Final = ("int", "enum", "pattern")
@@ -291,6 +292,26 @@ def read_catalogue(path: Path) -> Catalogue:
         return load_catalogue(text)
     except SchemaError as exc:
         raise SchemaError(exc.path, exc.code, f"{path}: {exc.path or 'catalogue'}: {exc.message}") from None
+
+
+def catalogue_file(path: Path | None) -> Catalogue:
+    """The catalogue of the file at ``path``, or the packaged :data:`CATALOGUE` for None.
+
+    What the ``catalogue`` setting of the agent and the collector reads. A file is read again only when its
+    size or modification time changed; errors are those of :func:`read_catalogue`.
+    """
+    if path is None:
+        return CATALOGUE
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise SchemaError("", "unreadable", f"{path}: cannot read: {exc.strerror or exc}") from None
+    return _cached_file(str(path), info.st_mtime_ns, info.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_file(path: str, _mtime_ns: int, _size: int) -> Catalogue:
+    return read_catalogue(Path(path))
 
 
 CATALOGUE: Final = load_catalogue(resources.files(__package__).joinpath("catalogue.toml").read_text("utf-8"))

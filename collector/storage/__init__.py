@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from collector.config import CollectorConfig
 
 from .base import Gauge, Health, Receipt, Storage
+from .rows import check_catalogue
 
 __all__ = ["Gauge", "Health", "Receipt", "Storage", "create_storage", "open_storage"]
 
@@ -23,7 +24,8 @@ def _utcnow() -> dt.datetime:
 
 
 def create_storage(config: CollectorConfig, *, clock: Callable[[], dt.datetime] = _utcnow) -> Storage:
-    """The backend ``config.store`` names, not yet opened."""
+    """The backend ``config.store`` names, not yet opened; ConfigError when its catalogue cannot be stored."""
+    check_catalogue(config.catalogue_in_force)
     if config.lake:
         from .lake.store import LakeStore  # psycopg and the DuckLake extensions load only here
 

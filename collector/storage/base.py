@@ -19,6 +19,8 @@ from collector.config import CollectorConfig
 from collector.errors import CollectorError, ConflictError
 from schema import Batch, format_hour
 
+from .rows import other_values
+
 __all__ = ["OLD_BATCH_SQL", "Gauge", "Health", "Receipt", "Storage", "answer", "naive_utc", "spool_line"]
 
 T = TypeVar("T")
@@ -83,10 +85,16 @@ def _hour_text(now: dt.datetime) -> str:
     return cached[1]
 
 
-def spool_line(now: dt.datetime, sha256: str, body_bytes: int, obj: Any) -> bytes:
-    """One NDJSON line as :func:`collector.storage.rows.insert_lines` loads it: the batch and its arrival facts."""
+def spool_line(now: dt.datetime, sha256: str, body_bytes: int, obj: Any, other: frozenset[str] = frozenset()) -> bytes:
+    """One NDJSON line as :func:`collector.storage.rows.insert_lines` loads it: the batch and its arrival facts.
+
+    ``other`` is the catalogue's metrics without a typed column (:func:`collector.storage.rows.other_metric_keys`):
+    their values go into the line's ``values`` field. Empty for the packaged catalogue, which costs nothing.
+    """
     # Arrival time is truncated to the hour: the exact second would be metadata we do not need.
     line = {"received_at": _hour_text(now), "sha256": sha256, "body_bytes": body_bytes, "batch": obj}
+    if other and (values := other_values(obj, other)):
+        line["values"] = values
     return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
 
 

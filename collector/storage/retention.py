@@ -26,5 +26,6 @@ def purge(con: Any, cutoff: dt.date) -> tuple[list[str], int]:
     reports_rollup.expire(con, cutoff)
     row = con.execute("SELECT count(*) FROM snapshots WHERE taken_at < ?", [start]).fetchone()
     con.execute("DELETE FROM snapshots WHERE taken_at < ?", [start])
+    con.execute("DELETE FROM snapshot_values WHERE taken_at < ?", [start])
     con.execute("DELETE FROM batches WHERE created_at < ?", [start])
     return ids, int(row[0]) if row else 0

@@ -10,15 +10,20 @@ import datetime as dt
 from typing import Any, Final
 
 from collector import reports_rollup
-from schema import CATALOGUE, format_hour
+from schema import format_hour
+
+from .rows import TYPED_METRICS
 
 __all__ = ["erase_install", "install_data"]
 
-_METRICS: Final = tuple(CATALOGUE.metrics.values())
+_TYPED: Final = tuple(TYPED_METRICS)
 _BATCH_COLUMNS: Final = (
     "batch_id", "product_name", "product_version", "agent_version", "created_at", "received_at", "sha256",
-    "body_bytes", "snapshot_count",
+    "body_bytes", "snapshot_count", "catalogue_version",
 )  # fmt: skip
+_BATCH_SELECT: Final = ", ".join(
+    "coalesce(catalogue_version, 1)" if c == "catalogue_version" else c for c in _BATCH_COLUMNS
+)  # rows stored before migration 004 are format 1: catalogue version 1
 
 
 def _hour(moment: dt.datetime) -> str:
@@ -34,17 +39,25 @@ def _plain(value: Any) -> Any:
 
 
 def install_data(con: Any, install_id: str) -> dict[str, Any]:
-    """Everything held about one install: its batches, snapshots and report rollup rows, as JSON values."""
+    """Everything held about one install: its batches, snapshots (every metric, typed column or not) and report
+    rollup rows, as JSON values."""
     batches = con.execute(
-        f"SELECT {', '.join(_BATCH_COLUMNS)} FROM batches WHERE install_id = ? ORDER BY created_at, batch_id",
+        f"SELECT {_BATCH_SELECT} FROM batches WHERE install_id = ? ORDER BY created_at, batch_id",
         [install_id],
     ).fetchall()
-    columns = ", ".join(m.column for m in _METRICS)
+    columns = ", ".join(k.replace(".", "_") for k in _TYPED)
     snapshots = con.execute(
         f"SELECT batch_id, product_name, product_version, taken_at, {columns} FROM snapshots"
         " WHERE install_id = ? ORDER BY taken_at, batch_id",
         [install_id],
     ).fetchall()
+    others: dict[tuple[str, dt.datetime], dict[str, Any]] = {}
+    for batch_id, taken_at, key, number, text in con.execute(
+        "SELECT batch_id, taken_at, key, int_value, text_value FROM snapshot_values WHERE install_id = ?"
+        " ORDER BY taken_at, key",
+        [install_id],
+    ).fetchall():
+        others.setdefault((str(batch_id), taken_at), {})[key] = number if number is not None else text
     days = con.execute("SELECT * FROM report_days WHERE install_id = ? ORDER BY day", [install_id])
     names = [d[0] for d in days.description]
     return {
@@ -55,7 +68,10 @@ def install_data(con: Any, install_id: str) -> dict[str, Any]:
                 "batch_id": str(row[0]),
                 "product": {"name": row[1], "version": row[2]},
                 "taken_at": _hour(row[3]),
-                "metrics": {m.key: v for m, v in zip(_METRICS, row[4:], strict=True) if v is not None},
+                "metrics": {
+                    **{k: v for k, v in zip(_TYPED, row[4:], strict=True) if v is not None},
+                    **others.get((str(row[0]), row[3]), {}),
+                },
             }
             for row in snapshots
         ],
@@ -70,5 +86,6 @@ def erase_install(con: Any, install_id: str) -> tuple[list[str], int, int]:
     row = con.execute("SELECT count(*) FROM snapshots WHERE install_id = ?", [install_id]).fetchone()
     snapshots = int(row[0]) if row else 0
     con.execute("DELETE FROM snapshots WHERE install_id = ?", [install_id])
+    con.execute("DELETE FROM snapshot_values WHERE install_id = ?", [install_id])
     con.execute("DELETE FROM batches WHERE install_id = ?", [install_id])
     return ids, len(ids), snapshots

@@ -20,7 +20,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from collector import CollectorConfig, create_app
-from schema import encode_batch, parse_batch_obj
+from schema import CATALOGUE, Catalogue, encode_batch, parse_batch_obj
 from tests.conftest import ROOT, load_golden
 
 BATCHES = "/v1/batches"
@@ -34,9 +34,9 @@ def batch_obj(**changes: Any) -> dict[str, Any]:
     return obj
 
 
-def canonical(obj: dict[str, Any]) -> bytes:
-    """The canonical bytes of a batch object, as the agent sends them."""
-    return encode_batch(parse_batch_obj(obj))
+def canonical(obj: dict[str, Any], catalogue: Catalogue = CATALOGUE) -> bytes:
+    """The canonical bytes of a batch object, as the agent sends them (checked against ``catalogue``)."""
+    return encode_batch(parse_batch_obj(obj, catalogue=catalogue))
 
 
 def gz(data: bytes) -> bytes:

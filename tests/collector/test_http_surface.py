@@ -27,12 +27,15 @@ async def _openapi(collector: TestClient[Any, Any]) -> dict[str, Any]:
 
 
 async def test_openapi_document_is_valid_openapi_31(collector: TestClient[Any, Any]) -> None:
-    """/v1/openapi.json passes the OpenAPI 3.1 validator and embeds the batch schema from schema/ unchanged."""
+    """/v1/openapi.json passes the OpenAPI 3.1 validator and embeds the batch schemas from schema/ unchanged."""
     doc = await _openapi(collector)
     validate(doc)
     assert doc["openapi"] == "3.1.0"
-    expected = {k: v for k, v in batch_json_schema().items() if k not in ("$schema", "$id")}
-    assert doc["components"]["schemas"]["Batch"] == expected
+    for fmt in (1, 2):
+        expected = {k: v for k, v in batch_json_schema(schema_version=fmt).items() if k not in ("$schema", "$id")}
+        assert doc["components"]["schemas"][f"BatchV{fmt}"] == expected
+    refs = [item["$ref"] for item in doc["components"]["schemas"]["Batch"]["oneOf"]]
+    assert refs == ["#/components/schemas/BatchV2", "#/components/schemas/BatchV1"]
 
 
 async def test_openapi_document_covers_every_route(collector: TestClient[Any, Any]) -> None:

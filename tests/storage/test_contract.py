@@ -20,8 +20,9 @@ from collector.reports import ReportParams, run_report
 from collector.storage import Receipt, Storage, create_storage, open_storage
 from collector.storage.retention import cutoff_day
 from collector.tokens import create_token, list_tokens, revoke_token
-from schema import Batch
+from schema import CATALOGUE, Batch, Catalogue, read_catalogue
 from tests.collector.conftest import batch_obj, canonical
+from tests.conftest import DATA
 
 NOW = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
 
@@ -49,14 +50,14 @@ async def store(make_config: Callable[..., CollectorConfig]) -> AsyncIterator[St
     await backend.stop()
 
 
-def _parsed(obj: dict[str, Any]) -> tuple[Batch, Any, str, int]:
-    body = canonical(obj)
-    batch, parsed = check_batch(body, now=NOW, max_future_s=10**9)
+def _parsed(obj: dict[str, Any], catalogue: Catalogue = CATALOGUE) -> tuple[Batch, Any, str, int]:
+    body = canonical(obj, catalogue)
+    batch, parsed = check_batch(body, now=NOW, max_future_s=10**9, catalogue=catalogue)
     return batch, parsed, hashlib.sha256(body).hexdigest(), len(body)
 
 
-async def _ingest(store: Storage, obj: dict[str, Any]) -> Receipt:
-    return await store.ingest(*_parsed(obj))
+async def _ingest(store: Storage, obj: dict[str, Any], catalogue: Catalogue = CATALOGUE) -> Receipt:
+    return await store.ingest(*_parsed(obj, catalogue))
 
 
 async def _count(store: Storage, table: str, where: str = "", params: tuple[Any, ...] = ()) -> int:
@@ -145,6 +146,50 @@ async def test_contract_install_data_and_erasure_cover_every_table(store: Storag
     assert await _count(store, "batches") == 1
     again = await _ingest(store, mine[0])
     assert again.duplicate is False  # erased means forgotten: the same batch is new again
+
+
+V2_PATH = DATA / "catalogues" / "v2.toml"
+
+
+def v2_batch_obj(install_id: str) -> dict[str, Any]:
+    """A batch built against catalogue version 2: usage.environments in every snapshot, host.disk.free_gib retired."""
+    obj = batch_obj(install_id=install_id, schema_version=2, catalogue_version=2)
+    for n, snap in enumerate(obj["snapshots"]):
+        snap["metrics"].pop("host.disk.free_gib", None)
+        snap["metrics"]["usage.environments"] = 3 + n % 2
+    return obj
+
+
+async def test_contract_metrics_of_a_newer_catalogue_are_stored_shown_and_erased(
+    make_config: Callable[..., CollectorConfig],
+) -> None:
+    """A metric without a typed column (added in catalogue version 2) is stored, answered to the data subject
+    beside the typed ones, and erased and expired with them; batches keep their catalogue version."""
+    v2 = read_catalogue(V2_PATH)
+    store = create_storage(make_config(catalogue=V2_PATH), clock=lambda: NOW)
+    await store.start()
+    try:
+        install = "00000000-0000-4000-8000-00000000beef"
+        old, new = batch_obj(install_id=install), v2_batch_obj(install)
+        await _ingest(store, old, v2)
+        await _ingest(store, new, v2)
+        await _settle(store)
+        data = await store.install_data(install)
+        versions = {b["batch_id"]: b["catalogue_version"] for b in data["batches"]}
+        assert versions == {old["batch_id"]: 1, new["batch_id"]: 2}
+        by_batch = {s["batch_id"]: s for s in data["snapshots"] if s["taken_at"] == new["snapshots"][1]["taken_at"]}
+        assert by_batch[new["batch_id"]]["metrics"] == new["snapshots"][1]["metrics"]
+        assert by_batch[old["batch_id"]]["metrics"] == old["snapshots"][1]["metrics"]
+        assert await _count(store, "snapshot_values", "WHERE install_id = ?", (install,)) == 24
+        assert await store.erase_install(install) == (2, 48)
+        assert await _count(store, "snapshot_values") == 0
+        await _ingest(store, new, v2)  # erased means forgotten: stored again, then expired by retention
+        await _settle(store)
+        assert await _count(store, "snapshot_values") == 24
+        assert await store.purge(dt.date(2026, 11, 30)) == (1, 24)
+        assert await _count(store, "snapshot_values") == 0
+    finally:
+        await store.stop()
 
 
 async def test_contract_purge_deletes_what_is_older_than_the_cutoff(store: Storage) -> None:

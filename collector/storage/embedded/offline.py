@@ -40,6 +40,7 @@ class OfflineImport:
         read_sync: Callable[[str, Sequence[Any]], list[tuple[Any, ...]]],
         submit: Submit,
         take_seq: Callable[[], int],
+        other: frozenset[str] = frozenset(),
     ) -> None:
         self._spool_dir = spool_dir
         self._index = index
@@ -48,6 +49,7 @@ class OfflineImport:
         self._read_sync = read_sync
         self._submit = submit
         self._take_seq = take_seq
+        self._other = other
         self._receipts: list[Receipt] = []  # the receipts of the lines staged so far
 
     def stage(self, batch: Batch, obj: Any, sha256: str, body_bytes: int, staged: list[Any]) -> Receipt | None:
@@ -61,7 +63,7 @@ class OfflineImport:
             known = stored[0][0] == sha256 if stored else None
         if known is not None:
             return answer(batch, sha256, known)
-        staged.append(spool_line(now, sha256, body_bytes, obj))
+        staged.append(spool_line(now, sha256, body_bytes, obj, self._other))
         self._index.add(batch_id, sha256, created_s=created.timestamp(), now_s=now.timestamp())
         self._receipts.append(Receipt(batch_id=batch_id, sha256=sha256, snapshots=len(batch.snapshots),
                                       duplicate=False))  # fmt: skip

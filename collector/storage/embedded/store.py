@@ -27,6 +27,7 @@ from collector.storage.embedded.dedup import DedupIndex
 from collector.storage.migrations import migrate
 from collector.storage.reads import ReadPool
 from collector.storage.retention import purge
+from collector.storage.rows import other_metric_keys
 from collector.storage.subjects import erase_install, install_data
 from collector.storage.worker import Worker
 from schema import Batch, parse_hour
@@ -76,9 +77,10 @@ class EmbeddedStore:
         self._loads = LoadTracker(
             self._loader, self._submit, on_loaded=lambda: self._index.prune(self.clock().timestamp())
         )
+        self._other = other_metric_keys(config.catalogue_in_force)  # their values go to snapshot_values
         self._offline = OfflineImport(spool_dir=config.spool_path, index=self._index, loader=self._loader,
                                       clock=clock, read_sync=self.read_sync, submit=self._submit,
-                                      take_seq=self._take_seq)  # fmt: skip
+                                      take_seq=self._take_seq, other=self._other)  # fmt: skip
         self._backing_up = False
         self.inflight_requests = 0
         """Ingest requests between acceptance of their headers and their answer (counted by the handler)."""
@@ -334,7 +336,7 @@ class EmbeddedStore:
                 if stored:
                     self._index.add(batch_id, stored[0][0], created_s=created.timestamp(), now_s=now.timestamp())
                     return answer(batch, sha256, stored[0][0] == sha256)
-            line = spool_line(now, sha256, body_bytes, obj)
+            line = spool_line(now, sha256, body_bytes, obj, self._other)
             try:
                 await asyncio.shield(self._spool.append(line))
             except OSError:

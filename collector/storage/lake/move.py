@@ -82,6 +82,11 @@ def _copy_rows(con: Any, window_start: dt.datetime) -> dict[str, Any]:
         f"INSERT INTO lake.main.snapshots BY NAME SELECT * FROM embedded.main.snapshots"
         f" WHERE batch_id IN ({_NEW_BATCHES})",
     )
+    _scalar(
+        con,
+        f"INSERT INTO lake.main.snapshot_values BY NAME SELECT * FROM embedded.main.snapshot_values"
+        f" WHERE batch_id IN ({_NEW_BATCHES})",
+    )
     batches = _scalar(
         con,
         f"INSERT INTO lake.main.batches BY NAME SELECT * FROM embedded.main.batches WHERE batch_id IN ({_NEW_BATCHES})",

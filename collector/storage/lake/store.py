@@ -37,6 +37,7 @@ from collector.storage.base import Gauge, Health, Receipt, answer, naive_utc, sp
 from collector.storage.migrations import migrate
 from collector.storage.reads import ReadPool
 from collector.storage.retention import purge
+from collector.storage.rows import other_metric_keys
 from collector.storage.subjects import erase_install, install_data
 from collector.storage.worker import Worker
 from schema import Batch, parse_hour
@@ -62,6 +63,7 @@ _PARTITIONS: Final = {
     1: "ALTER TABLE batches SET PARTITIONED BY (year(created_at), month(created_at));"
     " ALTER TABLE snapshots SET PARTITIONED BY (year(taken_at), month(taken_at));",
     2: "ALTER TABLE report_days SET PARTITIONED BY (year(day), month(day));",
+    4: "ALTER TABLE snapshot_values SET PARTITIONED BY (year(taken_at), month(taken_at));",
 }
 
 
@@ -77,6 +79,7 @@ class LakeStore:
         self.clock = clock
         """Returns the current time (timezone-aware); injected by tests."""
         self.settings = LakeSettings.from_config(config)
+        self._other = other_metric_keys(config.catalogue_in_force)  # their values go to snapshot_values
         self.inflight_requests = 0
         self._db: Any = None
         self._tmp: Path | None = None
@@ -303,7 +306,7 @@ class LakeStore:
             now = self.clock()
             created = naive_utc(parse_hour(batch.created_at, "created_at"))
             item = Item(batch_id=batch_id, sha256=sha256, snapshots=len(batch.snapshots), created=created,
-                        line=spool_line(now, sha256, body_bytes, obj))  # fmt: skip
+                        line=spool_line(now, sha256, body_bytes, obj, self._other))  # fmt: skip
             future: asyncio.Future[Receipt] = loop.create_future()
             self._queue.append((item, future))
             if self._committing is None:
@@ -370,7 +373,7 @@ class LakeStore:
         self._staged_ids[batch.batch_id] = sha256
         created = naive_utc(parse_hour(batch.created_at, "created_at"))
         staged.append(Item(batch_id=batch.batch_id, sha256=sha256, snapshots=len(batch.snapshots), created=created,
-                           line=spool_line(self.clock(), sha256, body_bytes, obj)))  # fmt: skip
+                           line=spool_line(self.clock(), sha256, body_bytes, obj, self._other)))  # fmt: skip
         return None
 
     def commit_staged(self, staged: list[Any]) -> list[Receipt | CollectorError]:
