@@ -71,7 +71,7 @@ async def _get_report(request: web.Request) -> web.Response:
     # minute, so that a script looping over reports cannot take the CPU that ingest needs.
     limits = request.app[LIMITS]
     limits.report_rate.spend(caller.token_id, "reports for this token")
-    with limits.reports.hold(caller.token_id):
+    async with limits.reports.hold(caller.token_id):
         return await _report(request)
 
 

@@ -8,11 +8,12 @@ in front should limit per client itself (see docs/threat-model.md).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
 
@@ -27,6 +28,10 @@ _MAX_PEERS: Final = 65_536
 """Client addresses remembered per bucket set (about 100 bytes each). Past it the least recently seen is
 forgotten, which only gives that address a full bucket again: an attacker with many addresses can reset
 buckets, never fill memory."""
+
+
+QUEUED_PER_SLOT: Final = 4
+"""Requests of one token that may wait, per slot of ``max_reports_per_token``, before more get 429."""
 
 
 def peer_of(request: web.BaseRequest) -> str:
@@ -75,29 +80,43 @@ class PeerBuckets:
 
 
 class TokenSlots:
-    """At most ``per_token`` requests in progress per token id (reports are the costly reads)."""
+    """At most ``per_token`` requests in progress per token id, and as many again times :data:`QUEUED_PER_SLOT` waiting.
+
+    The dashboard asks for a dozen reports at once with one token: they queue and all get their answer.
+    A script asking for more than the queue holds gets 429 for the rest.
+    """
 
     def __init__(self, *, per_token: int) -> None:
         self._per_token = per_token
-        self._busy: dict[str, int] = {}
+        self._queue = per_token * QUEUED_PER_SLOT
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._users: dict[str, int] = {}  # holding or waiting, per token
 
-    @contextmanager
-    def hold(self, token_id: str) -> Iterator[None]:
-        """Hold one of ``token_id``'s slots for the ``with`` block; 429 when it has none free."""
-        busy = self._busy.get(token_id, 0)
-        if busy >= self._per_token:
+    def waiting(self, token_id: str) -> int:
+        """Requests of ``token_id`` waiting for a slot."""
+        return max(0, self._users.get(token_id, 0) - self._per_token)
+
+    @asynccontextmanager
+    async def hold(self, token_id: str) -> AsyncIterator[None]:
+        """Hold one of ``token_id``'s slots for the ``async with`` block, waiting for one; 429 when the queue is full."""
+        users = self._users.get(token_id, 0)
+        if users >= self._per_token + self._queue:
             raise RateLimitedError(
-                f"this token already has {busy} reports in progress (at most {self._per_token})", retry_after_s=1
+                f"this token already has {self._per_token} reports in progress and {self._queue} waiting",
+                retry_after_s=1,
             )
-        self._busy[token_id] = busy + 1
+        slots = self._slots.setdefault(token_id, asyncio.Semaphore(self._per_token))
+        self._users[token_id] = users + 1
         try:
-            yield
+            async with slots:
+                yield
         finally:
-            left = self._busy[token_id] - 1
+            left = self._users[token_id] - 1
             if left:
-                self._busy[token_id] = left
-            else:
-                del self._busy[token_id]
+                self._users[token_id] = left
+            else:  # nobody holds or waits: forget the token (the dict stays as small as the activity)
+                del self._users[token_id]
+                del self._slots[token_id]
 
 
 class BodyBudget:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
 from typing import Any
@@ -73,21 +74,25 @@ async def test_token_routes_need_admin(client: Client) -> None:
     assert all(created["token"] not in row[0] for row in stored)
 
 
-async def test_a_token_with_its_reports_in_progress_gets_429(client: Client) -> None:
-    """Past max_reports_per_token reports in progress, the same token gets 429 + Retry-After; others do not."""
+async def test_a_token_with_its_reports_in_progress_queues_then_gets_429(client: Client) -> None:
+    """Past max_reports_per_token in progress, requests wait (4 per slot); past those, 429 + Retry-After."""
     token = await new_token(client, "analyst")
     other = await new_token(client, "analyst")
+    token_id, headers = token.split("_")[1], {"Authorization": f"Bearer {token}"}
     reports = client.app[LIMITS].reports
     per_token = client.app[CONFIG].max_reports_per_token
-    with contextlib.ExitStack() as busy:
+    async with contextlib.AsyncExitStack() as busy:
         for _ in range(per_token):  # as if that many reports of this token were still running
-            busy.enter_context(reports.hold(token.split("_")[1]))
-        resp = await client.get("/v1/reports/versions", headers={"Authorization": f"Bearer {token}"})
+            await busy.enter_async_context(reports.hold(token_id))
+        queued = [asyncio.create_task(client.get("/v1/reports/versions", headers=headers)) for _ in range(4 * per_token)]
+        while reports.waiting(token_id) < 4 * per_token:
+            await asyncio.sleep(0.01)
+        resp = await client.get("/v1/reports/versions", headers=headers)
         assert resp.status == 429
         assert resp.headers["Retry-After"] == "1"
         assert (await resp.json())["error"]["code"] == "rate_limited"
         assert (await client.get("/v1/reports/versions", headers={"Authorization": f"Bearer {other}"})).status == 200
-    assert (await client.get("/v1/reports/versions", headers={"Authorization": f"Bearer {token}"})).status == 200
+    assert [r.status for r in await asyncio.gather(*queued)] == [200] * (4 * per_token)  # all answered in turn
 
 
 async def test_a_token_revoked_through_the_api_is_refused_at_once(client: Client) -> None:

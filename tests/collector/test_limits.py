@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from collector.errors import OverloadedError, RateLimitedError
@@ -47,16 +49,33 @@ def test_a_client_that_keeps_failing_waits_longer() -> None:
     buckets.check("192.0.2.1", "failures")
 
 
-def test_token_slots_free_when_the_block_ends_even_on_error() -> None:
-    """A slot is given back when the report fails too."""
+async def test_token_slots_queue_then_refuse_and_free_even_on_error() -> None:
+    """One slot: four more wait and then run in turn, the sixth is refused; a failed block frees its slot."""
     slots = TokenSlots(per_token=1)
-    with pytest.raises(ValueError, match="boom"), slots.hold("a"):
-        raise ValueError("boom")
-    with slots.hold("a"):
-        with pytest.raises(RateLimitedError), slots.hold("a"):
+    with pytest.raises(ValueError, match="boom"):
+        async with slots.hold("a"):
+            raise ValueError("boom")
+    order: list[int] = []
+    release = asyncio.Event()
+
+    async def report(n: int) -> None:
+        async with slots.hold("a"):
+            order.append(n)
+            await release.wait()
+
+    first = asyncio.create_task(report(0))
+    waiting = [asyncio.create_task(report(n)) for n in range(1, 5)]
+    while slots.waiting("a") < 4:
+        await asyncio.sleep(0)
+    with pytest.raises(RateLimitedError):
+        async with slots.hold("a"):
             pass
-        with slots.hold("b"):
-            pass
+    async with slots.hold("b"):  # another token is not affected
+        pass
+    release.set()
+    await asyncio.gather(first, *waiting)
+    assert order == [0, 1, 2, 3, 4]
+    assert slots.waiting("a") == 0
 
 
 def test_the_body_budget_refuses_past_its_size_and_counts_nothing_refused() -> None:
