@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from .config import CollectorConfig
+from .errors import CollectorError
 from .storage import Storage
 
 __all__ = ["base_url", "new_paths", "remove_paths", "welcome_lines"]
@@ -45,7 +46,10 @@ def remove_paths(paths: list[Path]) -> None:
 async def welcome_lines(store: Storage, config: CollectorConfig, url: str) -> list[str]:
     """The lines ``serve`` prints after its listening line: the dashboard, and the first token if none exists."""
     lines = [f"telemetry-collector: dashboard at {url}/dashboard (reports need a token)"]
-    rows = await store.read("SELECT count(*) FROM tokens WHERE revoked_at IS NULL")
+    try:
+        rows = await store.read("SELECT count(*) FROM tokens WHERE revoked_at IS NULL")
+    except CollectorError:
+        return lines  # a lake part went down right after the start: serving goes on, this hint can wait
     if rows and rows[0][0]:
         return lines
     if config.lake:
