@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 from .config import CollectorConfig
-from .errors import CollectorError
 from .storage import Storage
 
 __all__ = ["base_url", "new_paths", "remove_paths", "welcome_lines"]
@@ -48,8 +47,8 @@ async def welcome_lines(store: Storage, config: CollectorConfig, url: str) -> li
     lines = [f"telemetry-collector: dashboard at {url}/dashboard (reports need a token)"]
     try:
         rows = await store.read("SELECT count(*) FROM tokens WHERE revoked_at IS NULL")
-    except CollectorError:
-        return lines  # a lake part went down right after the start: serving goes on, this hint can wait
+    except Exception:  # noqa: BLE001  # only a hint: whatever failed (a lake part just went down), serving goes on
+        return lines
     if rows and rows[0][0]:
         return lines
     if config.lake:

@@ -15,11 +15,26 @@ import psycopg
 from .connect import LakeSettings
 from .locks import LockLostError
 
-__all__ = ["OUTAGES", "classify", "describe", "invalidated"]
+__all__ = ["OUTAGES", "CatalogLostError", "catalog_lost", "classify", "describe", "invalidated"]
+
+
+class CatalogLostError(Exception):
+    """DuckLake lost its PostgreSQL connection mid-statement, which DuckDB reports as a plain ``duckdb.Error``."""
+
+
+_LOST: Final = ("server closed the connection", "could not connect to server", "connection to server",
+                "terminating connection", "connection refused", "no connection to the server")  # fmt: skip
+
+
+def catalog_lost(exc: duckdb.Error) -> CatalogLostError | None:
+    """``exc`` as a :class:`CatalogLostError` when its message says the catalog's connection is gone, else None."""
+    text = str(exc).lower()
+    return CatalogLostError(str(exc)) if any(phrase in text for phrase in _LOST) else None
+
 
 OUTAGES: Final = (
-    psycopg.Error, LockLostError, duckdb.IOException, duckdb.HTTPException, duckdb.FatalException,
-    duckdb.TransactionException, OSError,
+    psycopg.Error, LockLostError, CatalogLostError, duckdb.IOException, duckdb.HTTPException,
+    duckdb.FatalException, duckdb.TransactionException, OSError,
 )  # fmt: skip
 """Errors that mean a part of the lake is down or a commit lost a race: 503 and retry, never a 500."""
 
@@ -34,7 +49,7 @@ def classify(exc: BaseException) -> str:
     text = str(exc).lower()
     if invalidated(exc):
         return "lake"
-    if isinstance(exc, (psycopg.Error, LockLostError)) or "postgres" in text:
+    if isinstance(exc, (psycopg.Error, LockLostError, CatalogLostError)) or "postgres" in text:
         return "catalog"
     if isinstance(exc, (duckdb.HTTPException, OSError)) or "http" in text or "s3" in text:
         return "object_store"

@@ -190,7 +190,11 @@ class LakeStore:
         if self._db is None:
             raise RuntimeError("store is not open")
         cursor = self._db.cursor()
-        cursor.execute(f"USE {CATALOG_NAME}")
+        try:
+            cursor.execute(f"USE {CATALOG_NAME}")
+        except duckdb.Error as exc:
+            cursor.close()
+            raise outage.catalog_lost(exc) or exc from None
         return cursor
 
     def _setup(self, session: Session) -> None:
@@ -398,6 +402,8 @@ class LakeStore:
             result = cursor.execute(sql, list(params))
             names = [d[0] for d in result.description] if result.description else []
             return names, result.fetchall()
+        except duckdb.Error as exc:
+            raise outage.catalog_lost(exc) or exc from None
         finally:
             cursor.close()
 
