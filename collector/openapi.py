@@ -236,8 +236,13 @@ def openapi_document(extra_paths: Mapping[str, Any] | None = None, catalogue: Ca
         "servers": [{"url": "/", "description": "The collector that served this document."}],
         "paths": paths,
         "components": {
-            "schemas": {"Batch": batch, "BatchV2": _batch_schema(catalogue, 2), "BatchV1": _batch_schema(catalogue, 1),
-                        "Receipt": _RECEIPT_SCHEMA, "Error": _ERROR_SCHEMA},  # fmt: skip
+            "schemas": {
+                "Batch": batch,
+                "BatchV2": _batch_schema(catalogue, 2),
+                "BatchV1": _batch_schema(catalogue, 1),
+                "Receipt": _RECEIPT_SCHEMA,
+                "Error": _ERROR_SCHEMA,
+            },
             "responses": responses,
             "securitySchemes": copy.deepcopy(SECURITY_SCHEMES),
         },
