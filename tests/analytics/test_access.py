@@ -84,7 +84,9 @@ async def test_a_token_with_its_reports_in_progress_queues_then_gets_429(client:
     async with contextlib.AsyncExitStack() as busy:
         for _ in range(per_token):  # as if that many reports of this token were still running
             await busy.enter_async_context(reports.hold(token_id))
-        queued = [asyncio.create_task(client.get("/v1/reports/versions", headers=headers)) for _ in range(4 * per_token)]
+        queued = [
+            asyncio.create_task(client.get("/v1/reports/versions", headers=headers)) for _ in range(4 * per_token)
+        ]
         while reports.waiting(token_id) < 4 * per_token:
             await asyncio.sleep(0.01)
         resp = await client.get("/v1/reports/versions", headers=headers)
