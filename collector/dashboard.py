@@ -17,6 +17,7 @@ __all__ = ["STATIC_DIR", "dashboard_asset", "dashboard_page", "to_dashboard"]
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 _ASSETS: Final = {
+    "charts.js": "text/javascript",
     "dashboard.js": "text/javascript",
     "dashboard.css": "text/css",
 }

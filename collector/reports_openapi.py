@@ -291,13 +291,13 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
             "operationId": "getDashboardAsset",
             "security": _PUBLIC,
             "tags": ["reports"],
-            "summary": "The dashboard's script and style sheet.",
+            "summary": "The dashboard's scripts and style sheet.",
             "parameters": [
                 {
                     "name": "file",
                     "in": "path",
                     "required": True,
-                    "schema": {"type": "string", "enum": ["dashboard.js", "dashboard.css"]},
+                    "schema": {"type": "string", "enum": ["charts.js", "dashboard.js", "dashboard.css"]},
                 }
             ],
             "responses": {

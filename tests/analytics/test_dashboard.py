@@ -5,16 +5,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from collector import CollectorConfig, create_app
 from collector.reports import REPORTS
-from tests.analytics.conftest import Client, new_token
-from tests.analytics.fleet import Install
+from tests.analytics.conftest import Client, load, new_token
+from tests.analytics.fleet import NOW, Install, make_fleet
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
@@ -223,3 +224,16 @@ async def test_dashboard_has_totals_and_a_csv_link_per_chart(
     saved = Path(await download.path()).read_text("utf-8")
     assert saved == await _api(client, "/v1/reports/deployments", **q, format="csv")
     assert saved.splitlines()[0].endswith(",partial,days_elapsed,days_total")
+
+
+async def test_dashboard_keeps_within_the_tokens_report_slots(
+    aiohttp_client: Callable[..., Any], tmp_path: Path, browser: Browser
+) -> None:
+    """With one report in progress allowed per token, the page still draws every report (429s are waited out)."""
+    config = CollectorConfig(db_path=tmp_path / "slots.duckdb", load_interval_s=0.05, max_reports_per_token=1)
+    client: Client = await aiohttp_client(create_app(config, clock=lambda: NOW))
+    await load(client, make_fleet())
+    page = await _open(client, browser)
+    assert await page.locator("section.report").count() == len(REPORTS)
+    assert await page.locator("#status").get_attribute("class") != "error"
+    assert await page.locator("#summary .card").count() == 3
