@@ -38,6 +38,7 @@ from .errors import (
     UnsupportedMediaError,
 )
 from .keys import CONFIG, LIMITS, MONITOR, STORE
+from .server import receiving_body
 from .storage import Receipt, Storage
 
 __all__ = ["check_batch", "gunzip_capped", "post_batch"]
@@ -143,12 +144,22 @@ async def _read_body(request: web.Request, config: CollectorConfig) -> bytes:
             return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise PayloadTooLargeError(f"the body is over {config.max_body_bytes} bytes") from None
-    budget = request.app[LIMITS].bodies
-    chunks: list[bytes] = []
-    held = 0
     # Connections opened together (a flood of slow bodies) would all expire together, and answering and
     # replacing a thousand of them at once stalls the event loop for a second: each gets 75-100% of the time.
     read_timeout_s = config.read_timeout_s * random.uniform(0.75, 1.0)  # noqa: S311  # spread, not a secret
+    try:
+        with receiving_body(request):  # evictable by a newcomer when the server is full
+            return await _read_chunks(request, config, read_timeout_s)
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"the body did not arrive within {config.read_timeout_s} s, or paused over {config.idle_timeout_s} s"
+        ) from None
+
+
+async def _read_chunks(request: web.Request, config: CollectorConfig, read_timeout_s: float) -> bytes:
+    budget = request.app[LIMITS].bodies
+    chunks: list[bytes] = []
+    held = 0
     try:
         async with asyncio.timeout(read_timeout_s):
             while chunk := await _next_chunk(request, config.idle_timeout_s):
@@ -158,10 +169,6 @@ async def _read_body(request: web.Request, config: CollectorConfig) -> bytes:
                 held += len(chunk)
                 chunks.append(chunk)
         return b"".join(chunks)  # one buffer, freed whole (see collector.server.return_freed_memory)
-    except TimeoutError:
-        raise RequestTimeoutError(
-            f"the body did not arrive within {config.read_timeout_s} s, or paused over {config.idle_timeout_s} s"
-        ) from None
     finally:
         # On a reset, aiohttp keeps the exception in the request's stream and its traceback holds this
         # frame: a cycle that only a full garbage collection would free. Drop the data now, not then.

@@ -23,11 +23,13 @@ file descriptors nor lock out ``/healthz`` or a valid POST.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
+import itertools
 import logging
 import resource
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Final
@@ -47,6 +49,7 @@ __all__ = [
     "error_body",
     "fit_connections",
     "raise_open_files_limit",
+    "receiving_body",
     "return_freed_memory",
     "trim_freed_memory",
 ]
@@ -235,25 +238,67 @@ class ErrorAnsweringProtocol(RequestHandler):
 class _Server(web.Server):
     """The protocol factory of a listening socket, making :class:`ErrorAnsweringProtocol` connections."""
 
-    policy: ConnectionPolicy  # set by CollectorApplication._make_handler
+    # Set by CollectorApplication._make_handler (the instance is aiohttp's Server, its class swapped after).
+    policy: ConnectionPolicy
+    receiving: dict[RequestHandler, None]
+    """Connections whose ingest body is arriving in pieces, oldest first (see :func:`receiving_body`)."""
 
     def __call__(self) -> RequestHandler:
         return ErrorAnsweringProtocol(self, loop=self._loop, **self._kwargs)
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
-        """Count the connection; past ``max_connections``, close the longest-idle one or refuse this one."""
+        """Count the connection; past ``max_connections``, close the longest-idle one, else the slowest body."""
         super().connection_made(handler, transport)
         if len(self._connections) <= self.policy.max_connections:
             return
-        # Oldest first (dicts keep insertion order): in a flood of idle sockets the first is idle.
-        for other in self._connections:
+        # Oldest first (dicts keep insertion order): in a flood of idle sockets the first ones are idle.
+        for other in itertools.islice(self._connections, _EVICTION_SCAN):
             if other is not handler and isinstance(other, ErrorAnsweringProtocol) and other.waiting_for_request():
                 self.policy.count("evicted_idle")
-                other.force_close()
+                self._close(other)
                 return
+        if self.receiving:
+            # The body that has been arriving longest: under a flood of slow bodies, a newcomer (a valid
+            # POST, /healthz) takes its place rather than a 503 that the flood would answer by reconnecting.
+            oldest = next(iter(self.receiving))
+            self.policy.count("evicted_slow_body")
+            self._close(oldest)
+            return
         self.policy.count("refused_full")
         transport.write(_full_answer())
+        self._close(handler)
+
+    def _close(self, handler: RequestHandler) -> None:
+        # Its socket closes now; aiohttp would keep counting it until its handler task ends, and the next
+        # newcomer would find the same closing connections at the head of the line.
+        self.receiving.pop(handler, None)
+        self._connections.pop(handler, None)
         handler.force_close()
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        """Forget the connection."""
+        self.receiving.pop(handler, None)
+        super().connection_lost(handler, exc)
+
+
+_EVICTION_SCAN: Final = 64
+"""Connections looked at (oldest first) for an idle one to close when full: bounded, so a full server
+under a flood of new connections does not scan thousands per accept."""
+
+
+@contextlib.contextmanager
+def receiving_body(request: web.BaseRequest) -> Iterator[None]:
+    """Mark ``request``'s connection as receiving a body in pieces for the ``with`` block (evictable when full)."""
+    protocol = request.protocol
+    server = getattr(protocol, "_manager", None)
+    if not isinstance(server, _Server) or not isinstance(protocol, RequestHandler):
+        yield
+        return
+    server.receiving[protocol] = None
+    try:
+        yield
+    finally:
+        server.receiving.pop(protocol, None)
 
 
 with warnings.catch_warnings():
@@ -271,6 +316,7 @@ with warnings.catch_warnings():
             server.__class__ = _Server
             assert isinstance(server, _Server)
             server.policy = self[CONNECTION_POLICY]
+            server.receiving = {}
             return server
 
 

@@ -141,6 +141,24 @@ def test_slow_bodies_hold_no_ingest_slot(tmp_path: Path) -> None:
                 sock.close()
 
 
+def test_a_full_server_makes_room_by_closing_the_slowest_body(tmp_path: Path) -> None:
+    """At max_connections, all of them slow bodies: a newcomer closes the oldest one instead of getting 503."""
+    with served(tmp_path, "--max-connections", "16") as server:
+        slow = []
+        try:
+            for _ in range(20):
+                sock = _connect(server.port)
+                sock.sendall(_head(1024 * 1024) + b"{")
+                slow.append(sock)
+            time.sleep(0.5)
+            status, _, body = server.request("POST", "/v1/batches", canonical(batch_obj()))
+            assert status == 200, body
+            assert server.metric('telemetry_client_events_total{event="evicted_slow_body"}') >= 1
+        finally:
+            for sock in slow:
+                sock.close()
+
+
 def test_idle_sockets_and_header_drips_are_closed(tmp_path: Path) -> None:
     """A socket that sends nothing, and one that drips its headers, are closed by the server."""
     with served(tmp_path, "--header-timeout-s", "1", "--keepalive-timeout-s", "2") as server:
