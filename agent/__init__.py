@@ -25,13 +25,18 @@ from .errors import (
     StateLockedError,
 )
 from .library import Agent
+from .metrics import MetricState, MetricsView
+from .remote_policy import CollectorPolicy
 
 __all__ = [
     "Agent",
     "AgentConfig",
     "AgentError",
+    "CollectorPolicy",
     "ConfigError",
     "Engine",
+    "MetricState",
+    "MetricsView",
     "ProbeUnavailableError",
     "RejectedError",
     "SendError",

@@ -33,7 +33,17 @@ from .errors import (
     StateIOError,
     StateLockedError,
 )
-from .render import render_collect, render_history, render_preview, render_send, render_status
+from .render import (
+    render_collect,
+    render_consent_scope,
+    render_history,
+    render_metrics,
+    render_policy,
+    render_policy_import,
+    render_preview,
+    render_send,
+    render_status,
+)
 
 # How each error reaches the admin: label and exit code; the first matching class wins (2 = fix the
 # config or state, 1 = an operational failure worth retrying).
@@ -75,6 +85,17 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("consent", parents=[common],
                        help="show or set the consent mode; `reset` returns to the config's mode")  # fmt: skip
     p.add_argument("mode", nargs="?", choices=(*CONSENT_MODES, "reset"))
+    p = sub.add_parser("metrics", parents=[common],
+                       help="every catalogue metric and its state; `metrics approve` approves new ones")  # fmt: skip
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    a = actions.add_parser("approve", parents=[common], help="approve metrics added after the consented version")
+    a.add_argument("keys", nargs="*", metavar="KEY")
+    a.add_argument("--all", action="store_true", help="approve every metric awaiting approval")
+    p = sub.add_parser("policy", parents=[common],
+                       help="the collector policy the agent goes by; `policy import FILE` for air-gapped installs")  # fmt: skip
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    a = actions.add_parser("import", parents=[common], help="go by a policy file (the JSON of GET /v1/policy)")
+    a.add_argument("file", type=Path, metavar="FILE")
     sub.add_parser("remote", parents=[common], help="what the collector holds about this install")
     p = sub.add_parser("forget", parents=[common], help="erase this install at the collector, then start over")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation (for scripts)")
@@ -128,11 +149,12 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> int:
         if cmd == "preview":
             items = engine.preview()
             if as_json:
-                _out_json(render_preview(items, explain=args.explain, as_json=True, mode=engine.consent()[0]))
+                _out_json(render_preview(items, explain=args.explain, as_json=True, mode=engine.consent()[0],
+                                         view=engine.metrics()))  # fmt: skip
             else:
                 sys.stdout.flush()
                 sys.stdout.buffer.write(render_preview(items, explain=args.explain, as_json=False,
-                                                       mode=engine.consent()[0]))  # fmt: skip
+                                                       mode=engine.consent()[0], view=engine.metrics()))  # fmt: skip
             return 0
         if cmd == "collect":
             result = engine.collect()
@@ -187,13 +209,17 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> int:
             return 0
         if cmd == "export":
             written = engine.export(args.path)
+            held = engine.held()
             if as_json:
-                _out_json({"files": [str(p) for p in written]})
+                _out_json({"files": [str(p) for p in written], "held": [{"batch_id": b, "code": e.code,
+                           "message": e.message, "path": e.path} for b, e in held]})  # fmt: skip
             elif written:
                 _out(f"Wrote {len(written)} batch file(s) to {args.path}; upload them with "
                      f"`telemetry-collector import {args.path}/*.json`." + "".join(f"\n  {p.name}" for p in written))  # fmt: skip
             else:
                 _out("No sealed batch to export.")
+            for batch_id, error in held if not as_json else ():
+                _out(f"Not exported: {batch_id}: the collector's policy would refuse it ({error}).")
             return 0
         if cmd == "consent":
             if args.mode == "reset":
@@ -202,13 +228,27 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> int:
                 engine.set_consent(args.mode)
             mode, source = engine.consent()
             if as_json:
-                _out_json({"consent": mode, "source": source})
+                _out_json({"consent": mode, "source": source, "consented_version": engine.metrics().consented_version})
             else:
                 _out(f"Consent: {mode} (from {source}).")
+                if mode != "off":
+                    _out(render_consent_scope(engine.metrics()))
                 if args.mode not in (None, "reset") and mode != args.mode:
                     _out(f"Stored {args.mode}, but {source} forces {mode}.")
                 elif source == "consent command":
                     _out(f"`telemetry-agent consent reset` returns to the config's {engine.config.consent}.")
+            return 0
+        if cmd == "metrics":
+            return _metrics(args, engine, as_json=as_json)
+        if cmd == "policy":
+            if getattr(args, "action", None) == "import":
+                policy = engine.import_policy(args.file)
+                _out_json(policy.to_json()) if as_json else _out(render_policy_import(policy, engine.metrics()))
+            else:
+                known = engine.policy()
+                _out_json({"policy": None if known is None else known.to_json()}) if as_json else _out(
+                    render_policy(known, engine.catalogue.version)
+                )
             return 0
         if cmd == "remote":
             _out_json(asyncio.run(engine.remote()))
@@ -224,6 +264,28 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> int:
                      f"Local outbox and history cleared. New install id: {answer['new_install_id']}")  # fmt: skip
             return 0
     raise AssertionError(cmd)
+
+
+def _metrics(args: argparse.Namespace, engine: Engine, *, as_json: bool) -> int:
+    if getattr(args, "action", None) == "approve":
+        if not args.all and not args.keys:
+            raise AgentError("metrics approve needs KEY... or --all")
+        approved = engine.approve_metrics(args.keys, every=args.all)
+        view = engine.metrics()
+        if as_json:
+            _out_json({"approved": approved, **view.to_json()})
+        elif approved:
+            _out(f"Approved {len(approved)} metric(s): {', '.join(approved)}. They are collected from the next "
+                 "snapshot on (`telemetry-agent metrics` shows every state).")  # fmt: skip
+        else:
+            _out("Nothing to approve: " + ("no metric awaits approval." if args.all else "those metrics are already "
+                 "covered by your consent."))  # fmt: skip
+        return 0
+    view = engine.metrics()
+    _out_json({"consent": engine.consent()[0], **view.to_json()}) if as_json else _out(
+        render_metrics(view, engine.consent()[0])
+    )
+    return 0
 
 
 def _run_as(owner: str, args: argparse.Namespace, argv: Sequence[str]) -> str:

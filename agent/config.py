@@ -9,7 +9,6 @@ the file. ``DO_NOT_TRACK=1`` or ``TELEMETRY_DISABLED=1`` force consent off whate
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import shlex
 import sys
@@ -18,12 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import orjson
 
-from schema import CATALOGUE
+from schema import Catalogue, SchemaError, catalogue_file
 
+from .endpoints import MAX_ENDPOINTS, Endpoint, check_url, endpoints_of
 from .errors import ConfigError
 
 __all__ = ["CONSENT_MODES", "DEFAULT_CONFIG", "ENV_CONFIG", "MAX_ENDPOINTS", "AgentConfig", "Endpoint", "config_file",
@@ -32,8 +31,6 @@ __all__ = ["CONSENT_MODES", "DEFAULT_CONFIG", "ENV_CONFIG", "MAX_ENDPOINTS", "Ag
 ENV_CONFIG: Final = "TELEMETRY_AGENT_CONFIG"
 """Path of the TOML config file when ``--config`` is not given (it wins over :data:`DEFAULT_CONFIG`)."""
 CONSENT_MODES: Final = ("off", "review", "auto")
-MAX_ENDPOINTS: Final = 8
-"""Most collector URLs ``endpoint`` may list: a retry round tries each once, so this bounds one round's cost."""
 _TABLES: Final = ("product", "usage")
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
@@ -59,33 +56,6 @@ def _default_state_dir() -> Path:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Endpoint:
-    """One collector base URL of ``endpoint``, as configured, with the names the agent knows it by."""
-
-    url: str
-    """The URL as configured (requests go to it without its trailing slash, plus ``/v1/...``)."""
-    key: str
-    """Which collector this is: scheme, host, port (the default one spelled out) and path, never user info.
-    Two entries with the same key are duplicates; the stored endpoint choice is this key."""
-    label: str
-    """Host, and port when the URL gives one: what history and messages show (never user info)."""
-    name: str = "endpoint"
-    """How errors name this entry: ``endpoint``, or ``endpoint[N]`` in a list (counted from 0)."""
-
-    @property
-    def base(self) -> str:
-        """The URL to which API paths such as ``/v1/batches`` are appended."""
-        return self.url.rstrip("/")
-
-    @property
-    def cleartext(self) -> bool:
-        """Whether requests travel unencrypted over a network: ``http://`` to a host other than this machine
-        (127.0.0.0/8, ::1, ``localhost``). The install secret is never sent to such an endpoint."""
-        parts = urlsplit(self.url)
-        return parts.scheme != "https" and not _is_loopback(parts.hostname or "")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class AgentConfig:
     """Everything the agent may be told; validated on construction (raises :class:`ConfigError`)."""
 
@@ -101,6 +71,9 @@ class AgentConfig:
     proxy: str | None = None
     ca_bundle: Path | None = None
     disabled_metrics: tuple[str, ...] = ()
+    catalogue: Path | None = None
+    """The policy catalogue file (TOML) this agent collects by; None: the packaged one. The vendor ships it
+    with the product release; the admin can only narrow it (``disabled_metrics``)."""
     connect_timeout_s: float = 10.0
     send_timeout_s: float = 30.0
     max_attempts: int = 5
@@ -121,11 +94,11 @@ class AgentConfig:
         given: object = self.endpoint  # typed as a tuple, but a Python caller may well pass a list
         if isinstance(given, list):
             object.__setattr__(self, "endpoint", tuple(given))  # keeps the config immutable and hashable
-        _endpoints_of(self.endpoint)
+        endpoints_of(self.endpoint)
         if self.proxy is not None:
-            _check_url("proxy", self.proxy, loopback_only=False)
+            check_url("proxy", self.proxy, loopback_only=False)
         if self.usage_url is not None:
-            _check_url("usage.url", self.usage_url, loopback_only=True)
+            check_url("usage.url", self.usage_url, loopback_only=True)
         if self.ca_bundle is not None and not self.ca_bundle.is_file():
             raise ConfigError("ca_bundle", "file not found")
         _bounds("snapshot_interval_s", self.snapshot_interval_s, 60, 86400)
@@ -140,13 +113,17 @@ class AgentConfig:
         _bounds("max_outbox_batches", self.max_outbox_batches, 1, 10000)
         _bounds("max_history_entries", self.max_history_entries, 1, 100000)
         _bounds("usage.timeout_s", self.usage_timeout_s, 0.1, 600)
+        try:
+            catalogue = catalogue_file(self.catalogue)
+        except SchemaError as exc:
+            raise ConfigError("catalogue", exc.message) from None
         for key in self.disabled_metrics:
-            if key not in CATALOGUE.metrics:
+            if key not in catalogue.metrics:
                 raise ConfigError("disabled_metrics", f"{key!r} is not a catalogue metric (see docs/metrics.md)")
         if self.product_name is not None:
-            _check_header("product.name", self.product_name)
+            _check_header(catalogue, "product.name", self.product_name)
         if self.product_version is not None:
-            _check_header("product.version", self.product_version)
+            _check_header(catalogue, "product.version", self.product_version)
         sources = [s for s in (self.usage_command, self.usage_file, self.usage_url) if s is not None]
         if len(sources) > 1:
             raise ConfigError("usage", "set exactly one of command, file, url")
@@ -154,9 +131,14 @@ class AgentConfig:
             raise ConfigError("usage.command", "must be a non-empty list of strings")
 
     @property
+    def catalogue_in_force(self) -> Catalogue:
+        """The catalogue of the ``catalogue`` file, or the packaged one (read once per version of the file)."""
+        return catalogue_file(self.catalogue)
+
+    @property
     def endpoints(self) -> tuple[Endpoint, ...]:
         """The configured collector endpoints in failover order (empty when ``endpoint`` is not set)."""
-        return _endpoints_of(self.endpoint)
+        return endpoints_of(self.endpoint)
 
     @property
     def data_path(self) -> Path:
@@ -174,67 +156,11 @@ def _bounds(name: str, value: float, lo: float, hi: float) -> None:
         raise ConfigError(name, f"must be between {lo:g} and {hi:g}")
 
 
-def _check_header(name: str, value: str) -> None:
-    entry = CATALOGUE.header[name]
+def _check_header(catalogue: Catalogue, name: str, value: str) -> None:
+    entry = catalogue.header[name]
     assert entry.regex is not None
     if entry.regex.fullmatch(value) is None:
         raise ConfigError(name, f"must match {entry.pattern}")
-
-
-def _check_url(name: str, value: str, *, loopback_only: bool) -> None:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(name, "must be an http:// or https:// URL")
-    try:
-        parts.port  # noqa: B018 - parsing the port is the check (it raises on a bad one)
-    except ValueError:
-        raise ConfigError(name, "has an invalid port") from None
-    if loopback_only and not _is_loopback(parts.hostname):
-        raise ConfigError(name, "must point at this machine (localhost, 127.0.0.1 or ::1)")
-
-
-def _endpoint(name: str, url: object) -> Endpoint:
-    if not isinstance(url, str):
-        raise ConfigError(name, "must be a string")
-    _check_url(name, url, loopback_only=False)
-    parts = urlsplit(url)
-    if "@" in parts.netloc:
-        # Refused rather than redacted: a URL that holds no password can never print one (status, logs).
-        raise ConfigError(name, "must not contain user info (user:password@); the collector needs no "
-                                "credentials in its URL")  # fmt: skip
-    assert parts.hostname is not None  # _check_url made sure
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    label = f"{host}:{parts.port}" if parts.port else host
-    return Endpoint(url=url, key=f"{parts.scheme}://{host}:{port}{parts.path.rstrip('/')}", label=label, name=name)
-
-
-def _endpoints_of(value: object) -> tuple[Endpoint, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, tuple):
-        return (_endpoint("endpoint", value),)
-    if not value:
-        raise ConfigError("endpoint", "must list at least one URL")
-    if len(value) > MAX_ENDPOINTS:
-        raise ConfigError("endpoint", f"must list at most {MAX_ENDPOINTS} URLs")
-    endpoints: list[Endpoint] = []
-    for n, url in enumerate(value):
-        endpoint = _endpoint(f"endpoint[{n}]", url)
-        same = next((i for i, e in enumerate(endpoints) if e.key == endpoint.key), None)
-        if same is not None:
-            raise ConfigError(f"endpoint[{n}]", f"names the same collector as endpoint[{same}]")
-        endpoints.append(endpoint)
-    return tuple(endpoints)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def toml_key(name: str) -> str:

@@ -1,20 +1,17 @@
 """The agent's operations on one state directory: collect, seal, preview, approve, send, export, forget.
 
 The CLI, the daemon loop and the embedded :class:`~agent.Agent` all go through :class:`Engine`, so the
-rules (the policy gate, consent, exact bytes) live in one place. Callers hold ``engine.state.lock()``
-around each operation.
+rules (the policy gate, consent and its catalogue version, the collector's policy, exact bytes) live in one
+place. Callers hold ``engine.state.lock()`` around each operation.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,14 +28,14 @@ from schema import (
 
 from ._version import __version__
 from .clock import Clock
-from .config import CONSENT_MODES, AgentConfig, Endpoint
-from .errors import AgentError, ConfigError, StateError, StateIOError
-from .files import atomic_write
+from .config import CONSENT_MODES, AgentConfig
+from .errors import AgentError, ConfigError
+from .metrics import MetricsView, Scope
+from .outbound import Outbound, SendReport
 from .probes import HostAccess, default_host, provider_from_config
 from .snapshot import CollectResult, SnapshotReader, stamp
-from .state import EndpointChoice, StateDir
+from .state import StateDir
 from .status import Status, read_status
-from .transport import Attempt, Transport
 
 __all__ = ["CollectResult", "Engine", "SendReport"]
 
@@ -46,20 +43,7 @@ log = logging.getLogger("agent")
 _FORCED: Final = "DO_NOT_TRACK / TELEMETRY_DISABLED"
 
 
-@dataclass(slots=True, kw_only=True)
-class SendReport:
-    """Per batch: ``delivered``, ``duplicate``, ``rejected`` or ``failed``; ``skipped`` says why nothing went."""
-
-    results: list[dict[str, Any]] = field(default_factory=list)
-    skipped: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Whether nothing failed or was rejected."""
-        return all(r["outcome"] in ("delivered", "duplicate") for r in self.results)
-
-
-class Engine:
+class Engine(Outbound):
     """One agent's operations; OS access, clock, sleep and randomness are injected for tests."""
 
     def __init__(
@@ -78,7 +62,10 @@ class Engine:
         self.config_file = config_file
         """The config file ``config`` was read from (None: defaults and environment only), for ``status``."""
         self.clock = clock if clock is not None else Clock.from_env()
-        self.state = StateDir(config.state_dir, lock_wait_s=lock_wait_s)
+        self.catalogue = config.catalogue_in_force
+        """The agent's catalogue (``catalogue`` setting): what its batches are built against."""
+        self.state = StateDir(config.state_dir, lock_wait_s=lock_wait_s, catalogue=self.catalogue)
+        self.scope = Scope(self.catalogue, frozenset(config.disabled_metrics), self.state, self._stamp)
         self.host = host if host is not None else default_host(self.clock.now)
         self.provider = provider_from_config(config, usage)
         self._reader = SnapshotReader(config, self.state, self.host, self.provider, self.clock)
@@ -105,6 +92,8 @@ class Engine:
         if mode not in CONSENT_MODES:
             raise ConfigError("consent", "must be off, review or auto")
         self.state.write("consent.json", {"mode": mode, "set_at": self._stamp()})
+        if mode != "off":
+            self.scope.record_consent()  # consent is given for this catalogue version: later metrics wait
 
     def reset_consent(self) -> None:
         """Forget the admin's stored choice: the config's (or ``TELEMETRY_CONSENT``'s) mode applies again."""
@@ -121,7 +110,15 @@ class Engine:
 
     def read_metrics(self) -> CollectResult:
         """Read every probe and the usage provider through the policy gate (stores only the CPU sample)."""
-        return self._reader.read()
+        return self._reader.read(self.scope.view().blocked)
+
+    def metrics(self) -> MetricsView:
+        """Every catalogue metric and its state: collected, disabled, awaiting approval, not accepted, retired."""
+        return self.scope.view()
+
+    def approve_metrics(self, keys: list[str], *, every: bool = False) -> list[str]:
+        """Approve metrics added after the consented catalogue version (all waiting ones with ``every``)."""
+        return self.scope.approve(keys, every=every)
 
     def _open(self) -> dict[str, Any]:
         opened: dict[str, Any] = self.state.read("open.json", {})
@@ -144,7 +141,10 @@ class Engine:
         are disabled now. ``result.replaced`` and ``result.kept`` say so.
         """
         self.require_product("collect")
-        result = self.read_metrics()
+        if self.consent()[0] != "off":
+            self.scope.ensure_recorded()  # consent from the config: bound to the version in force now
+        blocked = self.scope.view().blocked
+        result = self._reader.read(blocked)
         self.state.count_drops(result.dropped)
         opened = self._open()
         snaps: list[dict[str, Any]] = opened["snapshots"]
@@ -156,10 +156,10 @@ class Engine:
             return result
         if snaps and snaps[-1]["taken_at"] == result.taken_at:
             earlier: dict[str, Any] = snaps[-1]["metrics"]
-            disabled = set(self.config.disabled_metrics)
             # An earlier value of the same hour is still true of that hour; a failing provider must not
-            # overwrite good counts with nothing.
-            result.kept = sorted(k for k in earlier if k not in result.metrics and k not in disabled)
+            # overwrite good counts with nothing (unless the metric is not collected any more).
+            result.kept = sorted(k for k in earlier if k not in result.metrics and k not in blocked
+                                 and k in self.catalogue.metrics)  # fmt: skip
             result.metrics.update({k: earlier[k] for k in result.kept})
             result.replaced = True
             snaps[-1] = {"taken_at": result.taken_at, "metrics": result.metrics}
@@ -174,11 +174,28 @@ class Engine:
 
     # -- sealing and preview -------------------------------------------------------------------
 
-    def _batch(self, opened: dict[str, Any]) -> bytes:
+    def _batch(self, opened: dict[str, Any]) -> tuple[bytes, list[tuple[str, str]]]:
+        """The batch the open one seals into now, and the readings left out of it by reason.
+
+        Snapshots taken before a change (the agent upgraded to a catalogue that retired a metric, the admin
+        disabled one, the collector's policy turned out narrower) lose what is not collected now.
+        """
         if self.config.product_name is None or self.config.product_version is None:
             missing = "product.name" if self.config.product_name is None else "product.version"
             raise ConfigError(missing, "not set; needed to build a batch ([product] table)")
-        snaps = tuple(Snapshot(taken_at=s["taken_at"], metrics=s["metrics"]) for s in opened["snapshots"])
+        blocked = self.scope.view().blocked
+        dropped: list[tuple[str, str]] = []
+        snaps_list = []
+        for s in opened["snapshots"]:
+            metrics = {}
+            for key, value in s["metrics"].items():
+                reason = blocked.get(key) or (None if key in self.catalogue.metrics else "not_in_catalogue")
+                if reason is None:
+                    metrics[key] = value
+                else:
+                    dropped.append((reason, key))
+            snaps_list.append(Snapshot(taken_at=s["taken_at"], metrics=metrics))
+        snaps = tuple(snaps_list)
         created_at = max(format_hour(self.clock.now()), snaps[-1].taken_at)
         batch = Batch(
             batch_id=opened["batch_id"],
@@ -187,22 +204,42 @@ class Engine:
             agent_version=__version__,
             created_at=created_at,
             snapshots=snaps,
+            catalogue_version=self.catalogue.version,
         )
         data = encode_batch(batch)
-        parse_batch(data)  # the collector's own check, before anything is stored or shown
-        return data
+        parse_batch(data, catalogue=self.catalogue)  # the collector's own check, before anything is stored or shown
+        return data, dropped
 
     def seal(self) -> str | None:
         """Seal the open batch into the outbox; its bytes never change afterwards. None if it is empty."""
         opened = self.state.read("open.json", {})
         if not opened.get("snapshots"):
             return None
-        data = self._batch(opened)
+        self._learn_policy_before_seal()
+        data, left_out = self._batch(opened)
+        self.state.count_drops(left_out)
         dropped = self.state.add_to_outbox(opened["batch_id"], data, max_batches=self.config.max_outbox_batches)
         for batch_id in dropped:
             log.warning("outbox full: dropped the oldest batch %s", batch_id)
         self.state.remove("open.json")
         return str(opened["batch_id"])
+
+    def _learn_policy_before_seal(self) -> None:
+        # The first batch ever (no policy known yet) would be built by the agent's catalogue alone: learn
+        # what the collector accepts first, so the batch sealed now is one it takes. Later seals use the
+        # policy refreshed by the last send.
+        if self.consent()[0] == "off" or not self.config.endpoints or self.scope.policy() is not None:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            problem = asyncio.run(self.refresh_policy())
+        else:  # inside an event loop (an async host): the check at send time covers this batch instead
+            problem = "collector policy not fetched before sealing (called inside an event loop)"
+        if problem:
+            # Not a warning: the collector may well be down at this moment, and the check at send time holds
+            # back a batch it would refuse, so nothing is lost either way.
+            log.debug("%s; sealing by the agent's own catalogue", problem)
 
     def preview(self) -> list[dict[str, Any]]:
         """Every sealed batch waiting (exact bytes), then the open batch as it would be sealed now."""
@@ -215,7 +252,7 @@ class Engine:
         opened = self.state.read("open.json", {})
         if opened.get("snapshots"):
             items.append(
-                {"kind": "open", "batch_id": opened["batch_id"], "data": self._batch(opened), "status": "open"}
+                {"kind": "open", "batch_id": opened["batch_id"], "data": self._batch(opened)[0], "status": "open"}
             )
         return items
 
@@ -230,122 +267,8 @@ class Engine:
         self.state.approve(batch_ids)
         return batch_ids
 
-    # -- sending ---------------------------------------------------------------------------------
-
-    def _record(self, batch_id: str, data: bytes, attempt: Attempt, *, exported_to: str | None = None) -> None:
-        entry: dict[str, Any] = {
-            "at": attempt.at,
-            "batch_id": batch_id,
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "bytes": len(data),
-            "status": attempt.status,
-            "outcome": attempt.outcome,
-            "error": attempt.error,
-            "wait_s": None if attempt.wait_s is None else round(attempt.wait_s, 3),
-            "endpoint": attempt.endpoint,
-        }
-        if exported_to is not None:
-            entry["exported_to"] = exported_to  # a local path: history is for the admin, never sent
-        self.state.record(entry, max_entries=self.config.max_history_entries)
-
-    def sendable(self) -> list[str]:
-        """Ids of sealed batches consent lets go now (all in auto, approved ones in review, none when off)."""
-        mode, _ = self.consent()
-        if mode == "off":
-            return []
-        entries = self.state.outbox()
-        if mode == "review":
-            approved = self.state.approvals()
-            entries = [e for e in entries if e.batch_id in approved]
-        return [e.batch_id for e in entries]
-
-    async def send(self) -> SendReport:
-        """Deliver what consent allows, oldest first; stops at the first batch that could not be delivered."""
-        mode, source = self.consent()
-        if mode == "off":
-            # Off means no connection at all: not even a transport is created.
-            return SendReport(skipped=f"consent is off ({source}): nothing sent")
-        ids = set(self.sendable())
-        entries = [e for e in self.state.outbox() if e.batch_id in ids]
-        if not entries:
-            return SendReport(skipped="nothing to send" if mode == "auto" else "no approved batch waiting")
-        transport = self._transport()
-        report = SendReport()
-        for entry in entries:
-            delivery = await transport.deliver(
-                entry.data, entry.batch_id, partial(self._record, entry.batch_id, entry.data)
-            )
-            last = delivery.attempts[-1]
-            outcome = last.outcome if delivery.outcome == "delivered" else delivery.outcome
-            report.results.append({"batch_id": entry.batch_id, "outcome": outcome, "status": last.status,
-                                   "endpoint": last.endpoint, "attempts": len(delivery.attempts),
-                                   "error": delivery.error})  # fmt: skip
-            if delivery.outcome == "delivered":
-                self.state.mark_sent(entry)
-            elif delivery.outcome == "rejected":
-                self.state.mark_rejected(entry, {"at": last.at, "status": last.status, **(delivery.error or {})})
-            else:
-                break  # the collector is unreachable or failing: later batches wait for the next send
-        return report
-
-    def _transport(self) -> Transport:
-        """A transport that starts at the stored endpoint choice and stores a new one when it changes."""
-        choice = self.state.endpoint_choice()
-        return Transport(self.config, sleep=self._sleep, rng=self.rng, now=self.clock.now,
-                         current=None if choice is None else choice.key, on_answer=self._choose_endpoint)  # fmt: skip
-
-    def _choose_endpoint(self, endpoint: Endpoint) -> None:
-        # Best effort: the choice only saves one failover after a restart, so failing to store it
-        # (disk full, say) must not stop a delivery that is going well.
-        try:
-            self.state.choose_endpoint(EndpointChoice(key=endpoint.key, since=self._stamp()))
-        except (OSError, StateError) as exc:
-            log.warning("cannot store the current endpoint %s: %s", endpoint.label, exc)
-
     # -- admin views -----------------------------------------------------------------------------
 
     def status(self) -> Status:
         """Mode, identity, outbox, last attempt, what happens next and when, and counters (no metric values)."""
         return read_status(self)
-
-    def export(self, target: Path) -> list[Path]:
-        """Write each sealed batch as ``<batch_id>.json`` (exact bytes) for an air-gapped upload.
-
-        Each one written leaves the outbox (history records it as ``exported``), so the next export writes
-        only batches sealed since.
-        """
-        try:
-            target.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise AgentError(f"{target}: cannot create ({exc.strerror})") from None
-        written = []
-        for entry in self.state.outbox():
-            path = target / f"{entry.batch_id}.json"
-            try:
-                atomic_write(path, entry.data, mode=0o644)
-            except OSError as exc:  # the admin's target (a USB stick, say) is full or read-only: exit 1
-                raise StateIOError(f"{path}: cannot write ({exc.strerror or exc})") from None
-            # Carried over by hand from now on: out of the outbox (so not exported again, nor sent, nor
-            # dropped as the oldest when it fills up), its bytes kept in sent/ while the history names them.
-            self.state.mark_sent(entry)
-            self._record(entry.batch_id, entry.data, Attempt(at=self._stamp(), status=None, outcome="exported"),
-                         exported_to=str(target))  # fmt: skip
-            written.append(path)
-        return written
-
-    async def remote(self) -> dict[str, Any]:
-        """What the collector holds about this install (proven by the secret)."""
-        return await self._transport().install_request("GET", self.install_id(), self.state.secret())
-
-    def check_install_requests(self) -> None:
-        """Raise :class:`ConfigError` now if `remote`/`forget` could not be sent (no endpoint, or plain HTTP to
-        another machine), so `forget` does not ask for a confirmation it cannot act on."""
-        self._transport().refuse_cleartext()
-
-    async def forget(self) -> dict[str, Any]:
-        """Ask the collector to erase this install; on success start over with a new secret and id."""
-        answer = await self._transport().install_request("DELETE", self.install_id(), self.state.secret())
-        self.state.reset()
-        self.state.new_secret()
-        return {"deleted": answer.get("deleted"), "old_install_id": answer.get("install_id"),
-                "new_install_id": self.install_id()}  # fmt: skip

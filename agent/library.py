@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 from ._guard import never_raise
 from .config import AgentConfig
 from .daemon import Daemon
 from .engine import Engine
+from .metrics import MetricsView
+from .remote_policy import CollectorPolicy
 
 __all__ = ["Agent"]
 
@@ -43,8 +46,7 @@ class Agent:
 
     def _run(self) -> None:
         with never_raise("run"):
-            engine = Engine(self._config, usage=self._usage, lock_wait_s=1.0)
-            Daemon(engine, self._stop).run()
+            Daemon(self._engine(), self._stop).run()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Ask the thread to stop and wait at most ``timeout_s`` for it (it is a daemon thread either way)."""
@@ -52,6 +54,39 @@ class Agent:
             self._stop.set()
             if self._thread is not None:
                 self._thread.join(timeout_s)
+
+    def _engine(self) -> Engine:
+        return Engine(self._config, usage=self._usage, lock_wait_s=1.0)
+
+    def metrics(self) -> MetricsView | None:
+        """Every catalogue metric and its state (collected, disabled, awaiting approval, not accepted by the
+        collector, retired), as `telemetry-agent metrics` shows it; None if the state dir cannot be read now."""
+        view: MetricsView | None = None
+        with never_raise("metrics"):
+            engine = self._engine()
+            with engine.state.lock():
+                view = engine.metrics()
+        return view
+
+    def approve_metrics(self, keys: Sequence[str] = (), *, every: bool = False) -> list[str]:
+        """Approve metrics added after the consented catalogue version (``every``: all that wait), as
+        `telemetry-agent metrics approve` does; returns those newly approved ([] on any error, which is logged)."""
+        approved: list[str] = []
+        with never_raise("approve metrics"):
+            engine = self._engine()
+            with engine.state.lock():
+                approved = engine.approve_metrics(list(keys), every=every)
+        return approved
+
+    def import_policy(self, path: Path) -> CollectorPolicy | None:
+        """Go by the collector policy in ``path`` (the JSON of its ``GET /v1/policy``), for an air-gapped install;
+        returns it, or None on any error (logged)."""
+        policy: CollectorPolicy | None = None
+        with never_raise("import policy"):
+            engine = self._engine()
+            with engine.state.lock():
+                policy = engine.import_policy(path)
+        return policy
 
     @property
     def running(self) -> bool:

@@ -7,33 +7,50 @@ from typing import Any
 
 import orjson
 
-from schema import CATALOGUE
-
 from .config import DEFAULT_CONFIG
 from .engine import CollectResult, SendReport
+from .metrics import MetricsView
+from .render_metrics import (
+    not_collected_lines,
+    render_consent_scope,
+    render_metrics,
+    render_policy,
+    render_policy_import,
+)
 from .status import EndpointLine, Status
 
-__all__ = ["render_collect", "render_history", "render_preview", "render_send", "render_status"]
+__all__ = ["render_collect", "render_consent_scope", "render_history", "render_metrics", "render_policy",
+           "render_policy_import", "render_preview", "render_send", "render_status"]  # fmt: skip
 
 
-def _explain(data: bytes) -> list[str]:
+def _explain(data: bytes, view: MetricsView) -> list[str]:
     batch = orjson.loads(data)
     lines = []
     keys = sorted({k for snap in batch["snapshots"] for k in snap["metrics"]})
+    version = batch.get("catalogue_version", 1)
+    lines.append(f"#   built against catalogue version {version}")
     for key in keys:
-        e = CATALOGUE.metrics[key]
+        e = view.catalogue.metrics.get(key)
+        if e is None:  # a batch sealed by a release whose catalogue this one does not have
+            lines.append(f"#   {key}: not in this agent's catalogue (version {view.catalogue_version})")
+            continue
         unit = f" [{e.unit}]" if e.unit else ""
         lines.append(f"#   {key}{unit}: {e.description}")
-        lines.append(f"#       why: {e.purpose} (policy clause: {e.clause}; coarsening: {e.coarsening})")
+        lines.append(f"#       why: {e.purpose} (policy clause: {e.clause}; coarsening: {e.coarsening}; "
+                     f"since catalogue version {e.since})")  # fmt: skip
     if not keys:
         lines.append("#   (no metrics)")
     return lines
 
 
-def render_preview(items: list[dict[str, Any]], *, explain: bool, as_json: bool, mode: str) -> Any:
-    """The preview: a header line per batch (``#``-prefixed), then its exact bytes on one line."""
+def render_preview(items: list[dict[str, Any]], *, explain: bool, as_json: bool, mode: str, view: MetricsView) -> Any:
+    """The preview: a header line per batch (``#``-prefixed), then its exact bytes on one line.
+
+    With ``explain``, each batch's metrics are annotated from the catalogue, and a last block says which
+    metrics are not collected now and why (waiting for approval, not accepted by the collector, ...).
+    """
     if as_json:
-        return {
+        doc: dict[str, Any] = {
             "consent": mode,
             "batches": [
                 {"kind": i["kind"], "batch_id": i["batch_id"], "status": i["status"], "bytes": len(i["data"]),
@@ -41,6 +58,9 @@ def render_preview(items: list[dict[str, Any]], *, explain: bool, as_json: bool,
                 for i in items
             ],
         }  # fmt: skip
+        if explain:
+            doc["metrics"] = view.to_json()
+        return doc
     out: list[bytes] = []
     sealed = [i for i in items if i["kind"] == "sealed"]
     if not items:
@@ -61,7 +81,9 @@ def render_preview(items: list[dict[str, Any]], *, explain: bool, as_json: bool,
         out.append(head.encode() + b"\n")
         out.append(data + b"\n")
         if explain:
-            out.append("\n".join(_explain(data)).encode() + b"\n")
+            out.append("\n".join(_explain(data, view)).encode() + b"\n")
+    if explain:
+        out.append("\n".join(not_collected_lines(view, prefix="# ")).encode() + b"\n")
     return b"".join(out)
 
 
@@ -90,6 +112,12 @@ def render_send(report: SendReport) -> str:
         return report.skipped[0].upper() + report.skipped[1:] + "."
     lines = []
     for r in report.results:
+        if r["outcome"] == "held":
+            err = r["error"] or {}
+            lines.append(f"batch {r['batch_id']}: held, not sent: the collector's policy would refuse it "
+                         f"({err.get('code', '')} at {err.get('path', '')}: {err.get('message', '')}); it waits "
+                         "in the outbox until the collector takes it")  # fmt: skip
+            continue
         status = f"HTTP {r['status']}" if r["status"] else "no answer"
         line = f"batch {r['batch_id']}: {r['outcome']} ({status} from {r['endpoint']}, {r['attempts']} attempt(s))"
         if r["error"] and r["outcome"] not in ("delivered", "duplicate"):
@@ -166,6 +194,18 @@ def _provider_lines(s: Status) -> list[str]:
     return [f"usage provider:   {what}", f"provider errors:  {errors}"]
 
 
+def _status_metrics_lines(view: MetricsView) -> list[str]:
+    consented = "" if view.consented_version is None else f"; consent given for version {view.consented_version}"
+    policy = view.policy
+    collector = "no collector policy known: the agent's own catalogue applies" if policy is None else (
+        f"collector's catalogue version {policy.version} ({'fetched from' if policy.source == 'collector' else 'imported from'}"
+        f" {policy.origin} at {policy.at})")  # fmt: skip
+    collected = len(view.keys("collected"))
+    lines = [f"catalogue:        version {view.catalogue_version}{consented}; {collected} of "
+             f"{len(view.metrics)} metrics collected; {collector}"]  # fmt: skip
+    return lines + [f"{'':<18}{line}" for line in not_collected_lines(view, prefix="")]
+
+
 def render_status(s: Status) -> str:
     """The admin's overview: settings in force, what waits, what happens next and when."""
     last = s.last_attempt
@@ -194,6 +234,9 @@ def render_status(s: Status) -> str:
     if s.waiting_approval:
         lines.append(f"approval:         {s.waiting_approval} batch(es) wait for your approval: "
                      f"`telemetry-agent preview`, then `telemetry-agent approve --all` (or BATCH_ID)")  # fmt: skip
+    for h in s.held:
+        lines.append(f"held:             {h['batch_id']}: not sent, the collector's policy would refuse it "
+                     f"({h['code']} at {h['path']}: {h['message']})")  # fmt: skip
     lines += [
         f"open batch:       {s.open_snapshots} snapshot(s)",
         f"last attempt:     {last_text}",
@@ -202,6 +245,7 @@ def render_status(s: Status) -> str:
         lines.append(f"rejected:         {r['batch_id']} HTTP {r.get('status')} {r.get('code', '')}: "
                      f"{r.get('message', '')}" + (f" at {r['path']}" if r.get("path") else ""))  # fmt: skip
     lines += [
+        *_status_metrics_lines(s.metrics),
         *_provider_lines(s),
         f"dropped keys:     {_drops(c)}",
         f"dropped batches:  {c.get('dropped_batches', 0)} (outbox full)",

@@ -6,8 +6,10 @@ the CPU times sample that the next snapshot's usage is averaged against).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from schema import format_hour
@@ -15,7 +17,7 @@ from schema import format_hour
 from .clock import Clock
 from .config import AgentConfig
 from .errors import ProbeUnavailableError, StateError
-from .policy import Admitted, admit
+from .policy import Admitted, DropReason, admit
 from .probes import CpuCoresProbe, CpuUsageProbe, DiskProbe, HostAccess, MemoryProbe, OsProbe, Probe, UsageProvider
 from .probes.usage import ProviderError
 from .state import StateDir
@@ -124,15 +126,18 @@ class SnapshotReader:
         except StateError:
             return ProviderRecord()
 
-    def read(self) -> CollectResult:
-        """Read every probe and the usage provider through the policy gate (stores only the CPU sample)."""
+    def read(self, blocked: Mapping[str, DropReason]) -> CollectResult:
+        """Read every probe and the usage provider through the policy gate (stores only the CPU sample).
+
+        ``blocked`` maps each catalogue metric not collected now to why (:attr:`agent.metrics.MetricsView.blocked`).
+        """
         now = self.clock.now()
-        disabled = frozenset(self.config.disabled_metrics)
+        gate = partial(admit, catalogue=self.config.catalogue_in_force, blocked=blocked)
         admitted, problems = Admitted(), []
         probes, cpu = self.probes(now)
         for probe in probes:
             try:
-                admit(probe.collect(), disabled=disabled, from_provider=False, into=admitted)
+                gate(probe.collect(), from_provider=False, into=admitted)
             except ProbeUnavailableError as exc:
                 problems.append(f"probe {probe.name} unavailable: {exc}")
             except Exception as exc:  # noqa: BLE001 - a probe bug costs its metrics, not the snapshot
@@ -145,7 +150,7 @@ class SnapshotReader:
             result.provider = self.provider.label
             record = self._provider_record()
             try:
-                admit(self.provider.collect(), disabled=disabled, from_provider=True, into=admitted)
+                gate(self.provider.collect(), from_provider=True, into=admitted)
             except ProviderError as exc:
                 result.provider_error = str(exc)
                 problems.append(str(exc))

@@ -10,6 +10,8 @@ Layout (all JSON unless noted; every write is atomic: temp file, fsync, rename, 
       daemon.lock               flock held by `telemetry-agent run` for its whole life
       secret                    64 hex characters, mode 0600: the install secret (the id derives from it)
       consent.json              the mode set by `telemetry-agent consent`, if any
+      metrics.json              the catalogue version consent was given for, and metrics approved since
+      policy.json               the collector's policy (GET /v1/policy, or `policy import`): what it accepts
       open.json                 the open batch: its batch id and snapshots so far
       cpu.json                  the previous CPU times sample (for usage over the interval)
       outbox/NNNNNNNNNN-ID.json sealed batches, the exact bytes to send, oldest first
@@ -39,7 +41,7 @@ from typing import Any, Final
 
 import orjson
 
-from schema import SchemaError, new_secret, parse_batch
+from schema import CATALOGUE, Catalogue, SchemaError, new_secret, parse_batch
 
 from .errors import StateError, StateIOError
 from .files import (
@@ -88,8 +90,9 @@ class EndpointChoice:
 class StateDir:
     """Typed access to the state directory; callers hold :meth:`lock` around each operation."""
 
-    def __init__(self, root: Path, *, lock_wait_s: float = 10.0) -> None:
+    def __init__(self, root: Path, *, lock_wait_s: float = 10.0, catalogue: Catalogue = CATALOGUE) -> None:
         self.root = root
+        self._catalogue = catalogue  # what sealed batches were built by: an outbox file it refuses is corrupt
         self._lock_wait_s = lock_wait_s
         # Refuses (StateAccessError) a dir of another user or one others may write, before anything is read.
         make_private_dir(root, label="state dir ", follow=True, parents=True)
@@ -257,7 +260,11 @@ class StateDir:
                         raise
                     data = None  # a link: never followed, so it is no batch
             try:
-                if data is None or match is None or parse_batch(data).batch_id != match["id"]:
+                if (
+                    data is None
+                    or match is None
+                    or parse_batch(data, catalogue=self._catalogue).batch_id != match["id"]
+                ):
                     raise SchemaError("batch_id", "bad_id", "file name and batch disagree")
             except SchemaError:
                 try:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import StateError, StateIOError
+from .metrics import MetricsView
 from .snapshot import ProviderRecord, stamp
 from .transport import starting_endpoint
 
@@ -73,6 +74,10 @@ class Status:
     open_batch_id: str | None
     open_snapshots: int
     rejected: tuple[dict[str, Any], ...]
+    held: tuple[dict[str, str], ...]
+    """Sealed batches not sent because the collector's policy would refuse them: batch id, code, message, path."""
+    metrics: MetricsView
+    """Every catalogue metric and its state (what waits for approval, what the collector does not accept)."""
     last_attempt: dict[str, Any] | None
     provider: str | None
     """The configured usage provider (kind and command, file or URL), or None."""
@@ -105,6 +110,8 @@ class Status:
                        "waiting_approval": self.waiting_approval, "max_batches": self.max_outbox_batches},
             "open_batch": {"batch_id": self.open_batch_id, "snapshots": self.open_snapshots},
             "rejected": list(self.rejected),
+            "held": list(self.held),
+            "metrics": self.metrics.to_json(),
             "last_attempt": self.last_attempt,
             "provider": {"configured": self.provider, **self.provider_record.to_json()},
             "counters": self.counters,
@@ -191,6 +198,8 @@ def read_status(engine: Engine) -> Status:
         open_batch_id=opened.get("batch_id"),
         open_snapshots=len(opened.get("snapshots", [])),
         rejected=tuple({"batch_id": b, **err} for b, err in state.rejected()),
+        held=tuple({"batch_id": b, "code": e.code, "message": e.message, "path": e.path} for b, e in engine.held()),
+        metrics=engine.metrics(),
         last_attempt=history[-1] if history else None,
         provider=None if engine.provider is None else engine.provider.label,
         provider_record=record,

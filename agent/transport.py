@@ -263,6 +263,33 @@ class Transport:
                 raise ConfigError(endpoint.name, "is plain http:// to another machine; the install secret is sent "
                                   "only over https:// (or to this machine: 127.0.0.1, ::1, localhost)")  # fmt: skip
 
+    async def fetch_policy(self) -> tuple[Endpoint, dict[str, Any]] | None:
+        """``GET /v1/policy`` from the first endpoint that answers it, starting at the current one.
+
+        Returns the endpoint and the JSON object, or None when an endpoint answers 404 (no policy to learn
+        there). One round without backoff: the policy is a cache, and the delivery that follows retries on
+        its own. Does not move the current endpoint: only deliveries do. Raises :class:`SendError`.
+        """
+        failure: SendError | None = None
+        async with self._session() as session:
+            for index in self._rotation():
+                endpoint = self._endpoints[index]
+                try:
+                    async with session.get(f"{endpoint.base}/v1/policy", ssl=self._ssl(),
+                                           proxy=self._config.proxy) as resp:  # fmt: skip
+                        answer = await _read_capped(resp)
+                        status = resp.status
+                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    failure = SendError(f"{endpoint.label} unreachable: {str(exc) or type(exc).__name__}")
+                    continue
+                if status == 200:
+                    return endpoint, _json_object(answer, status)
+                if status == 404:
+                    return None
+                failure = SendError(f"{endpoint.label} answered HTTP {status} for /v1/policy", status=status)
+        assert failure is not None
+        raise failure
+
     async def install_request(self, method: str, install_id: str, secret: str) -> dict[str, Any]:
         """GET or DELETE ``/v1/installs/ID`` proven by the secret; the JSON answer, or :class:`SendError`.
 

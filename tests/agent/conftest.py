@@ -45,6 +45,9 @@ class FakeCollector:
     seen: set[str] = field(default_factory=set)
     url: str = ""
     installs: dict[str, Any] = field(default_factory=dict)
+    policy: dict[str, Any] | None = None
+    """The document GET /v1/policy answers; None: 404, as from a server without one."""
+    policy_requests: int = 0
 
     async def batches(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.path, dict(request.headers)))
@@ -80,10 +83,17 @@ class FakeCollector:
             )
         return web.json_response({"install_id": install_id, "batches": [orjson.loads(b) for b in self.bodies]})
 
+    async def get_policy(self, request: web.Request) -> web.Response:
+        self.policy_requests += 1
+        if self.policy is None:
+            return web.json_response({"error": {"code": "not_found", "message": "no"}}, status=404)
+        return web.json_response(self.policy)
+
 
 def _app(fake: FakeCollector) -> web.Application:
     app = web.Application()
     app.router.add_post("/v1/batches", fake.batches)
+    app.router.add_get("/v1/policy", fake.get_policy)
     app.router.add_route("*", "/v1/installs/{install_id}", fake.install)
     return app
 

@@ -285,7 +285,8 @@ async def test_cli_export_writes_exact_batch_files(home: AgentHome) -> None:
 async def test_cli_consent_command_persists_and_do_not_track_wins(home: AgentHome) -> None:
     """`consent review` is stored and wins over the config; DO_NOT_TRACK=1 forces off anyway."""
     assert (await cli(home, "consent", "review")).code == 0
-    assert (await cli(home, "consent", "--json")).json() == {"consent": "review", "source": "consent command"}
+    assert (await cli(home, "consent", "--json")).json() == {"consent": "review", "source": "consent command",
+                                                             "consented_version": 1}  # fmt: skip
     forced = (await cli(home, "consent", "--json", env={"DO_NOT_TRACK": "1"})).json()
     assert forced["consent"] == "off"
     assert (await cli(home, "consent", "sometimes")).code == 2

@@ -13,6 +13,7 @@ import pytest
 from agent.policy import admit
 from agent.probes import CpuCoresProbe, CpuUsageProbe, DiskProbe, MemoryProbe, OsProbe, recorded_host
 from agent.probes.hardware import cpu_busy_pct
+from schema import CATALOGUE
 from tests.agent.conftest import RECORDED
 
 NOW = datetime(2026, 11, 28, 10, tzinfo=UTC)
@@ -28,7 +29,7 @@ def _host_metrics(name: str) -> dict[str, int | str]:
     raw: dict[str, object] = {}
     for probe in (OsProbe(host), CpuCoresProbe(host), MemoryProbe(host), DiskProbe(host, path=Path("/"))):
         raw.update(probe.collect())
-    return admit(raw, disabled=frozenset(), from_provider=False).metrics
+    return admit(raw, catalogue=CATALOGUE, blocked={}, from_provider=False).metrics
 
 
 def test_probes_linux_recording_gives_coarse_catalogue_values() -> None:
@@ -66,7 +67,7 @@ def test_probes_windows_server_and_macos_recordings() -> None:
 def test_probes_os_release_is_reduced_to_name_and_major_minor(os_release: str, expected: dict[str, str]) -> None:
     """Only a recognised distribution name with major.minor is sent; anything else sends the family only."""
     host = replace(recorded_host(RECORDED / "linux-debian12.json", lambda: NOW), read_os_release=lambda: os_release)
-    metrics = admit(OsProbe(host).collect(), disabled=frozenset(), from_provider=False).metrics
+    metrics = admit(OsProbe(host).collect(), catalogue=CATALOGUE, blocked={}, from_provider=False).metrics
     assert metrics == {"os.family": "linux", **expected}
 
 
@@ -85,7 +86,9 @@ def test_probes_cpu_usage_averages_recorded_interval() -> None:
     assert 57 < busy < 59
     host = replace(recorded_host(RECORDED / "linux-debian12.json", lambda: NOW), cpu_times=lambda: second)
     probe = CpuUsageProbe(host, previous=first)
-    assert admit(probe.collect(), disabled=frozenset(), from_provider=False).metrics == {"host.cpu.usage_pct": 58}
+    assert admit(probe.collect(), catalogue=CATALOGUE, blocked={}, from_provider=False).metrics == {
+        "host.cpu.usage_pct": 58
+    }
     assert probe.sample == second
 
 
@@ -102,7 +105,7 @@ def test_policy_maps_provider_keys_and_drops_the_rest() -> None:
     admitted = admit(
         {"projects": 3, "usage.deployments": 10, "customer_email": "x@y.z", "host.memory.total_gib": 4,
          "deployments": True, "a b c " * 30: 1},
-        disabled=frozenset(), from_provider=True,
+        catalogue=CATALOGUE, blocked={}, from_provider=True,
     )  # fmt: skip
     assert admitted.metrics == {"usage.projects": 3, "usage.deployments": 10}
     assert sorted(admitted.dropped) == [
@@ -111,7 +114,7 @@ def test_policy_maps_provider_keys_and_drops_the_rest() -> None:
         ("not_in_catalogue", "customer_email"),
         ("not_in_catalogue", "host.memory.total_gib"),
     ]
-    disabled = admit({"projects": 3}, disabled=frozenset({"usage.projects"}), from_provider=True)
+    disabled = admit({"projects": 3}, catalogue=CATALOGUE, blocked={"usage.projects": "disabled"}, from_provider=True)
     assert (disabled.metrics, disabled.dropped) == ({}, [("disabled", "usage.projects")])
-    negative = admit({"projects": -1, "deployments": 2.5}, disabled=frozenset(), from_provider=True)
+    negative = admit({"projects": -1, "deployments": 2.5}, catalogue=CATALOGUE, blocked={}, from_provider=True)
     assert negative.metrics == {}

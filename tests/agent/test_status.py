@@ -102,7 +102,9 @@ async def test_status_names_the_config_file_and_how_to_change_consent(home: Agen
     shown = await cli(home, "consent", env=env)
     assert (
         shown.text
-        == "Consent: review (from consent command).\n`telemetry-agent consent reset` returns to the config's auto.\n"
+        == "Consent: review (from consent command).\nConsent covers catalogue version 1: 9 of 9 metrics are collected "
+        "(`telemetry-agent metrics` lists each with its state).\n`telemetry-agent consent reset` returns to the "
+        "config's auto.\n"
     )
     text = (await cli(home, "status", env=env)).text
     assert (f"consent:          review (from consent command; set at {START}; `telemetry-agent consent reset` "
@@ -110,9 +112,14 @@ async def test_status_names_the_config_file_and_how_to_change_consent(home: Agen
 
     reset = await cli(home, "consent", "reset", env=env)
     assert reset.code == 0, reset.err
-    assert reset.text == "Consent: auto (from config).\n"
+    assert reset.text == ("Consent: auto (from config).\nConsent covers catalogue version 1: 9 of 9 metrics are "
+                          "collected (`telemetry-agent metrics` lists each with its state).\n")  # fmt: skip
     assert not (home.state / "consent.json").exists()
-    assert (await cli(home, "consent", "--json")).json() == {"consent": "off", "source": "config"}
+    assert (await cli(home, "consent", "--json")).json() == {
+        "consent": "off",
+        "source": "config",
+        "consented_version": 1,
+    }
     forced = (await cli(home, "status", env={"DO_NOT_TRACK": "1"})).text
     assert "consent:          off (from DO_NOT_TRACK / TELEMETRY_DISABLED; unset them" in forced
 

@@ -1,0 +1,238 @@
+"""What leaves the install, and what the agent learns from its collector: send, export, the collector's policy,
+and the data-subject requests (``remote``, ``forget``).
+
+Split from :mod:`agent.engine`: :class:`Outbound` is a base of :class:`~agent.Engine` and works on the state
+and settings the engine holds. Nothing here opens a connection while consent is off, except the admin's own
+``remote`` and ``forget``.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from schema import SchemaError, parse_policy
+
+from .clock import Clock
+from .config import AgentConfig, Endpoint
+from .errors import AgentError, SendError, StateError, StateIOError
+from .files import atomic_write
+from .metrics import Scope
+from .remote_policy import CollectorPolicy, read_policy_file
+from .state import EndpointChoice, StateDir
+from .transport import Attempt, Transport
+
+__all__ = ["Outbound", "SendReport"]
+
+log = logging.getLogger("agent")
+
+
+@dataclass(slots=True, kw_only=True)
+class SendReport:
+    """Per batch: ``delivered``, ``duplicate``, ``rejected`` or ``failed``; ``skipped`` says why nothing went."""
+
+    results: list[dict[str, Any]] = field(default_factory=list)
+    skipped: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether nothing failed or was rejected (a batch ``held`` back waits for its collector: no failure)."""
+        return all(r["outcome"] in ("delivered", "duplicate", "held") for r in self.results)
+
+
+class Outbound(abc.ABC):
+    """The engine's operations that talk to the collector or hand batches over by other means."""
+
+    config: AgentConfig
+    state: StateDir
+    scope: Scope
+    clock: Clock
+    rng: random.Random
+    _sleep: Callable[[float], Awaitable[None]]
+
+    @abc.abstractmethod
+    def consent(self) -> tuple[str, str]:
+        """The mode in force and where it comes from."""
+
+    @abc.abstractmethod
+    def install_id(self) -> str:
+        """This install's public id."""
+
+    @abc.abstractmethod
+    def _stamp(self) -> str: ...
+
+    # -- the collector's policy ------------------------------------------------------------------
+
+    def policy(self) -> CollectorPolicy | None:
+        """The collector's policy the agent goes by (fetched or imported), or None: its own catalogue applies."""
+        return self.scope.policy()
+
+    def import_policy(self, path: Path) -> CollectorPolicy:
+        """Load a policy document carried over from the collector (air-gapped installs) and go by it."""
+        policy = read_policy_file(path, at=self._stamp())
+        self.scope.learn(policy)
+        return policy
+
+    async def refresh_policy(self, transport: Transport | None = None) -> str | None:
+        """Fetch the collector's ``GET /v1/policy`` and keep it; returns why not (None when it worked or when
+        the collector has no policy to give). Never called with consent off: that opens no connection."""
+        try:
+            found = await (transport if transport is not None else self._transport()).fetch_policy()
+        except SendError as exc:
+            return f"collector policy not refreshed: {exc}"
+        if found is None:
+            return None
+        endpoint, doc = found
+        try:
+            catalogue = parse_policy(doc)
+        except SchemaError as exc:
+            return f"collector policy not refreshed: {endpoint.label} served a policy that does not read: {exc}"
+        self.scope.learn(CollectorPolicy(catalogue=catalogue, source="collector", origin=endpoint.label,
+                                         at=self._stamp()))  # fmt: skip
+        return None
+
+    def held(self) -> list[tuple[str, SchemaError]]:
+        """Sealed batches the collector's policy would refuse (e.g. it went back to an older catalogue): they
+        stay in the outbox, unsent, until it takes them. Batch id and the reason, oldest first."""
+        policy = self.scope.policy()
+        if policy is None:
+            return []
+        return [(e.batch_id, err) for e in self.state.outbox() if (err := policy.refusal(e.data)) is not None]
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def _record(self, batch_id: str, data: bytes, attempt: Attempt, *, exported_to: str | None = None) -> None:
+        entry: dict[str, Any] = {
+            "at": attempt.at,
+            "batch_id": batch_id,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+            "status": attempt.status,
+            "outcome": attempt.outcome,
+            "error": attempt.error,
+            "wait_s": None if attempt.wait_s is None else round(attempt.wait_s, 3),
+            "endpoint": attempt.endpoint,
+        }
+        if exported_to is not None:
+            entry["exported_to"] = exported_to  # a local path: history is for the admin, never sent
+        self.state.record(entry, max_entries=self.config.max_history_entries)
+
+    def sendable(self) -> list[str]:
+        """Ids of sealed batches consent lets go now (all in auto, approved ones in review, none when off)."""
+        mode, _ = self.consent()
+        if mode == "off":
+            return []
+        entries = self.state.outbox()
+        if mode == "review":
+            approved = self.state.approvals()
+            entries = [e for e in entries if e.batch_id in approved]
+        return [e.batch_id for e in entries]
+
+    async def send(self) -> SendReport:
+        """Deliver what consent allows, oldest first; stops at the first batch that could not be delivered."""
+        mode, source = self.consent()
+        if mode == "off":
+            # Off means no connection at all: not even a transport is created.
+            return SendReport(skipped=f"consent is off ({source}): nothing sent")
+        ids = set(self.sendable())
+        entries = [e for e in self.state.outbox() if e.batch_id in ids]
+        if not entries:
+            return SendReport(skipped="nothing to send" if mode == "auto" else "no approved batch waiting")
+        transport = self._transport()
+        problem = await self.refresh_policy(transport)
+        if problem:
+            log.debug("%s; going by the policy known before", problem)  # the delivery says why if it fails too
+        policy = self.scope.policy()
+        report = SendReport()
+        for entry in entries:
+            refusal = None if policy is None else policy.refusal(entry.data)
+            if refusal is not None:
+                # The collector would refuse it for good: it waits, unsent, until the collector takes it.
+                report.results.append({"batch_id": entry.batch_id, "outcome": "held", "status": None,
+                                       "endpoint": None, "attempts": 0,
+                                       "error": {"code": refusal.code, "message": refusal.message,
+                                                 "path": refusal.path}})  # fmt: skip
+                continue
+            delivery = await transport.deliver(
+                entry.data, entry.batch_id, partial(self._record, entry.batch_id, entry.data)
+            )
+            last = delivery.attempts[-1]
+            outcome = last.outcome if delivery.outcome == "delivered" else delivery.outcome
+            report.results.append({"batch_id": entry.batch_id, "outcome": outcome, "status": last.status,
+                                   "endpoint": last.endpoint, "attempts": len(delivery.attempts),
+                                   "error": delivery.error})  # fmt: skip
+            if delivery.outcome == "delivered":
+                self.state.mark_sent(entry)
+            elif delivery.outcome == "rejected":
+                self.state.mark_rejected(entry, {"at": last.at, "status": last.status, **(delivery.error or {})})
+            else:
+                break  # the collector is unreachable or failing: later batches wait for the next send
+        return report
+
+    def _transport(self) -> Transport:
+        """A transport that starts at the stored endpoint choice and stores a new one when it changes."""
+        choice = self.state.endpoint_choice()
+        return Transport(self.config, sleep=self._sleep, rng=self.rng, now=self.clock.now,
+                         current=None if choice is None else choice.key, on_answer=self._choose_endpoint)  # fmt: skip
+
+    def _choose_endpoint(self, endpoint: Endpoint) -> None:
+        # Best effort: the choice only saves one failover after a restart, so failing to store it
+        # (disk full, say) must not stop a delivery that is going well.
+        try:
+            self.state.choose_endpoint(EndpointChoice(key=endpoint.key, since=self._stamp()))
+        except (OSError, StateError) as exc:
+            log.warning("cannot store the current endpoint %s: %s", endpoint.label, exc)
+
+    # -- export and data-subject requests ---------------------------------------------------------
+
+    def export(self, target: Path) -> list[Path]:
+        """Write each sealed batch as ``<batch_id>.json`` (exact bytes) for an air-gapped upload.
+
+        Each one written leaves the outbox (history records it as ``exported``), so the next export writes
+        only batches sealed since. Batches the known policy would refuse (:meth:`held`) are not written.
+        """
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AgentError(f"{target}: cannot create ({exc.strerror})") from None
+        written = []
+        held = {batch_id for batch_id, _ in self.held()}  # the collector (its imported policy) would refuse them
+        for entry in self.state.outbox():
+            if entry.batch_id in held:
+                continue
+            path = target / f"{entry.batch_id}.json"
+            try:
+                atomic_write(path, entry.data, mode=0o644)
+            except OSError as exc:  # the admin's target (a USB stick, say) is full or read-only: exit 1
+                raise StateIOError(f"{path}: cannot write ({exc.strerror or exc})") from None
+            # Carried over by hand from now on: out of the outbox (so not exported again, nor sent, nor
+            # dropped as the oldest when it fills up), its bytes kept in sent/ while the history names them.
+            self.state.mark_sent(entry)
+            self._record(entry.batch_id, entry.data, Attempt(at=self._stamp(), status=None, outcome="exported"),
+                         exported_to=str(target))  # fmt: skip
+            written.append(path)
+        return written
+
+    async def remote(self) -> dict[str, Any]:
+        """What the collector holds about this install (proven by the secret)."""
+        return await self._transport().install_request("GET", self.install_id(), self.state.secret())
+
+    def check_install_requests(self) -> None:
+        """Raise :class:`ConfigError` now if `remote`/`forget` could not be sent (no endpoint, or plain HTTP to
+        another machine), so `forget` does not ask for a confirmation it cannot act on."""
+        self._transport().refuse_cleartext()
+
+    async def forget(self) -> dict[str, Any]:
+        """Ask the collector to erase this install; on success start over with a new secret and id."""
+        answer = await self._transport().install_request("DELETE", self.install_id(), self.state.secret())
+        self.state.reset()
+        self.state.new_secret()
+        return {"deleted": answer.get("deleted"), "old_install_id": answer.get("install_id"),
+                "new_install_id": self.install_id()}  # fmt: skip
