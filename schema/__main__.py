@@ -1,7 +1,8 @@
-"""``python -m schema [--check] [--compare OLD.toml]``: regenerate (or check) the documents derived from the catalogue.
+"""``python -m schema [--check] [--compare OLD.toml] [--catalogue PATH] [--root DIR]``: the documents of a catalogue.
 
-``--compare OLD.toml`` checks that the catalogue (``--catalogue``, default the packaged one) validly
-follows an earlier version of it (see :mod:`schema.evolution`), and writes nothing.
+Regenerates (or with ``--check`` checks) the documents derived from the catalogue (``--catalogue``, default
+the packaged one) under ``--root``. ``--compare OLD.toml`` checks instead that the catalogue validly follows
+an earlier version of it (see :mod:`schema.evolution`), and writes nothing.
 """
 
 from __future__ import annotations
@@ -42,12 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare", type=Path, metavar="OLD.toml",
                         help="check that the catalogue validly follows this earlier version; exit 2 if not")  # fmt: skip
     parser.add_argument("--catalogue", type=Path, metavar="PATH",
-                        help="with --compare: the new catalogue file (default: the packaged one)")  # fmt: skip
+                        help="a vendor's catalogue file to generate the documents for, or with --compare the new "
+                             "one (default: the packaged catalogue)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.compare is not None:
         return _compare(args.compare, args.catalogue)
+    try:
+        catalogue = CATALOGUE if args.catalogue is None else read_catalogue(args.catalogue)
+    except SchemaError as exc:
+        print(f"python -m schema: {exc.message}", file=sys.stderr)
+        return 2
     stale = []
-    for path, text in generated_files(args.root).items():
+    for path, text in generated_files(args.root, catalogue).items():
         current = path.read_text("utf-8") if path.exists() else None
         if current == text:
             continue

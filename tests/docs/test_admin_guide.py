@@ -20,8 +20,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from schema import CATALOGUE, policy_document
 from tests.agent.conftest import RECORDED, FakeCollector
-from tests.conftest import ROOT
+from tests.conftest import DATA, ROOT
 from tests.docs.test_guides import _FENCE, _admin_lines
 
 pytestmark = pytest.mark.slow
@@ -73,13 +74,16 @@ async def _run_until_started(argv: list[str], env: dict[str, str], state: Path) 
 async def test_admin_guide_agent_commands_work_as_typed(tmp_path: Path, collector: FakeCollector) -> None:
     """From `run` in the foreground to `forget`, every admin command of the guide exits 0 without a traceback, on
     the guide's config: the start snapshot, consent and its reset, collect, preview, seal, approve, send, status,
-    history, export, remote and a confirmed forget."""
+    history, an upgrade to a newer catalogue and the approval of its new metric, export, a policy import,
+    remote and a confirmed forget."""
     config = _guide_config(tmp_path, collector.url)
     state = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_") and k != "DO_NOT_TRACK"}
     env.update({"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "TELEMETRY_AGENT_CONFIG": str(config),
                 "TELEMETRY_AGENT_FAKE_HOST": str(RECORDED / "linux-debian12.json")})  # fmt: skip
     usb = tmp_path / "usb"
+    policy = tmp_path / "policy.json"  # what the vendor's version-1 collector serves at GET /v1/policy
+    policy.write_bytes(orjson.dumps(policy_document(CATALOGUE)))
     outputs: dict[str, str] = {}
     for line in _admin_lines():
         if line[:3] != ["sudo", "-u", "telemetry-agent"]:
@@ -95,16 +99,23 @@ async def test_admin_guide_agent_commands_work_as_typed(tmp_path: Path, collecto
         if argv[1] in ("remote", "forget"):
             status = orjson.loads((await _run(["telemetry-agent", "--json", "status"], env))[1])
             collector.installs[status["install_id"]] = (state / "secret").read_text().strip()
+        if argv[1] == "metrics" and "TELEMETRY_CATALOGUE" not in env:
+            # The section after the upgrade: the product now ships the version-2 catalogue.
+            env["TELEMETRY_CATALOGUE"] = str(DATA / "catalogues" / "v2.toml")
         if "BATCH_ID" in argv:
             sent = [h["batch_id"] for h in orjson.loads((state / "history.json").read_bytes())]
             argv = [sent[-1] if a == "BATCH_ID" else a for a in argv]
-        argv = [str(usb) if a == "/media/usb/telemetry" else a for a in argv]
+        argv = [str(usb) if a == "/media/usb/telemetry" else str(policy) if a == "/media/usb/policy.json" else a
+                for a in argv]  # fmt: skip
         code, out, err = await _run(argv, env, stdin=b"yes\n" if argv[1] == "forget" else b"")
         assert code == 0, f"{words}: {err}"
         assert "Traceback" not in err
         outputs[words] = out
     assert f"config:           {config}\n" in outputs["status"]
-    assert outputs["consent reset"] == "Consent: review (from config).\n"
+    assert outputs["consent reset"].startswith("Consent: review (from config).\nConsent covers catalogue version 1:")
+    assert "usage.environments      v2     awaiting approval" in outputs["metrics"]
+    assert "Approved 1 metric(s): usage.environments." in outputs["metrics approve usage.environments"]
+    assert "imported from" in outputs["policy"]
     assert "Approved 1 batch(es)." in outputs["approve --all"]
     assert "delivered (HTTP 200" in outputs["send"]
     assert len(collector.bodies) == 1

@@ -9,6 +9,7 @@ import re
 import shlex
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,12 @@ def test_guides_show_every_agent_command() -> None:
 
 @pytest.mark.parametrize(("doc", "body"), _blocks("toml"))
 def test_toml_blocks_are_valid_agent_config(tmp_path: Path, doc: str, body: str) -> None:
-    """Every TOML config block loads with the agent's own loader (known keys, valid values)."""
+    """Every TOML config block loads with the agent's own loader (known keys, valid values); a catalogue entry
+    (integration.md's walk-through) is, word for word, the one of the version-2 fixture the tests run with."""
+    if body.lstrip().startswith("[[metric]]"):
+        fixture = (ROOT / "tests" / "data" / "catalogues" / "v2.toml").read_text("utf-8")
+        assert textwrap.dedent(body) in fixture
+        return
     path = tmp_path / "agent.toml"
     path.write_text(body.replace("/etc/ssl/certs/internal-ca.pem", str(path)), "utf-8")
     load_config(path, environ={})
