@@ -48,7 +48,8 @@ SELECT
     hash(i, 'reset') % 100 = 0 AS resets
 FROM range($installs) t(i);
 
-INSERT INTO batches
+INSERT INTO batches (batch_id, install_id, product_name, product_version, agent_version, created_at, received_at,
+    sha256, body_bytes, snapshot_count)
 SELECT uuid(), install_id, product_name, '4.2.' || (start_day + d) // 30, '0.1.0',
     TIMESTAMP '2026-01-05' + INTERVAL (start_day + d + 1) DAY, TIMESTAMP '2026-01-05' + INTERVAL (start_day + d + 1) DAY,
     'x', 1000, 0

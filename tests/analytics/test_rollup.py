@@ -22,7 +22,8 @@ def _insert(con: Any, body: bytes, received_at: dt.datetime) -> str:
     batch = parse_batch(body)
     created = parse_hour(batch.created_at, "created_at").replace(tzinfo=None)
     con.execute(
-        "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, 'x', ?, ?)",
+        "INSERT INTO batches (batch_id, install_id, product_name, product_version, agent_version, created_at,"
+        " received_at, sha256, body_bytes, snapshot_count) VALUES (?, ?, ?, ?, ?, ?, ?, 'x', ?, ?)",
         [batch.batch_id, batch.install_id, batch.product.name, batch.product.version, batch.agent_version, created,
          received_at, len(body), len(batch.snapshots)],
     )  # fmt: skip
