@@ -15,8 +15,10 @@ process, first alone (the baseline), then beside each flood, sent from a process
 - *slow bodies*: 1,100 connections that declare a 1 MB body and send one byte, opened again as the
   collector closes them.
 
-The target (issue: hardened for the open internet): ingest p99 during each flood at most 2x the
-baseline's. The results go to the "Floods" section of docs/performance.md.
+The targets (issue: hardened for the open internet): ingest p99 beside the made-up tokens and the
+reports at most 2x the baseline's; beside the slow bodies, every valid batch answered 2xx within a
+second (p99 at most 1,000 ms, and as many acknowledged as offered). The results go to the "Floods"
+section of docs/performance.md.
 """
 
 from __future__ import annotations
@@ -201,7 +203,7 @@ def main() -> int:
             print(f"collector at {url}; filling with batches for 4 s ...", flush=True)
             first = _fill(url, gen, 4.0)
             rows: list[list[str]] = []
-            verdicts: list[tuple[str, float]] = []
+            verdicts: list[tuple[str, float, float, float]] = []
             time.sleep(2.0)
             base = gen.run([url], connections=32, seconds=args.seconds, rate=args.rate, first=first)
             first += base.used
@@ -218,7 +220,7 @@ def main() -> int:
                 statuses: dict[int, int] = parent.recv()
                 flood.join()
                 rows.append(_row(f"beside {name}", load, base, statuses, args.seconds + 2.0))
-                verdicts.append((name, load.p99_ms / base.p99_ms))
+                verdicts.append((name, load.p99_ms / base.p99_ms, load.p99_ms, load.rate / base.rate))
                 print(f"{name}: p50 {load.p50_ms:.1f} ms, p99 {load.p99_ms:.1f} ms ({rows[-1][4]})", flush=True)
                 time.sleep(6.0)  # closed connections and queued reports drain before the next run
             after = gen.run([url], connections=32, seconds=args.seconds, rate=args.rate, first=first)
@@ -231,16 +233,27 @@ def main() -> int:
     print(table)
     if not args.no_write:
         _write_doc(table, args)
-    return 0 if all(ratio <= 2.0 for _, ratio in verdicts) else 1
+    return 0 if all(ok for _, _, _, ok in _targets(verdicts)) else 1
 
 
-def _table(rows: list[list[str]], verdicts: list[tuple[str, float]]) -> str:
+def _targets(verdicts: list[tuple[str, float, float, float]]) -> list[tuple[str, str, str, bool]]:
+    out = []
+    for name, ratio, p99_ms, acked in verdicts:
+        if name == "slow bodies":
+            out.append((f"ingest p99 beside {name}", f"{p99_ms:,.0f} ms", "<= 1,000 ms", p99_ms <= 1000))
+            out.append((f"ingest acknowledged beside {name} / baseline", f"{acked:.2f}x", ">= 0.98x", acked >= 0.98))
+        else:
+            out.append((f"ingest p99 beside {name} / baseline", f"{ratio:.2f}x", "<= 2.00x", ratio <= 2.0))
+    return out
+
+
+def _table(rows: list[list[str]], verdicts: list[tuple[str, float, float, float]]) -> str:
     head = ["run", "ingest acked/s", "p50 ms", "p99 ms", "p99 / baseline", "flood answered (statuses)"]
     lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|---:|---:|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += ["", "| target | measured | limit | verdict |", "|---|---:|---:|---|"]
-    lines += [f"| ingest p99 beside {name} / baseline | {ratio:.2f}x | <= 2.00x | {'PASS' if ratio <= 2 else '**FAIL**'} |"
-              for name, ratio in verdicts]  # fmt: skip
+    lines += [f"| {what} | {measured} | {limit} | {'PASS' if ok else '**FAIL**'} |"
+              for what, measured, limit, ok in _targets(verdicts)]  # fmt: skip
     return "\n".join(lines)
 
 

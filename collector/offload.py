@@ -5,14 +5,17 @@ on the event loop that blocked every other request for hundreds of milliseconds 
 reports took ingest p50 from 6 ms to 1.7 s). :class:`Offload` runs the report's coroutine on a
 private event loop in one of :data:`REPORT_THREADS` threads. Its queries still go to the store's
 ``read`` on the main loop (so the read pool, and the lake's outage answers, apply unchanged); only
-the pure-Python work moves. The event loop then waits for the GIL at most one switch interval
-(5 ms) at a time, instead of for a whole report.
+the pure-Python work moves. The event loop then waits for the GIL at most one switch interval at a
+time, instead of for a whole report; while a report runs, that interval is 1 ms instead of Python's
+5 ms (beside a report flood, ingest p50 went from 14.6 to 3.5 ms and p99 from 84 to 22-28 ms; with
+1 ms always, saturated ingest lost throughput to the extra switching, so it applies only then).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 
@@ -22,7 +25,8 @@ T = TypeVar("T")
 Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
 
 REPORT_THREADS: Final = 1
-"""Reports whose Python side runs at once; more wait their turn (one per core of the machines we target)."""
+"""Reports whose Python side runs at once; more wait their turn (a core for them, one for the event loop)."""
+_REPORT_SWITCH_INTERVAL_S: Final = 0.001
 
 
 class Offload:
@@ -30,6 +34,8 @@ class Offload:
 
     def __init__(self) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=REPORT_THREADS, thread_name_prefix="report")
+        self._running = 0
+        self._default_switch_interval_s = sys.getswitchinterval()
 
     async def run(self, build: Callable[[Fetch], Awaitable[T]], fetch: Fetch) -> T:
         """Run ``build`` on a private loop in a report thread; its ``fetch`` calls run on this loop."""
@@ -44,7 +50,15 @@ class Offload:
         async def job() -> T:
             return await build(bridged)
 
-        return await main.run_in_executor(self._pool, lambda: asyncio.run(job()))
+        self._running += 1
+        if self._running == 1:
+            sys.setswitchinterval(_REPORT_SWITCH_INTERVAL_S)
+        try:
+            return await main.run_in_executor(self._pool, lambda: asyncio.run(job()))
+        finally:
+            self._running -= 1
+            if not self._running:
+                sys.setswitchinterval(self._default_switch_interval_s)
 
     def close(self) -> None:
         """Stop the threads once idle (never blocks: a report in progress needs this loop to finish)."""
