@@ -242,6 +242,9 @@ class _Server(web.Server):
     policy: ConnectionPolicy
     receiving: dict[RequestHandler, None]
     """Connections whose ingest body is arriving in pieces, oldest first (see :func:`receiving_body`)."""
+    open_sockets: int
+    """Connections whose socket is open: the cap counts these (aiohttp lists a closed connection until its
+    handler ends, so counting its list made a flood that reconnects after each answer churn at the cap)."""
 
     def __call__(self) -> RequestHandler:
         return ErrorAnsweringProtocol(self, loop=self._loop, **self._kwargs)
@@ -249,10 +252,13 @@ class _Server(web.Server):
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         """Count the connection; past ``max_connections``, close the longest-idle one, else the slowest body."""
         super().connection_made(handler, transport)
-        if len(self._connections) <= self.policy.max_connections:
+        self.open_sockets += 1
+        if self.open_sockets <= self.policy.max_connections:
             return
         # Oldest first (dicts keep insertion order): in a flood of idle sockets the first ones are idle.
-        for other in itertools.islice(self._connections, _EVICTION_SCAN):
+        # aiohttp keeps a closed connection listed until its handler ends: skip those.
+        live = (other for other in self._connections if other.transport is not None)
+        for other in itertools.islice(live, _EVICTION_SCAN):
             if other is not handler and isinstance(other, ErrorAnsweringProtocol) and other.waiting_for_request():
                 self.policy.count("evicted_idle")
                 self._close(other)
@@ -269,14 +275,12 @@ class _Server(web.Server):
         self._close(handler)
 
     def _close(self, handler: RequestHandler) -> None:
-        # Its socket closes now; aiohttp would keep counting it until its handler task ends, and the next
-        # newcomer would find the same closing connections at the head of the line.
         self.receiving.pop(handler, None)
-        self._connections.pop(handler, None)
         handler.force_close()
 
     def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
         """Forget the connection."""
+        self.open_sockets -= 1
         self.receiving.pop(handler, None)
         super().connection_lost(handler, exc)
 
@@ -317,6 +321,7 @@ with warnings.catch_warnings():
             assert isinstance(server, _Server)
             server.policy = self[CONNECTION_POLICY]
             server.receiving = {}
+            server.open_sockets = 0
             return server
 
 
