@@ -82,7 +82,10 @@ class Outbound(abc.ABC):
 
     async def refresh_policy(self, transport: Transport | None = None) -> str | None:
         """Fetch the collector's ``GET /v1/policy`` and keep it; returns why not (None when it worked or when
-        the collector has no policy to give). Never called with consent off: that opens no connection."""
+        the collector has no policy to give). With consent off it opens no connection and says so."""
+        mode, source = self.consent()
+        if mode == "off":
+            return f"collector policy not fetched: consent is off ({source})"
         try:
             found = await (transport if transport is not None else self._transport()).fetch_policy()
         except SendError as exc:

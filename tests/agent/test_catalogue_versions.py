@@ -103,6 +103,9 @@ async def test_policy_is_never_fetched_with_consent_off(home: AgentHome, collect
     assert (await cli(home, "seal", now=LATER, env={"DO_NOT_TRACK": "1"})).code == 0
     assert (await cli(home, "send", now=LATER, env={"DO_NOT_TRACK": "1"})).code == 0
     assert (collector.policy_requests, collector.bodies) == (0, [])
+    engine = Engine(AgentConfig(state_dir=home.state, endpoint=collector.url, consent="off"))
+    assert await engine.refresh_policy() == "collector policy not fetched: consent is off (config)"
+    assert collector.policy_requests == 0
     listed = await _json(home, "metrics", env={"DO_NOT_TRACK": "1"})
     assert listed["consent"] == "off"
     assert "Consent is off: nothing is collected" in (await cli(home, "metrics", env={"DO_NOT_TRACK": "1"})).text

@@ -172,7 +172,9 @@ def test_consent_at_v1_then_upgrade_holds_the_new_metric_until_approved(tmp_path
         names = [r["name"] for r in collector.get("/v1/reports")["reports"]]
         assert len(names) >= 5
         for name in names:
-            answer = collector.get(f"/v1/reports/{name}?interval=day&from={T0.date()}&to={(T0 + dt.timedelta(days=1)).date()}")
+            answer = collector.get(
+                f"/v1/reports/{name}?interval=day&from={T0.date()}&to={(T0 + dt.timedelta(days=1)).date()}"
+            )
             assert answer["rows"] is not None, name
         installs = collector.get(f"/v1/reports/active-installs?interval=day&from={T0.date()}&to={T0.date()}")
         assert [row["installs"] for row in installs["rows"]] == [1]
