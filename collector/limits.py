@@ -30,6 +30,10 @@ forgotten, which only gives that address a full bucket again: an attacker with m
 buckets, never fill memory."""
 
 
+REPORT_BURST: Final = 32
+"""Reports a token may ask at once before ``max_reports_per_min`` paces it: two dashboard views (each asks
+about sixteen). With a minute's worth (120), a script asking the costliest report (about 175 ms of CPU
+each, bench/flood.py) kept a core busy for its first 20 s; with 32, for about 5 s, then 2 a second."""
 QUEUED_PER_SLOT: Final = 4
 """Requests of one token that may wait, per slot of ``max_reports_per_token``, before more get 429."""
 
@@ -40,10 +44,13 @@ def peer_of(request: web.BaseRequest) -> str:
 
 
 class PeerBuckets:
-    """A token bucket per client address: ``per_min`` tokens a minute, a burst of one minute's worth."""
+    """A token bucket per key (a client address, a token id): ``per_min`` a minute, a burst of ``burst``.
 
-    def __init__(self, *, per_min: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._capacity = float(per_min)
+    ``burst`` defaults to one minute's worth.
+    """
+
+    def __init__(self, *, per_min: int, burst: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._capacity = float(per_min if burst is None else min(burst, per_min))
         self._refill_per_s = per_min / 60.0
         self._clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # peer -> (tokens, at_s)
@@ -163,6 +170,6 @@ class Limits:
             auth_failures=PeerBuckets(per_min=config.max_auth_failures_per_min, clock=clock),
             install_requests=PeerBuckets(per_min=config.max_install_requests_per_min, clock=clock),
             reports=TokenSlots(per_token=config.max_reports_per_token),
-            report_rate=PeerBuckets(per_min=config.max_reports_per_min, clock=clock),
+            report_rate=PeerBuckets(per_min=config.max_reports_per_min, burst=REPORT_BURST, clock=clock),
             bodies=BodyBudget(max_bytes=config.max_body_buffer_bytes, retry_after_s=config.retry_after_s),
         )
