@@ -147,8 +147,8 @@ def timed(fn: Callable[[], Any], repeat: int) -> float:
 
 
 def generate(con: duckdb.DuckDBPyConnection, installs: int, snapshots: int, hours: int) -> None:
-    """Create the tables (every migration in collector/sql) and fill them with the fleet."""
-    for path in sorted((ROOT / "collector" / "sql").glob("*.sql")):
+    """Create the tables (every migration in collector/storage/sql) and fill them with the fleet."""
+    for path in sorted((ROOT / "collector" / "storage" / "sql").glob("*.sql")):
         con.execute(path.read_text("utf-8"))
     sql = FLEET_SQL.replace("$installs", str(installs)).replace("$snapshots", str(snapshots))
     con.execute(sql.replace("$hours", str(hours)))
