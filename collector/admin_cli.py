@@ -63,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     actions = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     create = actions.add_parser("create", help="create a token and print it (shown only this once)")
     create.add_argument("--role", choices=ROLES, required=True)
+    create.add_argument(
+        "--label", metavar="TEXT", help="what the token is for, e.g. dashboard-pm (1-40 of A-Z a-z 0-9 space . _ -)"
+    )
     _add_target(create)
     create.set_defaults(func=_guarded(_token_create), in_use_hint=_TOKENS_HELD)
     listing = actions.add_parser("list", help="list tokens (ids, roles, dates; never the tokens)")
@@ -146,11 +149,11 @@ def _now() -> dt.datetime:
 
 def _token_create(args: argparse.Namespace) -> int:
     if args.url:
-        answer = json.loads(_http(args, "POST", "/v1/tokens", {"role": args.role})[0])
+        answer = json.loads(_http(args, "POST", "/v1/tokens", {"role": args.role, "label": args.label})[0])
         token_id, token = answer["token_id"], answer["token"]
     else:
         with open_storage(_config(args)) as store:
-            token_id, token = store.write_sync(lambda con: create_token(con, args.role, _now()))
+            token_id, token = store.write_sync(lambda con: create_token(con, args.role, _now(), args.label))
     print(f"created {args.role} token {token_id}; it is shown only now:", file=sys.stderr)
     print(token)
     return 0
@@ -162,8 +165,8 @@ def _token_list(args: argparse.Namespace) -> int:
     else:
         with open_storage(_config(args)) as store:
             tokens = store.write_sync(list_tokens)
-    columns = ("token_id", "role", "created_at", "revoked_at")
-    rows = [{**t, "revoked_at": t["revoked_at"] or "-"} for t in tokens]
+    columns = ("token_id", "role", "label", "created_at", "last_used_on", "revoked_at")
+    rows = [{**t, **{key: t.get(key) or "-" for key in ("label", "last_used_on", "revoked_at")}} for t in tokens]
     sys.stdout.write(result_table(columns, rows, f"{len(rows)} token(s)", 0))
     return 0
 

@@ -26,7 +26,7 @@ from .offload import Fetch
 from .reports import INTERVALS, REPORTS, ReportParams, ReportResult, first_day, list_products, run_report
 from .reports_openapi import OPENAPI_PATHS
 from .retention import retention_ctx
-from .tokens import ROLES, authorize, create_token, list_tokens, revoke_token
+from .tokens import ROLES, authorize, check_label, create_token, list_tokens, revoke_token
 
 __all__ = ["OPENAPI_PATHS", "setup"]
 
@@ -135,11 +135,12 @@ async def _post_token(request: web.Request) -> web.Response:
     role = body.get("role") if isinstance(body, dict) else None
     if role not in ROLES:
         raise BadRequestError(f"role must be one of {', '.join(ROLES)}", path="role")
+    label = check_label(body.get("label"))
     store = request.app[STORE]
     now = store.clock()
-    token_id, token = await store.write(lambda con: create_token(con, role, now))
+    token_id, token = await store.write(lambda con: create_token(con, role, now, label))
     request.app[TOKENS].invalidate()
-    return _json({"token_id": token_id, "role": role, "token": token}, status=201)
+    return _json({"token_id": token_id, "role": role, "label": label, "token": token}, status=201)
 
 
 async def _delete_token(request: web.Request) -> web.Response:

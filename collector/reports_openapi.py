@@ -93,9 +93,20 @@ _REPORT_LIST: Final = _object({
     "first_day": {"type": ["string", "null"], "format": "date",
                   "description": "The earliest day any report has data for (null when none): the dashboard's default `from`."},
 })  # fmt: skip
+_TOKEN_REQUEST: Final = {
+    "type": "object",
+    "required": ["role"],
+    "properties": {
+        "role": {"type": "string", "enum": list(ROLES)},
+        "label": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9 ._-]{0,39}$",
+                  "description": "What the token is for (optional)."},
+    },
+    "additionalProperties": False,
+}  # fmt: skip
 _TOKEN_INFO: Final = _object({
-    "token_id": _STRING, "role": {"type": "string", "enum": list(ROLES)},
-    "created_at": _STRING, "revoked_at": {"type": ["string", "null"]},
+    "token_id": _STRING, "role": {"type": "string", "enum": list(ROLES)}, "label": {"type": ["string", "null"]},
+    "created_at": _STRING, "last_used_on": {"type": ["string", "null"], "description": "UTC day of the last use."},
+    "revoked_at": {"type": ["string", "null"]},
 })  # fmt: skip
 _INSTALL_ID: Final = {
     "name": "install_id",
@@ -210,12 +221,19 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
             "description": _ADMIN_NOTE.strip(),
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": _object({"role": {"type": "string", "enum": list(ROLES)}})}},
+                "content": {"application/json": {"schema": _TOKEN_REQUEST}},
             },
             "responses": {
                 "201": _json(
                     "Created.",
-                    _object({"token_id": _STRING, "role": {"type": "string", "enum": list(ROLES)}, "token": _STRING}),
+                    _object(
+                        {
+                            "token_id": _STRING,
+                            "role": {"type": "string", "enum": list(ROLES)},
+                            "label": {"type": ["string", "null"]},
+                            "token": _STRING,
+                        }
+                    ),
                 ),
                 **{code: _ref(code) for code in ("400", "401", "403", "405")},
             },

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import logging
 import math
 import re
 import secrets
@@ -30,15 +31,21 @@ __all__ = [
     "TokenCache",
     "authorize",
     "bearer",
+    "check_label",
     "create_token",
     "list_tokens",
+    "mark_used",
     "revoke_token",
     "token_sha256",
 ]
 
+log = logging.getLogger(__name__)
+
 ROLES: Final = ("analyst", "admin")
 _TOKEN: Final = re.compile(r"tct_([0-9a-f]{8})_[A-Za-z0-9_-]{43}")
 _TOKEN_ID: Final = re.compile(r"[0-9a-f]{8}")
+_LABEL: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,39}")
+"""A token's label: what it is for (``dashboard-pm``, ``weekly export``), never free text of any length."""
 
 
 def token_sha256(token: str) -> str:
@@ -50,31 +57,52 @@ def _naive_utc(now: dt.datetime) -> dt.datetime:
     return now.astimezone(dt.UTC).replace(tzinfo=None, microsecond=0)
 
 
-def create_token(con: Any, role: str, now: dt.datetime) -> tuple[str, str]:
+def check_label(label: object) -> str | None:
+    """``label`` when it is a valid token label (or None); else a 400 naming ``label``."""
+    if label is None:
+        return None
+    if not isinstance(label, str) or _LABEL.fullmatch(label) is None:
+        raise BadRequestError("label: 1-40 letters, digits, spaces and . _ - (starting with a letter or digit)",
+                              path="label")  # fmt: skip
+    return label
+
+
+def create_token(con: Any, role: str, now: dt.datetime, label: str | None = None) -> tuple[str, str]:
     """Store a new token for ``role``; returns ``(token_id, token)``. The token is never retrievable again."""
     if role not in ROLES:
         raise BadRequestError(f"role must be one of {', '.join(ROLES)}", path="role")
+    label = check_label(label)
     token_id = secrets.token_hex(4)
     token = f"tct_{token_id}_{secrets.token_urlsafe(32)}"
     con.execute(
-        "INSERT INTO tokens (token_id, role, token_sha256, created_at) VALUES (?, ?, ?, ?)",
-        [token_id, role, token_sha256(token), _naive_utc(now)],
+        "INSERT INTO tokens (token_id, role, token_sha256, created_at, label) VALUES (?, ?, ?, ?, ?)",
+        [token_id, role, token_sha256(token), _naive_utc(now), label],
     )
     return token_id, token
 
 
 def list_tokens(con: Any) -> list[dict[str, Any]]:
-    """Every token's id, role, creation and revocation time (never the token or its hash)."""
-    rows = con.execute("SELECT token_id, role, created_at, revoked_at FROM tokens ORDER BY created_at, token_id")
+    """Every token's id, role, label, creation, last use (a UTC day) and revocation (never the token or its hash)."""
+    rows = con.execute(
+        "SELECT token_id, role, label, created_at, last_used_on, revoked_at FROM tokens ORDER BY created_at, token_id"
+    )
     return [
         {
             "token_id": token_id,
             "role": role,
+            "label": label,
             "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "last_used_on": used.isoformat() if used else None,
             "revoked_at": revoked.strftime("%Y-%m-%dT%H:%M:%SZ") if revoked else None,
         }
-        for token_id, role, created, revoked in rows.fetchall()
+        for token_id, role, label, created, used, revoked in rows.fetchall()
     ]
+
+
+def mark_used(con: Any, token_ids: Sequence[str], day: dt.date) -> None:
+    """Record ``day`` as the last use of ``token_ids``."""
+    for token_id in token_ids:
+        con.execute("UPDATE tokens SET last_used_on = ? WHERE token_id = ?", [day, token_id])
 
 
 def revoke_token(con: Any, token_id: str, now: dt.datetime) -> bool:
@@ -125,6 +153,7 @@ class TokenCache:
         self._miss_reload_s = miss_reload_s
         self._clock = clock
         self._callers: dict[str, Caller] = {}
+        self._used_on: dict[str, dt.date] = {}  # token id -> the day its use was last recorded
         self._loaded_at_s = -math.inf
         self._lock = asyncio.Lock()
         self.reloads = 0
@@ -139,10 +168,20 @@ class TokenCache:
             if self._loaded_at_s > older_than_s:
                 return  # another request reloaded while this one waited
             started_s = self._clock()
-            rows = await read("SELECT token_sha256, token_id, role FROM tokens WHERE revoked_at IS NULL", ())
-            self._callers = {str(sha): Caller(str(token_id), str(role)) for sha, token_id, role in rows}
+            rows = await read(
+                "SELECT token_sha256, token_id, role, last_used_on FROM tokens WHERE revoked_at IS NULL", ()
+            )
+            self._callers = {str(sha): Caller(str(token_id), str(role)) for sha, token_id, role, _ in rows}
+            self._used_on = {str(token_id): used for _, token_id, _, used in rows if used is not None}
             self._loaded_at_s = started_s
             self.reloads += 1
+
+    def first_use_on(self, caller: Caller, day: dt.date) -> bool:
+        """True once per token and day: the first use of ``caller`` on ``day`` (to be recorded)."""
+        if self._used_on.get(caller.token_id) == day:
+            return False
+        self._used_on[caller.token_id] = day
+        return True
 
     async def caller(self, read: Read, token: str) -> Caller | None:
         """The owner of ``token`` when it is active, else None."""
@@ -175,6 +214,23 @@ async def authorize(request: web.Request, *, admin: bool = False) -> Caller:
     if found is None:
         failures.take(peer)
         raise UnauthorizedError(_UNAUTHORIZED)
+    store = request.app[STORE]
+    today = store.clock().date()
+    if request.app[TOKENS].first_use_on(found, today):
+        # Once a day per token, in the background: the request never waits for this write.
+        task = asyncio.get_running_loop().create_task(_record_use(store, found.token_id, today))
+        _PENDING.add(task)
+        task.add_done_callback(_PENDING.discard)
     if admin and found.role != "admin":
         raise ForbiddenError("this needs an admin token")
     return found
+
+
+_PENDING: set[asyncio.Task[None]] = set()  # keeps the background writes referenced until done
+
+
+async def _record_use(store: Any, token_id: str, day: dt.date) -> None:
+    try:
+        await store.write(lambda con: mark_used(con, [token_id], day))
+    except Exception:  # noqa: BLE001  # a lost "last used" day is not worth an error answer or a traceback
+        log.warning("could not record that token %s was used", token_id)

@@ -69,7 +69,7 @@ async def test_token_routes_need_admin(client: Client) -> None:
 
     listing = (await (await client.get("/v1/tokens", headers=admin)).json())["tokens"]
     assert created["token_id"] in {t["token_id"] for t in listing}
-    assert all(set(t) == {"token_id", "role", "created_at", "revoked_at"} for t in listing)
+    assert all(set(t) == {"token_id", "role", "label", "created_at", "last_used_on", "revoked_at"} for t in listing)
     stored = await client.app[STORE].read("SELECT token_sha256 FROM tokens")
     assert all(created["token"] not in row[0] for row in stored)
 
@@ -126,3 +126,33 @@ async def test_a_token_past_its_reports_per_minute_gets_429(aiohttp_client: Any,
     ]
     assert statuses == [200, 200, 429]
     assert (await client.get("/v1/reports/versions", headers={"Authorization": f"Bearer {other}"})).status == 200
+
+
+async def test_tokens_carry_a_label_and_the_day_they_were_last_used(client: Client) -> None:
+    """POST /v1/tokens takes an optional label; the list shows it, and the UTC day each token was last used."""
+    admin = {"Authorization": f"Bearer {await new_token(client, 'admin')}"}
+    resp = await client.post("/v1/tokens", json={"role": "analyst", "label": "pm dashboard"}, headers=admin)
+    assert resp.status == 201
+    created = await resp.json()
+    assert created["label"] == "pm dashboard"
+    listed = {t["token_id"]: t for t in (await (await client.get("/v1/tokens", headers=admin)).json())["tokens"]}
+    assert listed[created["token_id"]]["label"] == "pm dashboard"
+    assert listed[created["token_id"]]["last_used_on"] is None
+    analyst = {"Authorization": f"Bearer {created['token']}"}
+    assert (await client.get("/v1/reports", headers=analyst)).status == 200
+    for _ in range(100):  # the day is written in the background, once a day per token
+        tokens = (await (await client.get("/v1/tokens", headers=admin)).json())["tokens"]
+        used = {t["token_id"]: t["last_used_on"] for t in tokens}
+        if used[created["token_id"]] is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert used[created["token_id"]] == client.app[STORE].clock().date().isoformat()
+
+
+@pytest.mark.parametrize("label", ["", " leading space", "x" * 41, "semi;colon", "new\nline", 7])
+async def test_a_token_label_outside_its_pattern_is_400(client: Client, label: object) -> None:
+    """A label is 1-40 of letters, digits, space and . _ -, starting with a letter or digit: else 400 naming it."""
+    admin = {"Authorization": f"Bearer {await new_token(client, 'admin')}"}
+    resp = await client.post("/v1/tokens", json={"role": "analyst", "label": label}, headers=admin)
+    assert resp.status == 400
+    assert (await resp.json())["error"]["path"] == "label"

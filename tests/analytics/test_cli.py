@@ -59,6 +59,21 @@ def test_token_commands_on_a_database_file(tmp_path: Path) -> None:
     assert cli("token", "create", "--role", "root", "--db", path).returncode == 2
 
 
+def test_token_create_takes_a_label_and_list_shows_it_with_the_last_use(tmp_path: Path) -> None:
+    """token create --label stores what the token is for; token list shows label and last use ("-" until used)."""
+    path = str(tmp_path / "t.duckdb")
+    created = cli("token", "create", "--role", "analyst", "--label", "pm dashboard", "--db", path)
+    assert created.returncode == 0, created.stderr
+    listed = cli("token", "list", "--db", path).stdout
+    header, _, row = listed.splitlines()[:3]
+    assert header.split() == ["token_id", "role", "label", "created_at", "last_used_on", "revoked_at"]
+    assert "pm dashboard" in row
+    bad = cli("token", "create", "--role", "analyst", "--label", "x;y", "--db", path)
+    assert bad.returncode == 2
+    assert "label" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
 def test_report_from_a_database_file(db: Path) -> None:
     """report --db prints a table by default, and JSON/CSV whose rows match the Python computation."""
     table = cli("report", "active-installs", "--db", str(db), *RANGE)
