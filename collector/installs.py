@@ -27,8 +27,8 @@ def _proven_install_id(request: web.Request) -> str:
     # Each proof costs a key derivation, and an answer tells whether a guess was right: both limited
     # per client address, before anything else is done.
     limits, peer = request.app[LIMITS], peer_of(request)
-    limits.install_requests.spend(peer, "requests for /v1/installs")
-    limits.auth_failures.check(peer, "failed authentications")
+    limits.install_requests.spend(peer, "requests for /v1/installs from this address")
+    limits.auth_failures.check(peer, "failed authentications from this address")
     install_id = request.match_info["install_id"].lower()
     secret = bearer(request)
     if secret is None or not same_install(install_id, secret):

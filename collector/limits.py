@@ -73,7 +73,7 @@ class PeerBuckets:
     def check(self, peer: str, what: str) -> None:
         """Raise 429 when ``peer``'s bucket is empty; takes nothing."""
         if self._level(peer) < 1.0:
-            raise RateLimitedError(f"too many {what} from this address", retry_after_s=self.retry_after_s(peer))
+            raise RateLimitedError(f"too many {what}", retry_after_s=self.retry_after_s(peer))
 
     def take(self, peer: str) -> None:
         """Take one token from ``peer``'s bucket (it may go below zero: a client that keeps failing waits longer)."""

@@ -206,7 +206,7 @@ async def authorize(request: web.Request, *, admin: bool = False) -> Caller:
     (``max_auth_failures_per_min``).
     """
     failures, peer = request.app[LIMITS].auth_failures, peer_of(request)
-    failures.check(peer, "failed authentications")
+    failures.check(peer, "failed authentications from this address")
     token = bearer(request)
     found = None
     if token is not None and _TOKEN.fullmatch(token) is not None:
