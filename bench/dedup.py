@@ -24,7 +24,6 @@ import itertools
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 import psutil
+from docsection import write_section
 
 from collector.storage.embedded.dedup import DedupIndex
 
@@ -185,8 +185,6 @@ def run_child(mode: str, design: str, count: int) -> dict[str, float]:
 
 def write_doc(command: str, table: str, count: int, per_page: float) -> None:
     """Replace (or add) the ``## Dedup index`` section of docs/performance.md with this run's figures."""
-    path = ROOT / "docs" / "performance.md"
-    text = path.read_text("utf-8") if path.exists() else "# Performance\n\n"
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     section = (
         "## Dedup index\n\n"
@@ -212,9 +210,7 @@ def write_doc(command: str, table: str, count: int, per_page: float) -> None:
         "  entries stay in memory until a sweep, started once they pass 1/64 of the entries, reclaims them (at\n"
         "  most 65,536 per prune call).\n"
     )
-    pattern = re.compile(r"## Dedup index\n.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, "utf-8")
+    write_section("Dedup index", section)
 
 
 def main() -> int:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 import dedup
+from docsection import write_section
 from loadgen import Load
 
 __all__ = ["Report", "Row"]
@@ -148,11 +148,8 @@ class Report:
 
     def write(self, path: Path, tables: str) -> None:
         """Replace (or add) the ``## Scale-out`` section of docs/performance.md."""
-        text = path.read_text("utf-8") if path.exists() else "# Performance\n\n"
         section = "## Scale-out\n\n" + _wrap(_INTRO) + "\n" + tables + "\n\n" + self.analysis()
-        pattern = re.compile(r"## Scale-out\n.*?(?=\n## |\Z)", re.S)
-        text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-        path.write_text(text, "utf-8")
+        write_section("Scale-out", section, path)
 
     def analysis(self) -> str:
         """What each figure is and what limits it, with this run's figures."""

@@ -43,13 +43,13 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from docsection import write_section
 from ingest import start_collector
 from loadgen import Load, LoadGenerator
 
 from collector import CollectorConfig, open_storage
 from collector.tokens import create_token
 
-ROOT = Path(__file__).resolve().parent.parent
 FLOODS = ("made-up tokens", "reports", "slow bodies")
 
 
@@ -258,8 +258,6 @@ def _table(rows: list[list[str]], verdicts: list[tuple[str, float, float, float]
 
 
 def _write_doc(table: str, args: argparse.Namespace) -> None:
-    path = ROOT / "docs/performance.md"
-    text = path.read_text("utf-8")
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     section = (
         "## Floods\n\n"
@@ -277,9 +275,7 @@ def _write_doc(table: str, args: argparse.Namespace) -> None:
         "no ingest slot, and `read_timeout_s`/`idle_timeout_s` close it. What remains is CPU: on two cores the "
         "reports' DuckDB threads and the flood's own client compete with the event loop.\n"
     )
-    pattern = re.compile(r"## Floods\n.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, "utf-8")
+    write_section("Floods", section)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from docsection import write_section  # noqa: E402
+
 from collector.storage.embedded.segments import load_segment  # noqa: E402
 from collector.storage.embedded.spool import segment_name  # noqa: E402
 from collector.storage.migrations import migrate  # noqa: E402
@@ -294,8 +296,6 @@ def duckdb_bulk(tmp: Path, batches: int) -> dict[str, float]:
 
 
 def write_doc(table: str, command: str) -> None:
-    path = ROOT / "docs/performance.md"
-    text = path.read_text("utf-8") if path.exists() else "# Performance\n\n"
     section = (
         "## Ingest\n\n"
         f"Measured by `{command}` on the 2-core development machine, shared with other work at the time\n"
@@ -334,9 +334,7 @@ def write_doc(table: str, command: str) -> None:
         "loop's own saturated rate here, so queueing adds to every pause. Taking the HTTP work across cores\n"
         "(several accepting processes, one of them owning DuckDB) is the next step.\n"
     )
-    pattern = re.compile(r"## Ingest\n.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, "utf-8")
+    write_section("Ingest", section)
 
 
 def main() -> int:

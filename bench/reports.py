@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import datetime as dt
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from docsection import write_section
 
 from collector import reports, reports_rollup
 
@@ -105,8 +105,6 @@ def say(line: str) -> None:
 
 def write_doc(args: argparse.Namespace, table: list[str]) -> None:
     """Replace (or add) the ``## Reports`` section of docs/performance.md with this run's figures."""
-    path = ROOT / "docs" / "performance.md"
-    text = path.read_text("utf-8") if path.exists() else "# Performance\n\n"
     command = "python bench/reports.py" + (f" --interval {args.interval}" if args.interval != "week" else "")
     setup = "\n".join(f"    {line}" for line in LOG[:4])
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -131,9 +129,7 @@ def write_doc(args: argparse.Namespace, table: list[str]) -> None:
         "  there beyond the per-day one; the slowest report (hardware, four dimensions) took 0.6-1.2 s depending\n"
         "  on the machine's load, still about half the plain SQL.\n"
     )
-    pattern = re.compile(r"## Reports\n.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, "utf-8")
+    write_section("Reports", section)
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> float:
