@@ -123,40 +123,37 @@ def _head(declared_bytes: int) -> bytes:
     )
 
 
+@contextlib.contextmanager
+def _slow_bodies(port: int, count: int) -> Iterator[None]:
+    """``count`` connections that declare a 1 MB body and send one byte of it, closed afterwards."""
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = _connect(port)
+            sock.sendall(_head(1024 * 1024) + b"{")
+            slow.append(sock)
+        yield
+    finally:
+        for sock in slow:
+            sock.close()
+
+
 def test_slow_bodies_hold_no_ingest_slot(tmp_path: Path) -> None:
     """1,100 connections that declare 1 MB and send one byte leave valid batches their 200."""
     _raise_own_files_limit(4096)
-    with served(tmp_path) as server:
-        slow = []
-        try:
-            for _ in range(1100):
-                sock = _connect(server.port)
-                sock.sendall(_head(1024 * 1024) + b"{")
-                slow.append(sock)
-            for _ in range(5):
-                status, _, body = server.request("POST", "/v1/batches", canonical(batch_obj()))
-                assert status == 200, body
-        finally:
-            for sock in slow:
-                sock.close()
+    with served(tmp_path) as server, _slow_bodies(server.port, 1100):
+        for _ in range(5):
+            status, _, body = server.request("POST", "/v1/batches", canonical(batch_obj()))
+            assert status == 200, body
 
 
 def test_a_full_server_makes_room_by_closing_the_slowest_body(tmp_path: Path) -> None:
     """At max_connections, all of them slow bodies: a newcomer closes the oldest one instead of getting 503."""
-    with served(tmp_path, "--max-connections", "16") as server:
-        slow = []
-        try:
-            for _ in range(20):
-                sock = _connect(server.port)
-                sock.sendall(_head(1024 * 1024) + b"{")
-                slow.append(sock)
-            time.sleep(0.5)
-            status, _, body = server.request("POST", "/v1/batches", canonical(batch_obj()))
-            assert status == 200, body
-            assert server.metric('telemetry_client_events_total{event="evicted_slow_body"}') >= 1
-        finally:
-            for sock in slow:
-                sock.close()
+    with served(tmp_path, "--max-connections", "16") as server, _slow_bodies(server.port, 20):
+        time.sleep(0.5)
+        status, _, body = server.request("POST", "/v1/batches", canonical(batch_obj()))
+        assert status == 200, body
+        assert server.metric('telemetry_client_events_total{event="evicted_slow_body"}') >= 1
 
 
 def test_idle_sockets_and_header_drips_are_closed(tmp_path: Path) -> None:
