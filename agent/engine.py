@@ -22,6 +22,7 @@ from schema import (
     Snapshot,
     encode_batch,
     format_hour,
+    format_instant,
     install_id_from_secret,
     parse_batch,
 )
@@ -33,7 +34,7 @@ from .errors import AgentError, ConfigError
 from .metrics import MetricsView, Scope
 from .outbound import Outbound, SendReport
 from .probes import HostAccess, default_host, provider_from_config
-from .snapshot import CollectResult, SnapshotReader, stamp
+from .snapshot import CollectResult, SnapshotReader
 from .state import StateDir
 from .status import Status, read_status
 
@@ -100,7 +101,7 @@ class Engine(Outbound):
         self.state.remove("consent.json")
 
     def _stamp(self) -> str:
-        return stamp(self.clock.now())
+        return format_instant(self.clock.now())
 
     # -- collecting ------------------------------------------------------------------------------
 

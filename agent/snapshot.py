@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from schema import format_hour
+from schema import format_hour, format_instant
 
 from .clock import Clock
 from .config import AgentConfig
@@ -22,12 +22,7 @@ from .probes import CpuCoresProbe, CpuUsageProbe, DiskProbe, HostAccess, MemoryP
 from .probes.usage import ProviderError
 from .state import StateDir
 
-__all__ = ["CollectResult", "ProviderRecord", "SnapshotReader", "stamp"]
-
-
-def stamp(moment: datetime) -> str:
-    """A time as every agent output writes it: UTC, whole seconds, ``Z`` (``2026-11-28T10:05:00Z``)."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+__all__ = ["CollectResult", "ProviderRecord", "SnapshotReader"]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -156,9 +151,9 @@ class SnapshotReader:
                 problems.append(str(exc))
                 self.state.count("provider_failures")
                 record = ProviderRecord(kind=self.provider.kind, last_ok_at=record.last_ok_at,
-                                        last_error_at=stamp(now), last_error=str(exc))  # fmt: skip
+                                        last_error_at=format_instant(now), last_error=str(exc))  # fmt: skip
             else:
-                record = ProviderRecord(kind=self.provider.kind, last_ok_at=stamp(now),
+                record = ProviderRecord(kind=self.provider.kind, last_ok_at=format_instant(now),
                                         last_error_at=record.last_error_at, last_error=record.last_error)  # fmt: skip
             self.state.write("provider.json", record.to_json())
         return result

@@ -8,12 +8,14 @@ and consent is not off. Every time is UTC in the ``Z`` form the rest of the agen
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
+
+from schema import format_instant
 
 from .errors import StateError, StateIOError
 from .metrics import MetricsView
-from .snapshot import ProviderRecord, stamp
+from .snapshot import ProviderRecord
 from .transport import starting_endpoint
 
 if TYPE_CHECKING:
@@ -126,7 +128,7 @@ def _z(text: object) -> str | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return stamp(moment.astimezone(UTC) if moment.tzinfo else moment)
+    return format_instant(moment)
 
 
 def _next_steps(engine: Engine, mode: str, *, running: bool, sendable: int) -> NextSteps:

@@ -29,6 +29,8 @@ from typing import Any, Final, Literal
 import aiohttp
 import orjson
 
+from schema import format_instant
+
 from .config import AgentConfig, Endpoint
 from .errors import ConfigError, RejectedError, SendError
 
@@ -222,7 +224,7 @@ class Transport:
                 round_retry_after: float | None = None
                 for pos, index in enumerate(live):
                     endpoint = self._endpoints[index]
-                    at = self._now().strftime("%Y-%m-%dT%H:%M:%SZ")
+                    at = format_instant(self._now())
                     answer = await self._post(session, endpoint, body, batch_id, digest)
                     if answer.status is not None:
                         self._answered(index)

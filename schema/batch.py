@@ -41,6 +41,7 @@ __all__ = [
     "Snapshot",
     "encode_batch",
     "format_hour",
+    "format_instant",
     "parse_batch",
     "parse_batch_obj",
     "parse_hour",
@@ -159,6 +160,14 @@ def format_hour(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:00:00Z")
+
+
+def format_instant(moment: datetime) -> str:
+    """A moment in UTC to the whole second, ``YYYY-MM-DDTHH:MM:SSZ``: how agent and collector write times
+    that are not hours (attempts, approvals, token dates). A naive ``moment`` is taken to be UTC already."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_hour(text: object, path: str) -> datetime:
