@@ -48,7 +48,7 @@ from ingest import start_collector
 from loadgen import Load, LoadGenerator
 
 from collector import CollectorConfig, open_storage
-from collector.tokens import create_token
+from collector.storage.tokens import create_token
 
 FLOODS = ("made-up tokens", "reports", "slow bodies")
 

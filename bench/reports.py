@@ -28,7 +28,8 @@ from typing import Any
 import duckdb
 from docsection import write_section
 
-from collector import reports, reports_rollup
+from collector import reports
+from collector.reports import rollup as reports_rollup
 
 ROOT = Path(__file__).resolve().parent.parent
 START = dt.date(2026, 1, 5)  # a Monday

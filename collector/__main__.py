@@ -1,5 +1,5 @@
 """``python -m collector``: the same as the ``telemetry-collector`` command."""
 
-from .cli import main
+from .cli.main import main
 
 raise SystemExit(main())

@@ -1,7 +1,7 @@
 """Retention SQL, the same on both backends: data dated before the cutoff day is deleted.
 
 Rollup rows that carry an install id (``report_days``) expire with the raw rows. The schedule that calls
-this lives with the app's other jobs (:mod:`collector.jobs`).
+this lives with the app's other jobs (:mod:`collector.web.jobs`).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from collector import reports_rollup
+from collector.reports import rollup as reports_rollup
 
 __all__ = ["cutoff_day", "purge"]
 

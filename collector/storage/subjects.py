@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Final
 
-from collector import reports_rollup
+from collector.reports import rollup as reports_rollup
 from schema import format_hour
 
 from .rows import TYPED_METRICS

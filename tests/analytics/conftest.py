@@ -10,8 +10,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from collector import CollectorConfig, create_app
-from collector.keys import STORE, TOKENS
-from collector.tokens import create_token
+from collector.storage.tokens import create_token
+from collector.web.keys import STORE, TOKENS
 from tests.analytics.fleet import NOW, Install, batches, make_fleet
 
 Client = TestClient[Any, Any]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from collector import CollectorConfig, create_app
-from collector.keys import CONFIG, LIMITS, STORE
+from collector.web.keys import CONFIG, LIMITS, STORE
 from tests.analytics.conftest import Client, new_token
 from tests.analytics.fleet import batches, make_fleet
 

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from collector import CollectorConfig, create_app, reports_rollup
-from collector.keys import STORE
+from collector import CollectorConfig, create_app
+from collector.reports import rollup as reports_rollup
 from collector.storage.retention import cutoff_day, purge
+from collector.web.keys import STORE
 from schema import new_secret
 from tests.analytics.conftest import Client, load
 from tests.analytics.fleet import NOW, Install, make_fleet

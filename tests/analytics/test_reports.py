@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from collector.keys import STORE
+from collector.web.keys import STORE
 from tests.analytics import fleet as f
 from tests.analytics.conftest import Client, load
 from tests.analytics.fleet import Install, K

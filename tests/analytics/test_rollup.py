@@ -9,7 +9,7 @@ from typing import Any
 
 import duckdb
 
-from collector import reports_rollup
+from collector.reports import rollup as reports_rollup
 from collector.storage.migrations import migrate
 from schema import CATALOGUE, parse_batch, parse_hour
 from tests.analytics.fleet import batches, make_fleet

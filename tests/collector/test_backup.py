@@ -22,7 +22,7 @@ import pytest
 
 from collector import CollectorConfig, open_storage
 from collector.reports import INTERVALS, REPORTS
-from collector.tokens import create_token
+from collector.storage.tokens import create_token
 from tests.analytics.fleet import Install, batches, make_fleet
 from tests.collector.conftest import BATCHES, start_server, stop_server
 from tests.conftest import ROOT

@@ -13,8 +13,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from collector import CollectorConfig, create_app
+from collector.cli.import_files import import_files
 from collector.errors import ConfigError
-from collector.offline import import_files
 from schema import parse_policy, read_catalogue
 from tests.collector.conftest import BATCHES, batch_obj, canonical, count_rows, json_headers
 from tests.conftest import DATA, ROOT

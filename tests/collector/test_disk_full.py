@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from collector import CollectorConfig, open_storage
-from collector.tokens import create_token
+from collector.storage.tokens import create_token
 from schema import install_id_from_secret, new_secret
 from tests.collector.conftest import BATCHES, batch_obj, canonical, start_server, stop_server
 

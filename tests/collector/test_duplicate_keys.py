@@ -52,7 +52,7 @@ async def test_ingest_refuses_a_repeated_key(
 
 
 def test_import_refuses_a_repeated_key(tmp_path: Path) -> None:
-    """The offline import path (collector.ingest.check_batch) refuses the file with the same code and path."""
+    """The offline import path (collector.web.ingest.check_batch) refuses the file with the same code and path."""
     files = tmp_path / "export"
     files.mkdir()
     body, path = _repeat("metric")

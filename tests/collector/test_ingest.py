@@ -11,7 +11,7 @@ import duckdb
 from aiohttp.test_utils import TestClient
 
 from collector import CollectorConfig
-from collector.keys import STORE
+from collector.web.keys import STORE
 from tests.collector.conftest import BATCHES, batch_obj, canonical, count_rows, gz, json_headers
 
 

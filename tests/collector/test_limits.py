@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from collector.errors import OverloadedError, RateLimitedError
-from collector.limits import BodyBudget, PeerBuckets, TokenSlots
+from collector.web.limits import BodyBudget, PeerBuckets, TokenSlots
 
 
 class Clock:

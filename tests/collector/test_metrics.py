@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector import CollectorConfig, create_app
-from collector.keys import MONITOR
-from collector.monitoring import Monitor
+from collector.web.keys import MONITOR
+from collector.web.monitoring import Monitor
 from tests.collector.conftest import BATCHES, batch_obj, canonical, json_headers
 
 _SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)")

@@ -18,9 +18,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from collector.keys import STORE
 from collector.reports import INTERVALS, REPORTS
-from collector.tokens import create_token
+from collector.storage.tokens import create_token
+from collector.web.keys import STORE
 from schema import install_id_from_secret, new_secret
 from tests.collector.conftest import BATCHES, batch_obj, canonical, json_headers
 

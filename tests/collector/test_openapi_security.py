@@ -12,8 +12,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
-from collector.keys import STORE
-from collector.tokens import create_token
+from collector.storage.tokens import create_token
+from collector.web.keys import STORE
 from tests.collector.conftest import batch_obj, canonical
 
 _PATH_VALUES = {"name": "active-installs", "token_id": "00000000", "install_id": str(uuid.uuid4()),

@@ -16,8 +16,8 @@ import pytest
 
 from agent.cli import _parser as agent_parser
 from agent.config import DEFAULT_CONFIG, AgentConfig, env_name, load_config
-from collector import demo
-from collector.cli import build_parser
+from collector.cli import demo
+from collector.cli.main import build_parser
 from collector.config import ENV_PREFIX, CollectorConfig
 from tests.conftest import ROOT
 
@@ -39,7 +39,7 @@ def _blocks(lang: str) -> list[tuple[str, str]]:
 def _collector_parser() -> argparse.ArgumentParser:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "demo" not in sub.choices:  # until collector/cli.py registers it, check the same parser demo.register adds
+    if "demo" not in sub.choices:  # until collector/cli/main.py registers it, check the same parser demo.register adds
         demo.register(sub)
     return parser
 
@@ -126,8 +126,8 @@ def test_readme_demo_prints_reports_and_dashboard(tmp_path: Path) -> None:
     assert ".venv/bin/telemetry-collector demo" in readme
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    # The wired subcommand and `python -m collector.demo` run the same code; use the CLI once it is wired.
-    entry = ["-m", "collector", "demo"] if "demo" in sub.choices else ["-m", "collector.demo"]
+    # The wired subcommand and `python -m collector.cli.demo` run the same code; use the CLI once it is wired.
+    entry = ["-m", "collector", "demo"] if "demo" in sub.choices else ["-m", "collector.cli.demo"]
     done = subprocess.run(
         [sys.executable, *entry, "--exit", "--installs", "40", "--days", "14", "--dir", str(tmp_path / "demo")],
         capture_output=True, timeout=120, check=False, cwd=tmp_path,

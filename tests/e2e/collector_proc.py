@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from collector import CollectorConfig, open_storage
-from collector.tokens import create_token
+from collector.storage.tokens import create_token
 
 _LISTENING = re.compile(r"listening on (http://\S+)")
 

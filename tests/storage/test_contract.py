@@ -15,11 +15,11 @@ import pytest
 
 from collector import CollectorConfig
 from collector.errors import ConflictError
-from collector.ingest import check_batch
 from collector.reports import ReportParams, run_report
 from collector.storage import Receipt, Storage, create_storage, open_storage
 from collector.storage.retention import cutoff_day
-from collector.tokens import create_token, list_tokens, revoke_token
+from collector.storage.tokens import create_token, list_tokens, revoke_token
+from collector.web.ingest import check_batch
 from schema import CATALOGUE, Batch, Catalogue, read_catalogue
 from tests.collector.conftest import batch_obj, canonical
 from tests.conftest import DATA

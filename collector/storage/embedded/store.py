@@ -19,9 +19,9 @@ from typing import Any, BinaryIO, Final, TypeVar
 
 import duckdb
 
-from collector import reports_rollup
 from collector.config import CollectorConfig
 from collector.errors import CollectorError, ConflictError, OverloadedError, UnavailableError
+from collector.reports import rollup as reports_rollup
 from collector.storage.base import OLD_BATCH_SQL, Gauge, Health, Receipt, answer, naive_utc, spool_line
 from collector.storage.embedded.dedup import DedupIndex
 from collector.storage.migrations import migrate

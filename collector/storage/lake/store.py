@@ -30,9 +30,9 @@ from typing import Any, Final, TypeVar
 import duckdb
 import psycopg
 
-from collector import reports_rollup
 from collector.config import CollectorConfig
 from collector.errors import CollectorError, OverloadedError, UnavailableError
+from collector.reports import rollup as reports_rollup
 from collector.storage.base import Gauge, Health, Receipt, answer, naive_utc, spool_line
 from collector.storage.migrations import migrate
 from collector.storage.reads import ReadPool

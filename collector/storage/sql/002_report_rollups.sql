@@ -1,7 +1,7 @@
 -- 002: the report rollup. One row per install, product and UTC day, rebuilt from `snapshots` by
--- collector/reports_rollup.py after loads and before each report. Reports read only this table, so
+-- collector/reports/rollup.py after loads and before each report. Reports read only this table, so
 -- they scan ~24x fewer rows than the raw snapshots. It holds install_id, so the data-subject DELETE
--- and the retention job remove its rows together with the raw ones (collector/installs.py, retention.py).
+-- and the retention job remove its rows together with the raw ones (collector/web/installs.py, retention.py).
 
 CREATE TABLE report_days (
     install_id          UUID    NOT NULL,

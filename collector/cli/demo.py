@@ -27,11 +27,11 @@ from typing import IO, Any, Final
 
 import orjson
 
-from .config import CollectorConfig
-from .errors import CollectorError
-from .reports_format import range_line, result_table
-from .storage import open_storage
-from .tokens import create_token
+from collector.config import CollectorConfig
+from collector.errors import CollectorError
+from collector.reports.formats import range_line, result_table
+from collector.storage import open_storage
+from collector.storage.tokens import create_token
 
 __all__ = ["DEMO_REPORTS", "DemoError", "main", "register", "run_demo"]
 
@@ -253,7 +253,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m collector.demo``: the demo on its own, before or without the CLI wiring."""
+    """``python -m collector.cli.demo``: the demo on its own, before or without the CLI wiring."""
     parser = argparse.ArgumentParser(prog=PROG, description="Run the telemetry demo.")
     _add_arguments(parser)
     return _run(parser.parse_args(argv))

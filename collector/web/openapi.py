@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document served at ``/v1/openapi.json``.
 
 The batch request schema is :func:`schema.batch_json_schema` itself (never restated here), and the
-analytics routes' path items are merged in from :data:`collector.analytics.OPENAPI_PATHS`. A test
+analytics routes' path items are merged in from :data:`collector.web.routes.OPENAPI_PATHS`. A test
 checks that every route of the app is described and that the document is valid.
 
 Components others may reference: ``#/components/schemas/Error`` (every error body),
@@ -222,7 +222,7 @@ def openapi_document(extra_paths: Mapping[str, Any] | None = None, catalogue: Ca
         paths[path] = copy.deepcopy(item)
     for item in paths.values():
         for operation in item.values():
-            # Every operation that needs a credential is rate limited (collector.limits).
+            # Every operation that needs a credential is rate limited (collector.web.limits).
             if isinstance(operation, dict) and operation.get("security"):
                 operation["responses"].setdefault("429", {"$ref": "#/components/responses/429"})
     return {

@@ -1,20 +1,14 @@
-"""Backups of the embedded database without downtime: ``POST /v1/admin/backup`` and ``telemetry-collector backup``.
+"""``telemetry-collector backup PATH``: a consistent copy of the embedded database, written to a new file.
 
-The serving collector holds its DuckDB file under an exclusive lock, so no other process can read it
-while it runs; the backup is therefore made by that process (a consistent snapshot on a read cursor,
-see :mod:`collector.storage.embedded.backup`) and streamed over HTTP to the command, which writes it
-to a new file where it runs. Why this shape rather than a backup directory on the server: the file
-lands where the operator asked, on whichever machine runs the command; no path ever comes from a
-request; the collector keeps no backups of its own to fill its disk or to escape erasure; and one
-admin-token request is all a cron job needs. ``--db`` copies the file of a stopped collector the same way.
-
-On a lake (``store = ducklake``) backups are PostgreSQL's and the object store's own (docs/scale-out.md).
+With ``--url`` the running collector makes the copy (``POST /v1/admin/backup``, see
+:mod:`collector.web.backup`, which says why backups take this shape) and streams it here; with ``--db`` the
+file of a stopped collector is copied. Either way the copy is written beside PATH under a private name,
+verified, then linked into place, so PATH is never a partial file and never overwrites one.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import secrets
@@ -26,74 +20,19 @@ from typing import Any, BinaryIO, Final
 
 import duckdb
 import orjson
-from aiohttp import web
 
-from .admin_cli import TOKEN_ENV
-from .config import CollectorConfig
-from .errors import ConfigError, ConflictError, InUseError
-from .keys import STORE
-from .storage.embedded.backup import verify_backup
-from .storage.embedded.spool import fsync_dir
-from .storage.embedded.store import EmbeddedStore
-from .tokens import authorize
+from collector.cli.admin import TOKEN_ENV
+from collector.config import CollectorConfig
+from collector.errors import ConfigError, InUseError
+from collector.storage.embedded.backup import verify_backup
+from collector.storage.embedded.spool import fsync_dir
+from collector.storage.embedded.store import EmbeddedStore
 
-__all__ = ["OPENAPI_PATHS", "post_backup", "register"]
+__all__ = ["register"]
 
 _CHUNK: Final = 1024 * 1024
 _DEFAULT_TIMEOUT_S: Final = 3600.0
 """How long the command waits on the collector: the copy is made before its first byte is sent."""
-
-
-async def post_backup(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/admin/backup``: a consistent copy of the database (every batch acknowledged before the request)."""
-    await authorize(request, admin=True)
-    store = request.app[STORE]
-    if not isinstance(store, EmbeddedStore):
-        raise ConflictError("this collector stores into a lake: back up PostgreSQL and the object store instead"
-                            " (docs/scale-out.md)", code="backup_unsupported")  # fmt: skip
-    store.check_readable()
-    async with store.backup() as (backup, size):
-        response = web.StreamResponse(headers={"Cache-Control": "no-store", "Content-Type": "application/octet-stream",
-                                               "Content-Disposition": 'attachment; filename="telemetry.duckdb"'})  # fmt: skip
-        response.content_length = size
-        await response.prepare(request)
-        while chunk := await asyncio.to_thread(backup.read, _CHUNK):
-            await response.write(chunk)
-        await response.write_eof()
-    return response
-
-
-OPENAPI_PATHS: Final = {
-    "/v1/admin/backup": {
-        "post": {
-            "operationId": "postBackup",
-            "security": [{"adminToken": []}],
-            "tags": ["operations"],
-            "summary": "A consistent copy of the embedded database, made while the collector serves.",
-            "description": (
-                "The answer is a DuckDB database file holding every batch acknowledged before the request"
-                " (`telemetry-collector backup PATH --url URL` writes it to PATH). One backup at a time."
-                " Needs `Authorization: Bearer <token>` with the admin role (401 without, 403 for analyst)."
-            ),
-            "responses": {
-                "200": {
-                    "description": "The database file (Content-Length is its size).",
-                    "content": {"application/octet-stream": {"schema": {"type": "string"}}},
-                },
-                **{code: {"$ref": f"#/components/responses/{code}"} for code in ("401", "403", "405", "503")},
-                "409": {
-                    "description": "A backup is already being made (`backup_running`), or the collector stores into"
-                    " a lake (`backup_unsupported`).",
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-                },
-            },
-        }
-    }
-}
-"""The OpenAPI path item of the backup route, merged into ``/v1/openapi.json``."""
-
-
-# -- the command ----------------------------------------------------------------------------------
 
 
 class _BackupError(Exception):

@@ -25,10 +25,8 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from schema import CATALOGUE, Batch, Catalogue, SchemaError, decode_json, parse_batch_obj, parse_hour
-
-from .config import CollectorConfig
-from .errors import (
+from collector.config import CollectorConfig
+from collector.errors import (
     BadRequestError,
     CollectorError,
     InvalidBatchError,
@@ -37,9 +35,10 @@ from .errors import (
     RequestTimeoutError,
     UnsupportedMediaError,
 )
-from .keys import CONFIG, LIMITS, MONITOR, STORE
-from .server import receiving_body
-from .storage import Receipt, Storage
+from collector.storage import Receipt, Storage
+from collector.web.keys import CONFIG, LIMITS, MONITOR, STORE
+from collector.web.server import receiving_body
+from schema import CATALOGUE, Batch, Catalogue, SchemaError, decode_json, parse_batch_obj, parse_hour
 
 __all__ = ["check_batch", "gunzip_capped", "post_batch"]
 
@@ -168,7 +167,7 @@ async def _read_chunks(request: web.Request, config: CollectorConfig, read_timeo
                 budget.take(len(chunk))
                 held += len(chunk)
                 chunks.append(chunk)
-        return b"".join(chunks)  # one buffer, freed whole (see collector.server.return_freed_memory)
+        return b"".join(chunks)  # one buffer, freed whole (see collector.web.server.return_freed_memory)
     finally:
         # On a reset, aiohttp keeps the exception in the request's stream and its traceback holds this
         # frame: a cycle that only a full garbage collection would free. Drop the data now, not then.

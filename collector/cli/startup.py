@@ -10,8 +10,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .config import CollectorConfig
-from .storage import Storage
+from collector.config import CollectorConfig
+from collector.storage import Storage
 
 __all__ = ["base_url", "new_paths", "remove_paths", "welcome_lines"]
 

@@ -1,6 +1,6 @@
 """``telemetry-collector import``: store batch files exported from air-gapped installs.
 
-Each file goes through exactly the API's checks (:func:`collector.ingest.check_batch`, the size cap
+Each file goes through exactly the API's checks (:func:`collector.web.ingest.check_batch`, the size cap
 after decompression, dedup against the database), then the new batches are written as a spool
 segment and bulk-loaded like any other. A summary table goes to stdout; a progress bar to stderr
 when there are many files and stderr is a terminal.
@@ -23,10 +23,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final, TextIO
 
-from .config import CollectorConfig
-from .errors import BadRequestError, CollectorError, PayloadTooLargeError
-from .ingest import check_batch, gunzip_capped
-from .storage import Receipt, Storage, open_storage
+from collector.config import CollectorConfig
+from collector.errors import BadRequestError, CollectorError, PayloadTooLargeError
+from collector.storage import Receipt, Storage, open_storage
+from collector.web.ingest import check_batch, gunzip_capped
 
 __all__ = ["ImportSummary", "expand_paths", "import_files", "printable", "read_batch_file", "read_regular_file"]
 

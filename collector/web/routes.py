@@ -1,32 +1,33 @@
-"""Reports, dashboard, token and data-subject routes, and their background jobs (added by :func:`setup`).
+"""The read side of the API, and its background jobs (all added by :func:`setup`).
 
 Routes (every one described in :data:`OPENAPI_PATHS`):
 
 - ``GET /v1/reports`` and ``GET /v1/reports/{name}``: analyst or admin bearer token.
 - ``GET /dashboard`` and ``GET /dashboard/{file}``: static page and assets; the page asks for a token.
 - ``GET /``: a redirect to ``/dashboard``, so the collector's bare address leads somewhere useful.
-- ``GET/POST /v1/tokens``, ``DELETE /v1/tokens/{token_id}``: admin token.
-- ``GET/DELETE /v1/installs/{install_id}``: the install's own secret (see :mod:`collector.installs`).
+- ``GET/POST /v1/tokens``, ``DELETE /v1/tokens/{token_id}``: admin token (see :mod:`collector.web.tokens`).
+- ``GET/DELETE /v1/installs/{install_id}``: the install's own secret (see :mod:`collector.web.installs`).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Final
+from typing import Final
 
 import orjson
 from aiohttp import web
 
-from .dashboard import dashboard_asset, dashboard_page, to_dashboard
-from .errors import BadRequestError, NotFoundError
-from .installs import delete_install, get_install
-from .jobs import periodic
-from .keys import CONFIG, LIMITS, OFFLOAD, STORE, TOKENS
-from .offload import Fetch
-from .reports import INTERVALS, REPORTS, ReportParams, ReportResult, first_day, list_products, run_report
-from .reports_openapi import OPENAPI_PATHS
-from .retention import retention_ctx
-from .tokens import ROLES, authorize, check_label, create_token, list_tokens, revoke_token
+from collector.errors import BadRequestError, NotFoundError
+from collector.reports import INTERVALS, REPORTS, ReportParams, ReportResult, first_day, list_products, run_report
+from collector.web.dashboard import dashboard_asset, dashboard_page, to_dashboard
+from collector.web.installs import delete_install, get_install
+from collector.web.jobs import periodic
+from collector.web.keys import CONFIG, LIMITS, OFFLOAD, STORE
+from collector.web.offload import Fetch
+from collector.web.openapi_paths import OPENAPI_PATHS
+from collector.web.responses import json_response
+from collector.web.retention import retention_ctx
+from collector.web.tokens import authorize, token_routes
 
 __all__ = ["OPENAPI_PATHS", "setup"]
 
@@ -35,12 +36,6 @@ log = logging.getLogger(__name__)
 _REFRESH_INTERVAL_S: Final = 5.0
 """How often new batches are folded into the report rollup in the background (requests also do it)."""
 _REPORT_QUERY: Final = frozenset({"from", "to", "interval", "product", "format"})
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(body), status=status, content_type="application/json", headers={"Cache-Control": "no-store"}
-    )
 
 
 async def _fresh(request: web.Request) -> None:
@@ -54,7 +49,7 @@ async def _list_reports(request: web.Request) -> web.Response:
     await authorize(request)
     await _fresh(request)
     store, config = request.app[STORE], request.app[CONFIG]
-    return _json({
+    return json_response({
         "reports": [r.describe() for r in REPORTS.values()],
         "intervals": list(INTERVALS),
         "products": await list_products(store.read, min_group_size=config.min_group_size),
@@ -95,7 +90,7 @@ async def _report(request: web.Request) -> web.Response:
     await _fresh(request)
 
     async def answer(fetch: Fetch) -> tuple[ReportResult, bytes]:
-        # In a report thread (collector.offload): the rows' suppression and encoding are pure Python.
+        # In a report thread (collector.web.offload): the rows' suppression and encoding are pure Python.
         result = await run_report(
             name, params, fetch=fetch, min_group_size=config.min_group_size,
             lost_after_days=config.lost_after_days, today=today,
@@ -121,40 +116,6 @@ async def _report(request: web.Request) -> web.Response:
     )
 
 
-async def _get_tokens(request: web.Request) -> web.Response:
-    await authorize(request, admin=True)
-    return _json({"tokens": await request.app[STORE].write(list_tokens)})
-
-
-async def _post_token(request: web.Request) -> web.Response:
-    await authorize(request, admin=True)
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        raise BadRequestError('expected a JSON object {"role": ...}', code="invalid_json") from None
-    role = body.get("role") if isinstance(body, dict) else None
-    if role not in ROLES:
-        raise BadRequestError(f"role must be one of {', '.join(ROLES)}", path="role")
-    label = check_label(body.get("label"))
-    store = request.app[STORE]
-    now = store.clock()
-    token_id, token = await store.write(lambda con: create_token(con, role, now, label))
-    request.app[TOKENS].invalidate()
-    return _json({"token_id": token_id, "role": role, "label": label, "token": token}, status=201)
-
-
-async def _delete_token(request: web.Request) -> web.Response:
-    await authorize(request, admin=True)
-    token_id = request.match_info["token_id"]
-    store = request.app[STORE]
-    now = store.clock()
-    revoked = await store.write(lambda con: revoke_token(con, token_id, now))
-    request.app[TOKENS].invalidate()
-    if not revoked:
-        raise NotFoundError("no active token with this id", path="token_id")
-    return _json({"token_id": token_id, "revoked": True})
-
-
 async def _refresh(app: web.Application) -> None:
     await app[STORE].refresh_rollup(wait=False)  # on a lake, one collector refreshing is enough
 
@@ -169,9 +130,7 @@ def setup(app: web.Application) -> None:
     router = app.router
     router.add_get("/v1/reports", _list_reports)
     router.add_get("/v1/reports/{name}", _get_report)
-    router.add_get("/v1/tokens", _get_tokens)
-    router.add_post("/v1/tokens", _post_token)
-    router.add_delete("/v1/tokens/{token_id}", _delete_token)
+    token_routes(router)
     router.add_get("/v1/installs/{install_id}", get_install)
     router.add_delete("/v1/installs/{install_id}", delete_install)
     router.add_get("/", to_dashboard)

@@ -1,13 +1,12 @@
-"""OpenAPI 3.1 path items for the routes :func:`collector.analytics.setup` adds (merged into /v1/openapi.json)."""
+"""OpenAPI 3.1 path items for the routes :func:`collector.web.routes.setup` adds (merged into /v1/openapi.json)."""
 
 from __future__ import annotations
 
 from typing import Any, Final
 
+from collector.reports import INTERVALS, REPORTS
+from collector.storage.tokens import ROLES
 from schema import CATALOGUE
-
-from .reports import INTERVALS, REPORTS
-from .tokens import ROLES
 
 __all__ = ["OPENAPI_PATHS"]
 
@@ -19,7 +18,7 @@ _OWNER_NOTE: Final = (
 )
 
 
-# Security requirements (schemes in collector.openapi.SECURITY_SCHEMES): alternatives, any one suffices.
+# Security requirements (schemes in collector.web.openapi.SECURITY_SCHEMES): alternatives, any one suffices.
 _Security = list[dict[str, list[str]]]
 _ANALYST: Final[_Security] = [{"analystToken": []}, {"adminToken": []}]
 _ADMIN: Final[_Security] = [{"adminToken": []}]
@@ -331,4 +330,4 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
         }
     },
 }
-"""Path items for every route :func:`collector.analytics.setup` adds."""
+"""Path items for every route :func:`collector.web.routes.setup` adds."""

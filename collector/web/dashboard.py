@@ -1,4 +1,4 @@
-"""The dashboard: a static page plus its script and style, served from ``collector/static`` (no CDN).
+"""The dashboard: a static page plus its script and style, served from ``collector/web/static`` (no CDN).
 
 The page holds no data: its script asks for a token (or reads ``#token=...`` from the URL fragment,
 which browsers never send to a server) and calls ``/v1/reports`` like any other client.
@@ -11,7 +11,7 @@ from typing import Final
 
 from aiohttp import web
 
-from .errors import NotFoundError
+from collector.errors import NotFoundError
 
 __all__ = ["STATIC_DIR", "dashboard_asset", "dashboard_page", "to_dashboard"]
 

@@ -19,8 +19,8 @@ from typing import Final
 
 from aiohttp import web
 
-from .config import CollectorConfig
-from .errors import OverloadedError, RateLimitedError
+from collector.config import CollectorConfig
+from collector.errors import OverloadedError, RateLimitedError
 
 __all__ = ["BodyBudget", "Limits", "PeerBuckets", "TokenSlots", "peer_of"]
 

@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, TextIO
 
-from .errors import CollectorError, ConfigError
-from .offline import ImportSummary, expand_paths, read_regular_file
+from collector.cli.import_files import ImportSummary, expand_paths, read_regular_file
+from collector.errors import CollectorError, ConfigError
 
 __all__ = ["RETRY_STATUSES", "ImportUnreachableError", "import_over_http"]
 

@@ -8,17 +8,14 @@ in :mod:`collector.storage.subjects`; the storage backend makes it cover every c
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
 from aiohttp import web
 
+from collector.errors import UnauthorizedError
+from collector.web.keys import LIMITS, STORE
+from collector.web.limits import peer_of
+from collector.web.responses import json_response
+from collector.web.tokens import bearer
 from schema import same_install
-
-from .errors import UnauthorizedError
-from .keys import LIMITS, STORE
-from .limits import peer_of
-from .tokens import bearer
 
 __all__ = ["delete_install", "get_install"]
 
@@ -37,16 +34,12 @@ def _proven_install_id(request: web.Request) -> str:
     return install_id
 
 
-def _json(body: Any) -> web.Response:
-    return web.Response(body=orjson.dumps(body), content_type="application/json", headers={"Cache-Control": "no-store"})
-
-
 async def get_install(request: web.Request) -> web.Response:
     """``GET /v1/installs/{install_id}``: everything held about the install (every acknowledged batch included)."""
     install_id = _proven_install_id(request)
     store = request.app[STORE]
     store.check_readable()
-    return _json(await store.install_data(install_id))
+    return json_response(await store.install_data(install_id))
 
 
 async def delete_install(request: web.Request) -> web.Response:
@@ -55,4 +48,4 @@ async def delete_install(request: web.Request) -> web.Response:
     store = request.app[STORE]
     store.check_readable()
     batches, snapshots = await store.erase_install(install_id)
-    return _json({"install_id": install_id, "deleted": {"batches": batches, "snapshots": snapshots}})
+    return json_response({"install_id": install_id, "deleted": {"batches": batches, "snapshots": snapshots}})

@@ -1,121 +1,41 @@
-"""Bearer tokens for the report API and the dashboard: created once, stored hashed, revocable.
+"""Who may read reports: a request's bearer token checked against an in-memory copy of the ``tokens``
+table, and the admin's token routes (``GET/POST /v1/tokens``, ``DELETE /v1/tokens/{token_id}``).
 
-A token looks like ``tct_<token_id>_<secret>``. Only its SHA-256 is stored (table ``tokens``), so a copy
-of the database gives no access; the ``token_id`` is the public handle that ``token list`` shows and
-``token revoke`` takes. Roles: ``analyst`` reads reports; ``admin`` also manages tokens over HTTP.
+The table and its tokens are :mod:`collector.storage.tokens`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import logging
 import math
-import re
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
 from aiohttp import web
 
-from .errors import BadRequestError, ForbiddenError, UnauthorizedError
-from .keys import LIMITS, STORE, TOKENS
-from .limits import peer_of
+from collector.errors import BadRequestError, ForbiddenError, NotFoundError, UnauthorizedError
+from collector.storage.tokens import (
+    ROLES,
+    TOKEN,
+    check_label,
+    create_token,
+    list_tokens,
+    mark_used,
+    revoke_token,
+    token_sha256,
+)
+from collector.web.keys import LIMITS, STORE, TOKENS
+from collector.web.limits import peer_of
+from collector.web.responses import json_response
 
-__all__ = [
-    "ROLES",
-    "Caller",
-    "TokenCache",
-    "authorize",
-    "bearer",
-    "check_label",
-    "create_token",
-    "list_tokens",
-    "mark_used",
-    "revoke_token",
-    "token_sha256",
-]
+__all__ = ["Caller", "TokenCache", "authorize", "bearer", "token_routes"]
 
 log = logging.getLogger(__name__)
-
-ROLES: Final = ("analyst", "admin")
-_TOKEN: Final = re.compile(r"tct_([0-9a-f]{8})_[A-Za-z0-9_-]{43}")
-_TOKEN_ID: Final = re.compile(r"[0-9a-f]{8}")
-_LABEL: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,39}")
-"""A token's label: what it is for (``dashboard-pm``, ``weekly export``), never free text of any length."""
-
-
-def token_sha256(token: str) -> str:
-    """The stored form of a token: hex SHA-256 of its UTF-8 bytes."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _naive_utc(now: dt.datetime) -> dt.datetime:
-    return now.astimezone(dt.UTC).replace(tzinfo=None, microsecond=0)
-
-
-def check_label(label: object) -> str | None:
-    """``label`` when it is a valid token label (or None); else a 400 naming ``label``."""
-    if label is None:
-        return None
-    if not isinstance(label, str) or _LABEL.fullmatch(label) is None:
-        raise BadRequestError("label: 1-40 letters, digits, spaces and . _ - (starting with a letter or digit)",
-                              path="label")  # fmt: skip
-    return label
-
-
-def create_token(con: Any, role: str, now: dt.datetime, label: str | None = None) -> tuple[str, str]:
-    """Store a new token for ``role``; returns ``(token_id, token)``. The token is never retrievable again."""
-    if role not in ROLES:
-        raise BadRequestError(f"role must be one of {', '.join(ROLES)}", path="role")
-    label = check_label(label)
-    token_id = secrets.token_hex(4)
-    token = f"tct_{token_id}_{secrets.token_urlsafe(32)}"
-    con.execute(
-        "INSERT INTO tokens (token_id, role, token_sha256, created_at, label) VALUES (?, ?, ?, ?, ?)",
-        [token_id, role, token_sha256(token), _naive_utc(now), label],
-    )
-    return token_id, token
-
-
-def list_tokens(con: Any) -> list[dict[str, Any]]:
-    """Every token's id, role, label, creation, last use (a UTC day) and revocation (never the token or its hash)."""
-    rows = con.execute(
-        "SELECT token_id, role, label, created_at, last_used_on, revoked_at FROM tokens ORDER BY created_at, token_id"
-    )
-    return [
-        {
-            "token_id": token_id,
-            "role": role,
-            "label": label,
-            "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "last_used_on": used.isoformat() if used else None,
-            "revoked_at": revoked.strftime("%Y-%m-%dT%H:%M:%SZ") if revoked else None,
-        }
-        for token_id, role, label, created, used, revoked in rows.fetchall()
-    ]
-
-
-def mark_used(con: Any, token_ids: Sequence[str], day: dt.date) -> None:
-    """Record ``day`` as the last use of ``token_ids``."""
-    for token_id in token_ids:
-        con.execute("UPDATE tokens SET last_used_on = ? WHERE token_id = ?", [day, token_id])
-
-
-def revoke_token(con: Any, token_id: str, now: dt.datetime) -> bool:
-    """Revoke a token by id; False when no active token has that id."""
-    if _TOKEN_ID.fullmatch(token_id) is None:
-        return False
-    found = con.execute("SELECT count(*) FROM tokens WHERE token_id = ? AND revoked_at IS NULL", [token_id]).fetchone()
-    if not found or not found[0]:
-        return False
-    con.execute(
-        "UPDATE tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL", [_naive_utc(now), token_id]
-    )
-    return True
 
 
 def bearer(request: web.Request) -> str | None:
@@ -209,7 +129,7 @@ async def authorize(request: web.Request, *, admin: bool = False) -> Caller:
     failures.check(peer, "failed authentications from this address")
     token = bearer(request)
     found = None
-    if token is not None and _TOKEN.fullmatch(token) is not None:
+    if token is not None and TOKEN.fullmatch(token) is not None:
         found = await request.app[TOKENS].caller(request.app[STORE].read, token)
     if found is None:
         failures.take(peer)
@@ -234,3 +154,44 @@ async def _record_use(store: Any, token_id: str, day: dt.date) -> None:
         await store.write(lambda con: mark_used(con, [token_id], day))
     except Exception:  # noqa: BLE001  # a lost "last used" day is not worth an error answer or a traceback
         log.warning("could not record that token %s was used", token_id)
+
+
+async def _get_tokens(request: web.Request) -> web.Response:
+    await authorize(request, admin=True)
+    return json_response({"tokens": await request.app[STORE].write(list_tokens)})
+
+
+async def _post_token(request: web.Request) -> web.Response:
+    await authorize(request, admin=True)
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise BadRequestError('expected a JSON object {"role": ...}', code="invalid_json") from None
+    role = body.get("role") if isinstance(body, dict) else None
+    if role not in ROLES:
+        raise BadRequestError(f"role must be one of {', '.join(ROLES)}", path="role")
+    label = check_label(body.get("label"))
+    store = request.app[STORE]
+    now = store.clock()
+    token_id, token = await store.write(lambda con: create_token(con, role, now, label))
+    request.app[TOKENS].invalidate()
+    return json_response({"token_id": token_id, "role": role, "label": label, "token": token}, status=201)
+
+
+async def _delete_token(request: web.Request) -> web.Response:
+    await authorize(request, admin=True)
+    token_id = request.match_info["token_id"]
+    store = request.app[STORE]
+    now = store.clock()
+    revoked = await store.write(lambda con: revoke_token(con, token_id, now))
+    request.app[TOKENS].invalidate()
+    if not revoked:
+        raise NotFoundError("no active token with this id", path="token_id")
+    return json_response({"token_id": token_id, "revoked": True})
+
+
+def token_routes(router: web.UrlDispatcher) -> None:
+    """Add the admin's token routes to ``router``."""
+    router.add_get("/v1/tokens", _get_tokens)
+    router.add_post("/v1/tokens", _post_token)
+    router.add_delete("/v1/tokens/{token_id}", _delete_token)

@@ -7,24 +7,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from schema import policy_document as schema_policy_document
-
-from . import analytics, backup
-from .config import CollectorConfig
-from .errors import CollectorError, OverloadedError, RateLimitedError
-from .ingest import post_batch
-from .jobs import CleanupCtx, periodic
-from .keys import CONFIG, LIMITS, MONITOR, OFFLOAD, STORE, TOKENS
-from .limits import Limits
-from .monitoring import Monitor
-from .offload import Offload
-from .openapi import openapi_document
-from .server import (
+from collector.config import CollectorConfig
+from collector.errors import CollectorError, OverloadedError, RateLimitedError
+from collector.storage import Storage, create_storage
+from collector.web import backup, routes
+from collector.web.ingest import post_batch
+from collector.web.jobs import CleanupCtx, periodic
+from collector.web.keys import CONFIG, LIMITS, MONITOR, OFFLOAD, STORE, TOKENS
+from collector.web.limits import Limits
+from collector.web.monitoring import Monitor
+from collector.web.offload import Offload
+from collector.web.openapi import openapi_document
+from collector.web.responses import json_response
+from collector.web.server import (
     CONNECTION_POLICY,
     HTTP_CODES,
     CollectorApplication,
@@ -33,8 +32,8 @@ from .server import (
     fit_connections,
     trim_freed_memory,
 )
-from .storage import Storage, create_storage
-from .tokens import TokenCache
+from collector.web.tokens import TokenCache
+from schema import policy_document as schema_policy_document
 
 __all__ = ["ClientDetailsFilter", "PrivateAccessLogger", "create_app", "error_middleware", "policy_document"]
 
@@ -44,12 +43,12 @@ _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "O
 _JSON: Final = "application/json"
 
 
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type=_JSON)
+def _public(body: Any, status: int = 200) -> web.Response:
+    return json_response(body, status, private=False)
 
 
 def _error_response(status: int, body: dict[str, dict[str, str]]) -> web.Response:
-    return _json(body, status)
+    return _public(body, status)
 
 
 @web.middleware
@@ -149,19 +148,19 @@ def policy_document(config: CollectorConfig | None = None) -> dict[str, Any]:
 
 
 async def _policy(request: web.Request) -> web.Response:
-    return _json(policy_document(request.app[CONFIG]))
+    return _public(policy_document(request.app[CONFIG]))
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    return _json({"status": "ok"})
+    return _public({"status": "ok"})
 
 
 async def _readyz(request: web.Request) -> web.Response:
     health = request.app[STORE].health()
     if health.ready:
-        return _json({"status": "ready"})
+        return _public({"status": "ready"})
     # path names the part that failed: database, spool (embedded), catalog or object_store (lake).
-    return _json({"error": {"code": "not_ready", "message": health.message, "path": health.part}}, 503)
+    return _public({"error": {"code": "not_ready", "message": health.message, "path": health.part}}, 503)
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -170,8 +169,8 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _openapi(request: web.Request) -> web.Response:
-    paths = {**analytics.OPENAPI_PATHS, **backup.OPENAPI_PATHS}
-    return _json(openapi_document(paths, request.app[CONFIG].catalogue_in_force))
+    paths = {**routes.OPENAPI_PATHS, **backup.OPENAPI_PATHS}
+    return _public(openapi_document(paths, request.app[CONFIG].catalogue_in_force))
 
 
 _TRIM_INTERVAL_S: Final = 5.0
@@ -200,11 +199,11 @@ def create_app(
 ) -> web.Application:
     """The collector as an aiohttp application; its storage opens on startup and closes on cleanup.
 
-    ``clock`` (timezone-aware ``now``) is for tests. Analytics routes come from :func:`collector.analytics.setup`.
+    ``clock`` (timezone-aware ``now``) is for tests. Analytics routes come from :func:`collector.web.routes.setup`.
     """
     config = config if config is not None else CollectorConfig()
     _install_log_filters()
-    # CollectorApplication: requests aiohttp cannot parse get the JSON error body too (see collector.server).
+    # CollectorApplication: requests aiohttp cannot parse get the JSON error body too (see collector.web.server).
     app = CollectorApplication(
         client_max_size=config.max_body_bytes,
         middlewares=[error_middleware],
@@ -254,6 +253,6 @@ def create_app(
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
-    analytics.setup(app)
+    routes.setup(app)
     app.router.add_post("/v1/admin/backup", backup.post_backup)
     return app

@@ -22,12 +22,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from .config import CollectorConfig
-from .errors import BadRequestError, NotFoundError
-from .reports import INTERVALS, REPORTS, ReportParams, run_report
-from .reports_format import range_line, result_csv, result_table
-from .storage import open_storage
-from .tokens import ROLES, create_token, list_tokens, revoke_token
+from collector.config import CollectorConfig
+from collector.errors import BadRequestError, NotFoundError
+from collector.reports import INTERVALS, REPORTS, ReportParams, run_report
+from collector.reports.formats import range_line, result_csv, result_table
+from collector.storage import open_storage
+from collector.storage.tokens import ROLES, create_token, list_tokens, revoke_token
 
 __all__ = ["TOKEN_ENV", "register"]
 

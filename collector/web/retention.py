@@ -10,9 +10,9 @@ import logging
 
 from aiohttp import web
 
-from .jobs import periodic
-from .keys import CONFIG, STORE
-from .storage.retention import cutoff_day
+from collector.storage.retention import cutoff_day
+from collector.web.jobs import periodic
+from collector.web.keys import CONFIG, STORE
 
 __all__ = ["retention_ctx"]
 

@@ -1,4 +1,4 @@
-"""``telemetry-collector``: ``serve`` and ``import`` here; ``token`` and ``report`` from :mod:`collector.admin_cli`, ``demo`` from :mod:`collector.demo`.
+"""``telemetry-collector``: ``serve`` and ``import`` here; ``token`` and ``report`` from :mod:`collector.cli.admin`, ``demo`` from :mod:`collector.cli.demo`.
 
 Exit codes: 0 success, 1 operational failure (database in use, port taken, disk error), 2 bad usage,
 configuration or input (``import`` exits 2 when any file was rejected, after storing the others).
@@ -19,14 +19,15 @@ from typing import Any
 
 from aiohttp import web
 
-from . import admin_cli, backup, demo, startup
-from .app import create_app
-from .config import ENV_PREFIX, CollectorConfig, flag_name
-from .errors import CollectorError, ConfigError, InUseError
-from .import_http import import_over_http
-from .keys import STORE
-from .offline import import_files
-from .server import fit_connections, raise_open_files_limit, return_freed_memory
+from collector.cli import admin as admin_cli
+from collector.cli import backup, demo, startup
+from collector.cli.import_files import import_files
+from collector.cli.import_http import import_over_http
+from collector.config import ENV_PREFIX, CollectorConfig, flag_name
+from collector.errors import CollectorError, ConfigError, InUseError
+from collector.web.app import create_app
+from collector.web.keys import STORE
+from collector.web.server import fit_connections, raise_open_files_limit, return_freed_memory
 
 __all__ = ["build_parser", "main"]
 
@@ -147,7 +148,7 @@ def _copy_to_lake(args: argparse.Namespace) -> int:
     if not config.db_path.exists():
         raise ConfigError(f"--db: database {config.db_path} does not exist", path="db_path")
     lake = dataclasses.replace(config, store="ducklake")  # the same settings, validated as a lake
-    from .storage.lake.move import copy_into_lake  # the lake's extras load only for this command
+    from collector.storage.lake.move import copy_into_lake  # the lake's extras load only for this command
 
     copied = copy_into_lake(dataclasses.replace(config, store="duckdb"), lake,
                             say=lambda line: print(line, file=sys.stderr, flush=True))  # fmt: skip

@@ -1,6 +1,6 @@
 """The report catalogue: each report's name, exact definition, SQL and row shape, for every surface.
 
-Every report reads the ``report_days`` rollup (:mod:`collector.reports_rollup`), buckets days into periods
+Every report reads the ``report_days`` rollup (:mod:`collector.reports.rollup`), buckets days into periods
 (day, week starting Monday, or calendar month, all UTC) and counts *distinct installs*, never snapshots, so
 one busy install weighs as much as a quiet one. Each report has exactly one SQL statement here; running it,
 suppressing small groups and marking partial periods happen in :mod:`collector.reports`.

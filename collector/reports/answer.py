@@ -1,6 +1,6 @@
 """Answering a report: the question (range, interval, product), its SQL run, small groups suppressed, periods marked.
 
-The reports themselves (definitions, SQL, columns) are in :mod:`collector.reports_catalogue` and are
+The reports themselves (definitions, SQL, columns) are in :mod:`collector.reports.catalogue` and are
 re-exported here, so the HTTP API, the CLI and the dashboard import one module. Small groups are
 suppressed here, after the SQL and before any surface sees a row (see :func:`suppress`); no report
 returns a single install's rows. Every row also says whether its period has ended by the collector's
@@ -13,11 +13,10 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Final
 
+from collector.errors import BadRequestError, NotFoundError
+from collector.reports.catalogue import INTERVALS, OTHER, PERIOD_COLUMNS, REPORTS, Fetch, Report
+from collector.reports.formats import result_csv, result_table
 from schema import CATALOGUE, SchemaError
-
-from .errors import BadRequestError, NotFoundError
-from .reports_catalogue import INTERVALS, OTHER, PERIOD_COLUMNS, REPORTS, Fetch, Report
-from .reports_format import result_csv, result_table
 
 __all__ = [
     "INTERVALS",
