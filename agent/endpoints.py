@@ -66,8 +66,9 @@ def _endpoint(name: str, url: object) -> Endpoint:
     parts = urlsplit(url)
     if "@" in parts.netloc:
         # Refused rather than redacted: a URL that holds no password can never print one (status, logs).
-        raise ConfigError(name, "must not contain user info (user:password@); the collector needs no "
-                                "credentials in its URL")  # fmt: skip
+        raise ConfigError(
+            name, "must not contain user info (user:password@); the collector needs no credentials in its URL"
+        )
     assert parts.hostname is not None  # _check_url made sure
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     port = parts.port or (443 if parts.scheme == "https" else 80)

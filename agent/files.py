@@ -35,8 +35,18 @@ if sys.platform != "win32":
     import fcntl  # imported up front: a process that dropped privileges may no longer read the stdlib
     import pwd
 
-__all__ = ["FileLock", "NotRegularFileError", "atomic_write", "fsync_dir", "lock_file", "make_private_dir", "open_lock", "read_regular",
-           "state_errors", "user_name"]  # fmt: skip
+__all__ = [
+    "FileLock",
+    "NotRegularFileError",
+    "atomic_write",
+    "fsync_dir",
+    "lock_file",
+    "make_private_dir",
+    "open_lock",
+    "read_regular",
+    "state_errors",
+    "user_name",
+]
 
 NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
 _FLAGS: Final = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
@@ -53,8 +63,14 @@ class NotRegularFileError(OSError):
 
 
 def _kind(mode: int) -> str:
-    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"), (stat.S_ISSOCK, "a socket"),
-             (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISLNK, "a symbolic link"))  # fmt: skip
+    kinds = (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+        (stat.S_ISLNK, "a symbolic link"),
+    )
     return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
@@ -173,8 +189,10 @@ def lock_file(fd: int) -> bool:
 
 def _check_dir(path: Path, st: os.stat_result, label: str) -> None:
     if stat.S_ISLNK(st.st_mode):
-        raise StateAccessError(f"{path} is a symbolic link: the agent never follows links in its state dir; "
-                               f"replace it with a real directory")  # fmt: skip
+        raise StateAccessError(
+            f"{path} is a symbolic link: the agent never follows links in its state dir; "
+            f"replace it with a real directory"
+        )
     if not stat.S_ISDIR(st.st_mode):
         raise StateAccessError(f"{label}{path} is {_kind(st.st_mode)}, not a directory")
     if not _POSIX:
@@ -190,11 +208,13 @@ def _check_dir(path: Path, st: os.stat_result, label: str) -> None:
                 f"planted files in it: move it aside and let the agent make a new one, or if you made it yourself, "
                 f"`chown -R {me} {path} && chmod 700 {path}`"
             )
-        raise StateAccessError(f"{label}{path} belongs to user {owner} (uid {st.st_uid}), not to {me} who runs this",
-                               owner=owner)  # fmt: skip
+        raise StateAccessError(
+            f"{label}{path} belongs to user {owner} (uid {st.st_uid}), not to {me} who runs this", owner=owner
+        )
     if writers is not None:
-        raise StateAccessError(f"{label}{path} is writable by {writers} (mode {mode}): make it private with "
-                               f"`chmod 700 {path}`")  # fmt: skip
+        raise StateAccessError(
+            f"{label}{path} is writable by {writers} (mode {mode}): make it private with `chmod 700 {path}`"
+        )
 
 
 def make_private_dir(path: Path, *, label: str = "", follow: bool = False, parents: bool = False) -> None:
@@ -246,16 +266,20 @@ def state_errors(path: Path, doing: str, *, root: Path | None = None) -> Iterato
     except StateError:
         raise
     except NotRegularFileError as exc:
-        raise StateAccessError(f"{path} is {exc.kind}, not a regular file: the agent uses only regular files in "
-                               f"its state dir; remove it") from None  # fmt: skip
+        raise StateAccessError(
+            f"{path} is {exc.kind}, not a regular file: the agent uses only regular files in its state dir; remove it"
+        ) from None
     except OSError as exc:
         if exc.errno in _LINK_ERRNOS and _is_link(path):
-            raise StateAccessError(f"{path} is a symbolic link: the agent never follows links in its state dir; "
-                                   f"remove it (`rm {path}`)") from None  # fmt: skip
+            raise StateAccessError(
+                f"{path} is a symbolic link: the agent never follows links in its state dir; remove it (`rm {path}`)"
+            ) from None
         if exc.errno in (errno.EACCES, errno.EPERM):
             fix = f"`sudo chown -R {user_name(_me())} {root}`" if root is not None else "fix its owner"
-            raise StateAccessError(f"{path}: cannot {doing} (Permission denied: {_describe(path)}); give the state "
-                                   f"dir's files back to its owner, e.g. {fix}") from None  # fmt: skip
+            raise StateAccessError(
+                f"{path}: cannot {doing} (Permission denied: {_describe(path)}); give the state "
+                f"dir's files back to its owner, e.g. {fix}"
+            ) from None
         raise StateIOError(f"{path}: cannot {doing} ({exc.strerror or exc})") from None
 
 

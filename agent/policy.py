@@ -19,8 +19,13 @@ __all__ = ["DROP_REASONS", "Admitted", "DropReason", "admit", "safe_key"]
 
 DropReason = Literal["not_in_catalogue", "disabled", "invalid_value", "awaiting_approval", "not_accepted", "retired"]
 DROP_REASONS: Final[tuple[DropReason, ...]] = (
-    "not_in_catalogue", "disabled", "invalid_value", "awaiting_approval", "not_accepted", "retired",
-)  # fmt: skip
+    "not_in_catalogue",
+    "disabled",
+    "invalid_value",
+    "awaiting_approval",
+    "not_accepted",
+    "retired",
+)
 """Why a reading was left out: not a catalogue metric, in ``disabled_metrics``, a value the catalogue refuses,
 added after the consented catalogue version and not approved, not accepted by the collector, retired."""
 _SAFE_KEY: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")

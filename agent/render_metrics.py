@@ -36,13 +36,17 @@ def not_collected_lines(view: MetricsView, *, prefix: str) -> list[str]:
     lines = []
     waiting = view.keys("awaiting_approval")
     if waiting:
-        lines.append(f"awaiting approval: {', '.join(waiting)} (added after the catalogue version you consented to): "
-                     f"`telemetry-agent metrics approve {' '.join(waiting)}` (or --all)")  # fmt: skip
+        lines.append(
+            f"awaiting approval: {', '.join(waiting)} (added after the catalogue version you consented to): "
+            f"`telemetry-agent metrics approve {' '.join(waiting)}` (or --all)"
+        )
     refused = view.keys("not_accepted")
     if refused:
         version = view.policy.version if view.policy is not None else "?"
-        lines.append(f"not accepted:      {', '.join(refused)} (the collector's catalogue version {version} lacks "
-                     "them): left out until it takes them")  # fmt: skip
+        lines.append(
+            f"not accepted:      {', '.join(refused)} (the collector's catalogue version {version} lacks "
+            "them): left out until it takes them"
+        )
     disabled = view.keys("disabled")
     if disabled:
         lines.append(f"disabled:          {', '.join(disabled)} (disabled_metrics)")
@@ -64,23 +68,30 @@ def render_metrics(view: MetricsView, mode: str) -> str:
         consent = f"consent given for version {view.consented_version}"
     lines = [f"Catalogue version {view.catalogue_version}; {consent}; {_collector(view.policy)}."]
     if mode == "off":
-        lines.append("Consent is off: nothing is collected or sent. Below is what would be, once you opt in "
-                     "(`telemetry-agent consent review`).")  # fmt: skip
+        lines.append(
+            "Consent is off: nothing is collected or sent. Below is what would be, once you opt in "
+            "(`telemetry-agent consent review`)."
+        )
     width = max(len("metric"), *(len(m.key) for m in view.metrics))
     lines += ["", f"{'metric':<{width}}  since  state"]
     lines += [f"{m.key:<{width}}  v{m.since:<5} {_why(m, view)}" for m in view.metrics]
     waiting = view.keys("awaiting_approval")
     if waiting:
-        lines += ["", f"{len(waiting)} metric(s) wait for your approval: `telemetry-agent metrics approve "
-                      f"{' '.join(waiting)}` (or `--all`); `telemetry-agent preview --explain` shows what is sent."]  # fmt: skip
+        lines += [
+            "",
+            f"{len(waiting)} metric(s) wait for your approval: `telemetry-agent metrics approve "
+            f"{' '.join(waiting)}` (or `--all`); `telemetry-agent preview --explain` shows what is sent.",
+        ]
     return "\n".join(lines)
 
 
 def render_consent_scope(view: MetricsView) -> str:
     """What `consent review|auto` consented to."""
     collected = len(view.keys("collected"))
-    text = (f"Consent covers catalogue version {view.consented_version}: {collected} of {len(view.metrics)} metrics "
-            "are collected (`telemetry-agent metrics` lists each with its state).")  # fmt: skip
+    text = (
+        f"Consent covers catalogue version {view.consented_version}: {collected} of {len(view.metrics)} metrics "
+        "are collected (`telemetry-agent metrics` lists each with its state)."
+    )
     waiting = view.keys("awaiting_approval")
     if waiting:
         text += f" Awaiting your approval: {', '.join(waiting)}."
@@ -90,12 +101,16 @@ def render_consent_scope(view: MetricsView) -> str:
 def render_policy(policy: CollectorPolicy | None, version: int) -> str:
     """`telemetry-agent policy`: the collector policy the agent goes by."""
     if policy is None:
-        return (f"No collector policy is known: the agent's own catalogue (version {version}) applies. It is "
-                "fetched from the collector when the agent sends; on an air-gapped install, save the collector's "
-                "GET /v1/policy as a file and run `telemetry-agent policy import FILE`.")  # fmt: skip
+        return (
+            f"No collector policy is known: the agent's own catalogue (version {version}) applies. It is "
+            "fetched from the collector when the agent sends; on an air-gapped install, save the collector's "
+            "GET /v1/policy as a file and run `telemetry-agent policy import FILE`."
+        )
     how = "fetched from" if policy.source == "collector" else "imported from"
-    return (f"The agent goes by the collector's policy: its catalogue version {policy.version} ({how} {policy.origin} "
-            f"at {policy.at}). This agent's catalogue is version {version}.")  # fmt: skip
+    return (
+        f"The agent goes by the collector's policy: its catalogue version {policy.version} ({how} {policy.origin} "
+        f"at {policy.at}). This agent's catalogue is version {version}."
+    )
 
 
 def render_policy_import(policy: CollectorPolicy, view: MetricsView) -> str:

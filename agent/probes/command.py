@@ -68,8 +68,14 @@ def run_command(argv: tuple[str, ...], *, timeout_s: float, max_bytes: int) -> b
         return _run_windows(argv, timeout_s=timeout_s, max_bytes=max_bytes)
     deadline = time.monotonic() + timeout_s
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True, close_fds=True)  # fmt: skip
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+        )
     except OSError as exc:
         raise CommandError(f"cannot start ({exc.strerror or type(exc).__name__})") from None
     try:
@@ -83,8 +89,9 @@ def run_command(argv: tuple[str, ...], *, timeout_s: float, max_bytes: int) -> b
     return output
 
 
-def _read_until_exit(proc: subprocess.Popen[bytes], deadline: float, timeout_s: float,
-                     max_bytes: int) -> tuple[bytes, bytes, os.waitid_result]:  # fmt: skip
+def _read_until_exit(
+    proc: subprocess.Popen[bytes], deadline: float, timeout_s: float, max_bytes: int
+) -> tuple[bytes, bytes, os.waitid_result]:
     assert proc.stdout is not None
     assert proc.stderr is not None
     out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()

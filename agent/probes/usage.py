@@ -49,8 +49,14 @@ class UsageProvider:
 
     name = "usage"
 
-    def __init__(self, kind: ProviderKind, fetch: Callable[[], bytes | Mapping[str, object]], *, timeout_s: float,
-                 where: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        kind: ProviderKind,
+        fetch: Callable[[], bytes | Mapping[str, object]],
+        *,
+        timeout_s: float,
+        where: str | None = None,
+    ) -> None:
         self.kind: ProviderKind = kind
         self.where = where
         """The command (its program), file or URL, as configured; None for a callable."""
@@ -127,8 +133,9 @@ async def _get(url: str, timeout_s: float) -> bytes:
         session.get(url, allow_redirects=False, headers={"Accept-Encoding": "identity"}) as resp,
     ):
         if 300 <= resp.status < 400:
-            raise ProviderError(f"answered a redirect (HTTP {resp.status}), which is never followed: set usage.url "
-                                f"to the final address")  # fmt: skip
+            raise ProviderError(
+                f"answered a redirect (HTTP {resp.status}), which is never followed: set usage.url to the final address"
+            )
         if resp.status != 200:
             raise ProviderError(f"answered HTTP {resp.status} {resp.reason or ''}".rstrip())
         chunks: list[bytes] = []
@@ -192,8 +199,9 @@ def provider_from_config(
     if callable_ is not None:
         return UsageProvider("callable", _Callable(callable_, timeout_s), timeout_s=timeout_s)
     if config.usage_command is not None:
-        return UsageProvider("command", _command(config.usage_command, timeout_s), timeout_s=timeout_s,
-                             where=config.usage_command[0])  # fmt: skip
+        return UsageProvider(
+            "command", _command(config.usage_command, timeout_s), timeout_s=timeout_s, where=config.usage_command[0]
+        )
     if config.usage_file is not None:
         return UsageProvider("file", _file(config.usage_file), timeout_s=timeout_s, where=str(config.usage_file))
     if config.usage_url is not None:
