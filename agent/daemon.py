@@ -13,26 +13,18 @@ import asyncio
 import logging
 import threading
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
 from schema import format_hour
 
 from .engine import Engine
 from .errors import StateIOError, StateLockedError
+from .records import Schedule
 
 __all__ = ["Daemon"]
 
 log = logging.getLogger("agent")
 _MAX_WAIT_S: Final = 60.0  # re-read consent and approvals at least this often (agent time)
-
-
-def _at(text: object) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
 
 
 def _advance(due: datetime, interval_s: int, now: datetime) -> datetime:
@@ -81,14 +73,19 @@ class Daemon:
         engine = self.engine
         mode, source = engine.consent()
         if mode == "off":
-            log.info("consent is off (from %s): nothing is read or sent; `telemetry-agent consent review` opts in",
-                     source)  # fmt: skip
+            log.info(
+                "consent is off (from %s): nothing is read or sent; `telemetry-agent consent review` opts in", source
+            )
             return
         if engine.provider is None:
             log.info("no usage provider configured ([usage] command, file or url): snapshots carry no usage counts")
         try:
-            snaps = engine.state.read("open.json", {}).get("snapshots") or []
-            if snaps and snaps[-1].get("taken_at") == format_hour(engine.clock.now()):
+            opened = engine.state.open_batch()
+            if (
+                opened is not None
+                and opened.snapshots
+                and opened.snapshots[-1].taken_at == format_hour(engine.clock.now())
+            ):
                 # A restart within the hour: that hour has its snapshot; keep the CPU sample fresh for the next.
                 engine.prime_cpu()
             else:
@@ -104,14 +101,14 @@ class Daemon:
         for problem in result.problems:
             log.warning("snapshot: %s", problem)
 
-    def _schedule(self, now: datetime) -> dict[str, datetime | None]:
-        saved: dict[str, Any] = self.engine.state.read("schedule.json", {})
+    def _schedule(self, now: datetime) -> Schedule:
+        saved = self.engine.state.schedule()
         cfg = self.engine.config
-        return {
-            "next_snapshot_at": _at(saved.get("next_snapshot_at")) or now + timedelta(seconds=cfg.snapshot_interval_s),
-            "next_seal_at": _at(saved.get("next_seal_at")) or now + timedelta(seconds=cfg.batch_period_s),
-            "next_send_at": _at(saved.get("next_send_at")),
-        }
+        return Schedule(
+            next_snapshot_at=saved.next_snapshot_at or now + timedelta(seconds=cfg.snapshot_interval_s),
+            next_seal_at=saved.next_seal_at or now + timedelta(seconds=cfg.batch_period_s),
+            next_send_at=saved.next_send_at,
+        )
 
     def _send_moment(self, now: datetime, extra_s: float = 0.0) -> datetime:
         return now + timedelta(seconds=extra_s + self.engine.rng.uniform(0, self.engine.config.send_window_s))
@@ -123,28 +120,32 @@ class Daemon:
             now = engine.clock.now()
             mode, _ = engine.consent()
             sched = self._schedule(now)
-            snap_at, seal_at = sched["next_snapshot_at"], sched["next_seal_at"]
+            snap_at, seal_at, send_at = sched.next_snapshot_at, sched.next_seal_at, sched.next_send_at
             assert snap_at is not None
             assert seal_at is not None
             if now >= snap_at:
                 if mode != "off":
                     self._snapshot()
-                sched["next_snapshot_at"] = _advance(snap_at, cfg.snapshot_interval_s, now)
+                snap_at = _advance(snap_at, cfg.snapshot_interval_s, now)
             if now >= seal_at:
                 if mode != "off" and (batch_id := engine.seal()) is not None:
                     log.info("sealed batch %s", batch_id)
-                sched["next_seal_at"] = _advance(seal_at, cfg.batch_period_s, now)
+                seal_at = _advance(seal_at, cfg.batch_period_s, now)
             if mode == "off":
-                sched["next_send_at"] = None
-            elif sched["next_send_at"] is None and engine.sendable():
-                sched["next_send_at"] = self._send_moment(now)
-            send_at = sched["next_send_at"]
+                send_at = None
+            elif send_at is None and engine.sendable():
+                send_at = self._send_moment(now)
             if send_at is not None and now >= send_at:
                 report = asyncio.run(engine.send())
                 for r in report.results:
-                    log.info("batch %s: %s after %d attempt(s), the last to %s", r["batch_id"], r["outcome"],
-                             r["attempts"], r["endpoint"])  # fmt: skip
-                sched["next_send_at"] = None if report.ok else self._send_moment(now, cfg.max_backoff_s)
-            engine.state.write("schedule.json", {k: v.isoformat() if v else None for k, v in sched.items()})
-            due = [t for t in sched.values() if t is not None]
+                    log.info(
+                        "batch %s: %s after %d attempt(s), the last to %s",
+                        r.batch_id,
+                        r.outcome,
+                        r.attempts,
+                        r.endpoint,
+                    )
+                send_at = None if report.ok else self._send_moment(now, cfg.max_backoff_s)
+            engine.state.set_schedule(Schedule(next_snapshot_at=snap_at, next_seal_at=seal_at, next_send_at=send_at))
+            due = [t for t in (snap_at, seal_at, send_at) if t is not None]
             return max(0.0, min((t - now).total_seconds() for t in due))

@@ -8,12 +8,14 @@ place. Callers hold ``engine.state.lock()`` around each operation.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from schema import (
     MAX_SNAPSHOTS,
@@ -29,19 +31,59 @@ from schema import (
 
 from ._version import __version__
 from .clock import Clock
-from .config import CONSENT_MODES, AgentConfig
+from .config import AgentConfig
 from .errors import AgentError, ConfigError
 from .metrics import MetricsView, Scope
 from .outbound import Outbound, SendReport
 from .probes import HostAccess, default_host, provider_from_config
+from .records import ConsentMode, ConsentRecord, OpenBatch, is_consent_mode
 from .snapshot import CollectResult, SnapshotReader
 from .state import StateDir
 from .status import Status, read_status
 
-__all__ = ["CollectResult", "Engine", "SendReport"]
+__all__ = ["CollectResult", "Engine", "Preview", "PreviewItem", "SendReport"]
 
 log = logging.getLogger("agent")
 _FORCED: Final = "DO_NOT_TRACK / TELEMETRY_DISABLED"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreviewItem:
+    """One batch `preview` shows: a sealed one waiting in the outbox, or the open one as it would be sealed now."""
+
+    kind: Literal["sealed", "open"]
+    batch_id: str
+    data: bytes
+    """The exact bytes (of a sealed batch: what is sent)."""
+    status: Literal["approved", "waiting", "open"]
+    """``approved`` or ``waiting`` (for approval, in review mode) for a sealed batch; ``open`` for the open one."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``preview --json`` form: the bytes as text, their length and sha256."""
+        return {
+            "kind": self.kind,
+            "batch_id": self.batch_id,
+            "status": self.status,
+            "bytes": len(self.data),
+            "sha256": hashlib.sha256(self.data).hexdigest(),
+            "text": self.data.decode("utf-8"),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Preview:
+    """What `preview` shows: every batch waiting, the consent mode they wait under, and the metrics' states."""
+
+    consent: ConsentMode
+    items: tuple[PreviewItem, ...]
+    metrics: MetricsView
+
+    def to_json(self, *, explain: bool) -> dict[str, Any]:
+        """The ``preview --json`` form (with ``explain``, each metric's state too)."""
+        doc: dict[str, Any] = {"consent": self.consent, "batches": [i.to_json() for i in self.items]}
+        if explain:
+            doc["metrics"] = self.metrics.to_json()
+        return doc
 
 
 class Engine(Outbound):
@@ -79,26 +121,28 @@ class Engine(Outbound):
         """This install's public id (derived from the secret, created on first use)."""
         return install_id_from_secret(self.state.secret())
 
-    def consent(self) -> tuple[str, str]:
+    def consent(self) -> tuple[ConsentMode, str]:
         """The mode in force and where it comes from (forced off, the consent command, or the config)."""
         if self.config.consent_forced_off:
             return "off", _FORCED
-        stored = self.state.read("consent.json", {}).get("mode")
-        if stored in CONSENT_MODES:
-            return str(stored), "consent command"
-        return self.config.consent, "config"
+        stored = self.state.consent()
+        if stored is not None:
+            return stored.mode, "consent command"
+        mode = self.config.consent
+        assert is_consent_mode(mode)  # the config checked it
+        return mode, "config"
 
     def set_consent(self, mode: str) -> None:
         """Persist the admin's choice; it wins over the config (but not over DO_NOT_TRACK)."""
-        if mode not in CONSENT_MODES:
+        if not is_consent_mode(mode):
             raise ConfigError("consent", "must be off, review or auto")
-        self.state.write("consent.json", {"mode": mode, "set_at": self._stamp()})
+        self.state.set_consent(ConsentRecord(mode=mode, set_at=self._stamp()))
         if mode != "off":
             self.scope.record_consent()  # consent is given for this catalogue version: later metrics wait
 
     def reset_consent(self) -> None:
         """Forget the admin's stored choice: the config's (or ``TELEMETRY_CONSENT``'s) mode applies again."""
-        self.state.remove("consent.json")
+        self.state.reset_consent()
 
     def _stamp(self) -> str:
         return format_instant(self.clock.now())
@@ -121,16 +165,14 @@ class Engine(Outbound):
         """Approve metrics added after the consented catalogue version (all waiting ones with ``every``)."""
         return self.scope.approve(keys, every=every)
 
-    def _open(self) -> dict[str, Any]:
-        opened: dict[str, Any] = self.state.read("open.json", {})
-        if not opened.get("batch_id"):
-            opened = {"batch_id": str(uuid.uuid4()), "snapshots": []}
-        return opened
+    def _open(self) -> OpenBatch:
+        opened = self.state.open_batch()
+        return opened if opened is not None else OpenBatch(batch_id=str(uuid.uuid4()))
 
     def require_product(self, command: str) -> None:
         """Raise :class:`ConfigError` when ``[product]`` is incomplete: no batch could ever hold a snapshot then."""
-        for key, value in (("product.name", self.config.product_name),
-                           ("product.version", self.config.product_version)):  # fmt: skip
+        product = (("product.name", self.config.product_name), ("product.version", self.config.product_version))
+        for key, value in product:
             if value is None:
                 raise ConfigError(key, f"not set; {command} needs the product's name and version ([product] table)")
 
@@ -148,34 +190,35 @@ class Engine(Outbound):
         result = self._reader.read(blocked)
         self.state.count_drops(result.dropped)
         opened = self._open()
-        snaps: list[dict[str, Any]] = opened["snapshots"]
-        if snaps and snaps[-1]["taken_at"] > result.taken_at:
+        snaps = list(opened.snapshots)
+        if snaps and snaps[-1].taken_at > result.taken_at:
             # The clock went back: a snapshot here would break the strictly increasing order.
             self.state.count("snapshots_skipped_clock")
             result.stored = False
             result.problems.append("clock is behind the last snapshot; snapshot skipped")
             return result
-        if snaps and snaps[-1]["taken_at"] == result.taken_at:
-            earlier: dict[str, Any] = snaps[-1]["metrics"]
+        if snaps and snaps[-1].taken_at == result.taken_at:
+            earlier = snaps[-1].metrics
             # An earlier value of the same hour is still true of that hour; a failing provider must not
             # overwrite good counts with nothing (unless the metric is not collected any more).
-            result.kept = sorted(k for k in earlier if k not in result.metrics and k not in blocked
-                                 and k in self.catalogue.metrics)  # fmt: skip
+            result.kept = sorted(
+                k for k in earlier if k not in result.metrics and k not in blocked and k in self.catalogue.metrics
+            )
             result.metrics.update({k: earlier[k] for k in result.kept})
             result.replaced = True
-            snaps[-1] = {"taken_at": result.taken_at, "metrics": result.metrics}
+            snaps[-1] = Snapshot(taken_at=result.taken_at, metrics=dict(result.metrics))
         else:
             if len(snaps) >= MAX_SNAPSHOTS:
                 self.seal()
                 opened = self._open()
-                snaps = opened["snapshots"]
-            snaps.append({"taken_at": result.taken_at, "metrics": result.metrics})
-        self.state.write("open.json", opened)
+                snaps = list(opened.snapshots)
+            snaps.append(Snapshot(taken_at=result.taken_at, metrics=dict(result.metrics)))
+        self.state.set_open_batch(OpenBatch(batch_id=opened.batch_id, snapshots=tuple(snaps)))
         return result
 
     # -- sealing and preview -------------------------------------------------------------------
 
-    def _batch(self, opened: dict[str, Any]) -> tuple[bytes, list[tuple[str, str]]]:
+    def _batch(self, opened: OpenBatch) -> tuple[bytes, list[tuple[str, str]]]:
         """The batch the open one seals into now, and the readings left out of it by reason.
 
         Snapshots taken before a change (the agent upgraded to a catalogue that retired a metric, the admin
@@ -187,19 +230,19 @@ class Engine(Outbound):
         blocked = self.scope.view().blocked
         dropped: list[tuple[str, str]] = []
         snaps_list = []
-        for s in opened["snapshots"]:
+        for s in opened.snapshots:
             metrics = {}
-            for key, value in s["metrics"].items():
+            for key, value in s.metrics.items():
                 reason = blocked.get(key) or (None if key in self.catalogue.metrics else "not_in_catalogue")
                 if reason is None:
                     metrics[key] = value
                 else:
                     dropped.append((reason, key))
-            snaps_list.append(Snapshot(taken_at=s["taken_at"], metrics=metrics))
+            snaps_list.append(Snapshot(taken_at=s.taken_at, metrics=metrics))
         snaps = tuple(snaps_list)
         created_at = max(format_hour(self.clock.now()), snaps[-1].taken_at)
         batch = Batch(
-            batch_id=opened["batch_id"],
+            batch_id=opened.batch_id,
             install_id=self.install_id(),
             product=Product(name=self.config.product_name, version=self.config.product_version),
             agent_version=__version__,
@@ -213,17 +256,17 @@ class Engine(Outbound):
 
     def seal(self) -> str | None:
         """Seal the open batch into the outbox; its bytes never change afterwards. None if it is empty."""
-        opened = self.state.read("open.json", {})
-        if not opened.get("snapshots"):
+        opened = self.state.open_batch()
+        if opened is None or not opened.snapshots:
             return None
         self._learn_policy_before_seal()
         data, left_out = self._batch(opened)
         self.state.count_drops(left_out)
-        dropped = self.state.add_to_outbox(opened["batch_id"], data, max_batches=self.config.max_outbox_batches)
+        dropped = self.state.add_to_outbox(opened.batch_id, data, max_batches=self.config.max_outbox_batches)
         for batch_id in dropped:
             log.warning("outbox full: dropped the oldest batch %s", batch_id)
-        self.state.remove("open.json")
-        return str(opened["batch_id"])
+        self.state.clear_open_batch()
+        return opened.batch_id
 
     def _learn_policy_before_seal(self) -> None:
         # The first batch ever (no policy known yet) would be built by the agent's catalogue alone: learn
@@ -242,20 +285,22 @@ class Engine(Outbound):
             # back a batch it would refuse, so nothing is lost either way.
             log.debug("%s; sealing by the agent's own catalogue", problem)
 
-    def preview(self) -> list[dict[str, Any]]:
+    def preview(self) -> Preview:
         """Every sealed batch waiting (exact bytes), then the open batch as it would be sealed now."""
         approved = self.state.approvals()
         items = [
-            {"kind": "sealed", "batch_id": e.batch_id, "data": e.data,
-             "status": "approved" if e.batch_id in approved else "waiting"}
-            for e in self.state.outbox()
-        ]  # fmt: skip
-        opened = self.state.read("open.json", {})
-        if opened.get("snapshots"):
-            items.append(
-                {"kind": "open", "batch_id": opened["batch_id"], "data": self._batch(opened)[0], "status": "open"}
+            PreviewItem(
+                kind="sealed",
+                batch_id=e.batch_id,
+                data=e.data,
+                status="approved" if e.batch_id in approved else "waiting",
             )
-        return items
+            for e in self.state.outbox()
+        ]
+        opened = self.state.open_batch()
+        if opened is not None and opened.snapshots:
+            items.append(PreviewItem(kind="open", batch_id=opened.batch_id, data=self._batch(opened)[0], status="open"))
+        return Preview(consent=self.consent()[0], items=tuple(items), metrics=self.metrics())
 
     def approve(self, batch_ids: list[str], *, every: bool = False) -> list[str]:
         """Approve sealed batches for sending in review mode; returns the ids approved."""

@@ -16,48 +16,28 @@ Kept in ``metrics.json`` in the state dir: ``{"consented_version", "consented_at
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from schema import Catalogue
 
-from .errors import AgentError, StateError
+from .errors import AgentError
 from .policy import DropReason
-from .remote_policy import CollectorPolicy, load_policy, store_policy
+from .records import ConsentScope
+from .remote_policy import CollectorPolicy
 from .state import StateDir
 
 __all__ = ["METRIC_STATES", "ConsentScope", "MetricState", "MetricStateName", "MetricsView", "Scope", "metric_states"]
 
 MetricStateName = Literal["collected", "disabled", "awaiting_approval", "not_accepted", "retired"]
 METRIC_STATES: Final[tuple[MetricStateName, ...]] = (
-    "collected", "disabled", "awaiting_approval", "not_accepted", "retired",
-)  # fmt: skip
-_FILE: Final = "metrics.json"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ConsentScope:
-    """The catalogue version consent was given for, and the metrics approved since."""
-
-    version: int | None = None
-    """None while no consent was recorded (turning consent on records the agent's catalogue version)."""
-    at: str | None = None
-    approved: Mapping[str, str] = field(default_factory=dict)
-    """Metric key -> when `telemetry-agent metrics approve` approved it (UTC)."""
-
-    @classmethod
-    def from_json(cls, saved: Mapping[str, Any], path: str) -> ConsentScope:
-        """Read ``metrics.json``'s content; :class:`StateError` naming ``path`` when it is not one."""
-        version, at, approved = saved.get("consented_version"), saved.get("consented_at"), saved.get("approved", {})
-        if not ((version is None or type(version) is int) and (at is None or isinstance(at, str))
-                and isinstance(approved, dict) and all(isinstance(v, str) for v in approved.values())):  # fmt: skip
-            raise StateError(f"{path}: corrupt state file (unexpected content); move it aside to reset it")
-        return cls(version=version, at=at, approved=dict(approved))
-
-    def to_json(self) -> dict[str, Any]:
-        """The content of ``metrics.json``."""
-        return {"consented_version": self.version, "consented_at": self.at, "approved": dict(self.approved)}
+    "collected",
+    "disabled",
+    "awaiting_approval",
+    "not_accepted",
+    "retired",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,9 +57,16 @@ class MetricState:
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` form."""
-        return {"key": self.key, "state": self.state, "since": self.since, "removed_in": self.removed_in,
-                "category": self.category, "description": self.description, "approved_at": self.approved_at,
-                "accepted_by_collector": self.accepted}  # fmt: skip
+        return {
+            "key": self.key,
+            "state": self.state,
+            "since": self.since,
+            "removed_in": self.removed_in,
+            "category": self.category,
+            "description": self.description,
+            "approved_at": self.approved_at,
+            "accepted_by_collector": self.accepted,
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,8 +103,9 @@ class MetricsView:
         }
 
 
-def metric_states(catalogue: Catalogue, *, disabled: frozenset[str], scope: ConsentScope,
-                  policy: CollectorPolicy | None) -> MetricsView:  # fmt: skip
+def metric_states(
+    catalogue: Catalogue, *, disabled: frozenset[str], scope: ConsentScope, policy: CollectorPolicy | None
+) -> MetricsView:
     """The state of every metric of ``catalogue`` (see the module docstring for the order of the rules)."""
     consented = scope.version if scope.version is not None else catalogue.version
     states = []
@@ -134,11 +122,25 @@ def metric_states(catalogue: Catalogue, *, disabled: frozenset[str], scope: Cons
             state = "not_accepted"
         else:
             state = "collected"
-        states.append(MetricState(key=key, state=state, since=entry.since, removed_in=entry.removed_in,
-                                  category=entry.category, description=entry.description,
-                                  approved_at=scope.approved.get(key), accepted=accepted))  # fmt: skip
-    return MetricsView(catalogue_version=catalogue.version, consented_version=scope.version, policy=policy,
-                       metrics=tuple(states), catalogue=catalogue)  # fmt: skip
+        states.append(
+            MetricState(
+                key=key,
+                state=state,
+                since=entry.since,
+                removed_in=entry.removed_in,
+                category=entry.category,
+                description=entry.description,
+                approved_at=scope.approved.get(key),
+                accepted=accepted,
+            )
+        )
+    return MetricsView(
+        catalogue_version=catalogue.version,
+        consented_version=scope.version,
+        policy=policy,
+        metrics=tuple(states),
+        catalogue=catalogue,
+    )
 
 
 class Scope:
@@ -154,13 +156,14 @@ class Scope:
 
     def consent_scope(self) -> ConsentScope:
         """What ``metrics.json`` holds (an empty scope when it does not exist)."""
-        return ConsentScope.from_json(self._state.read(_FILE, {}), str(self._state.root / _FILE))
+        return self._state.consent_scope()
 
     def record_consent(self) -> None:
         """Consent was given (or confirmed) now: for this agent's catalogue version."""
         scope = self.consent_scope()
-        self._state.write(_FILE, ConsentScope(version=self.catalogue.version, at=self._stamp(),
-                                              approved=scope.approved).to_json())  # fmt: skip
+        self._state.set_consent_scope(
+            ConsentScope(version=self.catalogue.version, at=self._stamp(), approved=scope.approved)
+        )
 
     def ensure_recorded(self) -> None:
         """Record the catalogue version in force if consent (from the config) has none recorded yet."""
@@ -169,11 +172,11 @@ class Scope:
 
     def policy(self) -> CollectorPolicy | None:
         """The collector's policy last fetched or imported, if any."""
-        return load_policy(self._state)
+        return self._state.collector_policy()
 
     def learn(self, policy: CollectorPolicy) -> None:
         """Keep a newly fetched or imported policy."""
-        store_policy(self._state, policy)
+        self._state.set_collector_policy(policy)
 
     def view(self) -> MetricsView:
         """Every metric with its state now."""
@@ -192,16 +195,20 @@ class Scope:
         for key in keys:
             metric = by_key.get(key)
             if metric is None:
-                raise AgentError(f"metrics approve: {key!r} is not a metric of catalogue version "
-                                 f"{self.catalogue.version} (see `telemetry-agent metrics`)")  # fmt: skip
+                raise AgentError(
+                    f"metrics approve: {key!r} is not a metric of catalogue version "
+                    f"{self.catalogue.version} (see `telemetry-agent metrics`)"
+                )
             if metric.state == "retired":
-                raise AgentError(f"metrics approve: {key} was retired in catalogue version {metric.removed_in}; "
-                                 "it is no longer collected")  # fmt: skip
+                raise AgentError(
+                    f"metrics approve: {key} was retired in catalogue version {metric.removed_in}; "
+                    "it is no longer collected"
+                )
         scope = self.consent_scope()
         consented = scope.version if scope.version is not None else self.catalogue.version
         new = [k for k in dict.fromkeys(keys) if by_key[k].since > consented and k not in scope.approved]
         if new:
             at = self._stamp()
             approved = {**scope.approved, **dict.fromkeys(new, at)}
-            self._state.write(_FILE, ConsentScope(version=scope.version, at=scope.at, approved=approved).to_json())
+            self._state.set_consent_scope(ConsentScope(version=scope.version, at=scope.at, approved=approved))
         return new

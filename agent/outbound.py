@@ -9,42 +9,96 @@ and settings the engine holds. Nothing here opens a connection while consent is 
 from __future__ import annotations
 
 import abc
+import asyncio
 import hashlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from schema import SchemaError, parse_policy
 
+from .client import HttpTransport
 from .clock import Clock
 from .config import AgentConfig, Endpoint
-from .errors import AgentError, SendError, StateError, StateIOError
-from .files import atomic_write
+from .errors import AgentError, SendError, StateError
 from .metrics import Scope
+from .records import ConsentMode, ErrorInfo, HistoryEntry, Rejection
 from .remote_policy import CollectorPolicy, read_policy_file
-from .state import EndpointChoice, StateDir
-from .transport import Attempt, Transport
+from .state import EndpointChoice, OutboxEntry, StateDir
+from .transport import Attempt, ExportTransport, Transport
 
-__all__ = ["Outbound", "SendReport"]
+__all__ = ["HeldBatch", "Outbound", "SendReport", "SendResult"]
 
 log = logging.getLogger("agent")
+SendOutcome = Literal["delivered", "duplicate", "exported", "rejected", "failed", "held"]
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeldBatch:
+    """A sealed batch not sent because the collector's policy would refuse it, and why."""
+
+    batch_id: str
+    code: str
+    message: str
+    path: str
+
+    @classmethod
+    def of(cls, batch_id: str, refusal: SchemaError) -> HeldBatch:
+        """The held batch ``batch_id`` refused for ``refusal``."""
+        return cls(batch_id=batch_id, code=refusal.code, message=refusal.message, path=refusal.path)
+
+    @property
+    def error(self) -> ErrorInfo:
+        """The refusal as an error (code, message, path)."""
+        return ErrorInfo(code=self.code, message=self.message, path=self.path)
+
+    def to_json(self) -> dict[str, str]:
+        """Batch id, code, message and path."""
+        return {"batch_id": self.batch_id, "code": self.code, "message": self.message, "path": self.path}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendResult:
+    """What became of one batch in a send (or an export)."""
+
+    batch_id: str
+    outcome: SendOutcome
+    status: int | None = None
+    endpoint: str | None = None
+    attempts: int = 0
+    error: ErrorInfo | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``send --json`` form of one batch."""
+        return {
+            "batch_id": self.batch_id,
+            "outcome": self.outcome,
+            "status": self.status,
+            "endpoint": self.endpoint,
+            "attempts": self.attempts,
+            "error": None if self.error is None else self.error.to_json(),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SendReport:
-    """Per batch: ``delivered``, ``duplicate``, ``rejected`` or ``failed``; ``skipped`` says why nothing went."""
+    """Per batch, what came of it (oldest first); ``skipped`` says why nothing went."""
 
-    results: list[dict[str, Any]] = field(default_factory=list)
+    results: tuple[SendResult, ...] = ()
     skipped: str | None = None
 
     @property
     def ok(self) -> bool:
         """Whether nothing failed or was rejected (a batch ``held`` back waits for its collector: no failure)."""
-        return all(r["outcome"] in ("delivered", "duplicate", "held") for r in self.results)
+        return all(r.outcome in ("delivered", "duplicate", "exported", "held") for r in self.results)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``send --json`` form."""
+        return {"skipped": self.skipped, "results": [r.to_json() for r in self.results]}
 
 
 class Outbound(abc.ABC):
@@ -58,7 +112,7 @@ class Outbound(abc.ABC):
     _sleep: Callable[[float], Awaitable[None]]
 
     @abc.abstractmethod
-    def consent(self) -> tuple[str, str]:
+    def consent(self) -> tuple[ConsentMode, str]:
         """The mode in force and where it comes from."""
 
     @abc.abstractmethod
@@ -80,7 +134,7 @@ class Outbound(abc.ABC):
         self.scope.learn(policy)
         return policy
 
-    async def refresh_policy(self, transport: Transport | None = None) -> str | None:
+    async def refresh_policy(self, transport: HttpTransport | None = None) -> str | None:
         """Fetch the collector's ``GET /v1/policy`` and keep it; returns why not (None when it worked or when
         the collector has no policy to give). With consent off it opens no connection and says so."""
         mode, source = self.consent()
@@ -97,35 +151,79 @@ class Outbound(abc.ABC):
             catalogue = parse_policy(doc)
         except SchemaError as exc:
             return f"collector policy not refreshed: {endpoint.label} served a policy that does not read: {exc}"
-        self.scope.learn(CollectorPolicy(catalogue=catalogue, source="collector", origin=endpoint.label,
-                                         at=self._stamp()))  # fmt: skip
+        self.scope.learn(
+            CollectorPolicy(catalogue=catalogue, source="collector", origin=endpoint.label, at=self._stamp())
+        )
         return None
 
-    def held(self) -> list[tuple[str, SchemaError]]:
+    def held(self) -> list[HeldBatch]:
         """Sealed batches the collector's policy would refuse (e.g. it went back to an older catalogue): they
-        stay in the outbox, unsent, until it takes them. Batch id and the reason, oldest first."""
+        stay in the outbox, unsent, until it takes them. Oldest first."""
         policy = self.scope.policy()
         if policy is None:
             return []
-        return [(e.batch_id, err) for e in self.state.outbox() if (err := policy.refusal(e.data)) is not None]
+        return [HeldBatch.of(e.batch_id, err) for e in self.state.outbox() if (err := policy.refusal(e.data))]
 
     # -- sending ---------------------------------------------------------------------------------
 
-    def _record(self, batch_id: str, data: bytes, attempt: Attempt, *, exported_to: str | None = None) -> None:
-        entry: dict[str, Any] = {
-            "at": attempt.at,
-            "batch_id": batch_id,
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "bytes": len(data),
-            "status": attempt.status,
-            "outcome": attempt.outcome,
-            "error": attempt.error,
-            "wait_s": None if attempt.wait_s is None else round(attempt.wait_s, 3),
-            "endpoint": attempt.endpoint,
-        }
-        if exported_to is not None:
-            entry["exported_to"] = exported_to  # a local path: history is for the admin, never sent
-        self.state.record(entry, max_entries=self.config.max_history_entries)
+    def _record(self, entry: OutboxEntry, attempt: Attempt) -> None:
+        self.state.record(
+            HistoryEntry(
+                at=attempt.at,
+                batch_id=entry.batch_id,
+                sha256=hashlib.sha256(entry.data).hexdigest(),
+                size=len(entry.data),
+                status=attempt.status,
+                outcome=attempt.outcome,
+                error=attempt.error,
+                wait_s=None if attempt.wait_s is None else round(attempt.wait_s, 3),
+                endpoint=attempt.endpoint,
+                exported_to=attempt.exported_to,
+            ),
+            max_entries=self.config.max_history_entries,
+        )
+
+    async def _hand_over(
+        self, transport: Transport, entries: list[OutboxEntry], policy: CollectorPolicy | None
+    ) -> tuple[SendResult, ...]:
+        """The one walk of the outbox: each batch in turn through ``transport``, oldest first, every attempt
+        recorded; delivered batches leave the outbox, refused ones go to ``rejected/``, and the first that fails
+        ends the walk (later batches wait for the next one). Batches ``policy`` refuses stay, ``held``."""
+        results: list[SendResult] = []
+        for entry in entries:
+            refusal = None if policy is None else policy.refusal(entry.data)
+            if refusal is not None:
+                # The collector would refuse it for good: it waits, unsent, until the collector takes it.
+                results.append(
+                    SendResult(
+                        batch_id=entry.batch_id, outcome="held", error=HeldBatch.of(entry.batch_id, refusal).error
+                    )
+                )
+                continue
+            delivery = await transport.deliver(entry.data, entry.batch_id, partial(self._record, entry))
+            last = delivery.attempts[-1]
+            outcome: SendOutcome = delivery.outcome
+            if outcome == "delivered" and last.outcome in ("duplicate", "exported"):
+                outcome = "duplicate" if last.outcome == "duplicate" else "exported"
+            results.append(
+                SendResult(
+                    batch_id=entry.batch_id,
+                    outcome=outcome,
+                    status=last.status,
+                    endpoint=last.endpoint,
+                    attempts=len(delivery.attempts),
+                    error=delivery.error,
+                )
+            )
+            if delivery.outcome == "delivered":
+                self.state.mark_sent(entry)
+            elif delivery.outcome == "rejected":
+                self.state.mark_rejected(
+                    entry, Rejection(batch_id=entry.batch_id, at=last.at, status=last.status, error=delivery.error)
+                )
+            else:
+                break  # the collector is unreachable or failing: later batches wait for the next send
+        return tuple(results)
 
     def sendable(self) -> list[str]:
         """Ids of sealed batches consent lets go now (all in auto, approved ones in review, none when off)."""
@@ -152,38 +250,19 @@ class Outbound(abc.ABC):
         problem = await self.refresh_policy(transport)
         if problem:
             log.debug("%s; going by the policy known before", problem)  # the delivery says why if it fails too
-        policy = self.scope.policy()
-        report = SendReport()
-        for entry in entries:
-            refusal = None if policy is None else policy.refusal(entry.data)
-            if refusal is not None:
-                # The collector would refuse it for good: it waits, unsent, until the collector takes it.
-                report.results.append({"batch_id": entry.batch_id, "outcome": "held", "status": None,
-                                       "endpoint": None, "attempts": 0,
-                                       "error": {"code": refusal.code, "message": refusal.message,
-                                                 "path": refusal.path}})  # fmt: skip
-                continue
-            delivery = await transport.deliver(
-                entry.data, entry.batch_id, partial(self._record, entry.batch_id, entry.data)
-            )
-            last = delivery.attempts[-1]
-            outcome = last.outcome if delivery.outcome == "delivered" else delivery.outcome
-            report.results.append({"batch_id": entry.batch_id, "outcome": outcome, "status": last.status,
-                                   "endpoint": last.endpoint, "attempts": len(delivery.attempts),
-                                   "error": delivery.error})  # fmt: skip
-            if delivery.outcome == "delivered":
-                self.state.mark_sent(entry)
-            elif delivery.outcome == "rejected":
-                self.state.mark_rejected(entry, {"at": last.at, "status": last.status, **(delivery.error or {})})
-            else:
-                break  # the collector is unreachable or failing: later batches wait for the next send
-        return report
+        return SendReport(results=await self._hand_over(transport, entries, self.scope.policy()))
 
-    def _transport(self) -> Transport:
+    def _transport(self) -> HttpTransport:
         """A transport that starts at the stored endpoint choice and stores a new one when it changes."""
         choice = self.state.endpoint_choice()
-        return Transport(self.config, sleep=self._sleep, rng=self.rng, now=self.clock.now,
-                         current=None if choice is None else choice.key, on_answer=self._choose_endpoint)  # fmt: skip
+        return HttpTransport(
+            self.config,
+            sleep=self._sleep,
+            rng=self.rng,
+            now=self.clock.now,
+            current=None if choice is None else choice.key,
+            on_answer=self._choose_endpoint,
+        )
 
     def _choose_endpoint(self, endpoint: Endpoint) -> None:
         # Best effort: the choice only saves one failover after a restart, so failing to store it
@@ -205,23 +284,12 @@ class Outbound(abc.ABC):
             target.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise AgentError(f"{target}: cannot create ({exc.strerror})") from None
-        written = []
-        held = {batch_id for batch_id, _ in self.held()}  # the collector (its imported policy) would refuse them
-        for entry in self.state.outbox():
-            if entry.batch_id in held:
-                continue
-            path = target / f"{entry.batch_id}.json"
-            try:
-                atomic_write(path, entry.data, mode=0o644)
-            except OSError as exc:  # the admin's target (a USB stick, say) is full or read-only: exit 1
-                raise StateIOError(f"{path}: cannot write ({exc.strerror or exc})") from None
-            # Carried over by hand from now on: out of the outbox (so not exported again, nor sent, nor
-            # dropped as the oldest when it fills up), its bytes kept in sent/ while the history names them.
-            self.state.mark_sent(entry)
-            self._record(entry.batch_id, entry.data, Attempt(at=self._stamp(), status=None, outcome="exported"),
-                         exported_to=str(target))  # fmt: skip
-            written.append(path)
-        return written
+        # Carried over by hand from now on: each batch written leaves the outbox (so it is not exported again,
+        # nor sent, nor dropped as the oldest when it fills up), its bytes kept in sent/ while the history
+        # names them. The known (imported) policy holds back what the collector would refuse.
+        transport = ExportTransport(target, now=self.clock.now)
+        results = asyncio.run(self._hand_over(transport, self.state.outbox(), self.scope.policy()))
+        return [transport.path(r.batch_id) for r in results if r.outcome == "exported"]
 
     async def remote(self) -> dict[str, Any]:
         """What the collector holds about this install (proven by the secret)."""
@@ -237,5 +305,8 @@ class Outbound(abc.ABC):
         answer = await self._transport().install_request("DELETE", self.install_id(), self.state.secret())
         self.state.reset()
         self.state.new_secret()
-        return {"deleted": answer.get("deleted"), "old_install_id": answer.get("install_id"),
-                "new_install_id": self.install_id()}  # fmt: skip
+        return {
+            "deleted": answer.get("deleted"),
+            "old_install_id": answer.get("install_id"),
+            "new_install_id": self.install_id(),
+        }

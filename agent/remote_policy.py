@@ -8,6 +8,7 @@ known policy the agent's own catalogue applies.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -16,16 +17,14 @@ import orjson
 
 from schema import Catalogue, SchemaError, parse_batch, parse_policy, policy_document
 
-from .errors import AgentError, StateError
+from .errors import AgentError
 from .files import NotRegularFileError, read_regular
-from .state import StateDir
 
-__all__ = ["MAX_POLICY_BYTES", "CollectorPolicy", "PolicySource", "load_policy", "read_policy_file", "store_policy"]
+__all__ = ["MAX_POLICY_BYTES", "CollectorPolicy", "PolicySource", "read_policy_file"]
 
 PolicySource = Literal["collector", "import"]
 MAX_POLICY_BYTES: Final = 1024 * 1024
 """A policy document of a few hundred metrics is ~200 KiB; anything larger is not one."""
-_FILE: Final = "policy.json"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,32 +60,31 @@ class CollectorPolicy:
         """The summary ``status --json`` and ``policy --json`` show (the full document stays in the state dir)."""
         return {"catalogue_version": self.version, "source": self.source, "origin": self.origin, "at": self.at}
 
+    @classmethod
+    def from_state(cls, saved: Mapping[str, Any]) -> CollectorPolicy | None:
+        """The policy as the state dir keeps it; None when there is none or it does not read.
 
-def load_policy(state: StateDir) -> CollectorPolicy | None:
-    """The stored policy, or None when there is none or it is unreadable (the next fetch or import rewrites it).
-
-    A cache only: without it the agent's own catalogue applies, which sends nothing the admin did not allow.
-    """
-    try:
-        saved = state.read(_FILE, {})
-    except StateError:
-        return None
-    if not saved:
-        return None
-    try:
-        source = saved["source"]
-        if source not in ("collector", "import"):
+        A cache only: without it the agent's own catalogue applies, which sends nothing the admin did not allow.
+        """
+        if not saved:
             return None
-        return CollectorPolicy(catalogue=parse_policy(saved["document"]), source=source, origin=str(saved["origin"]),
-                               at=str(saved["at"]))  # fmt: skip
-    except (KeyError, TypeError, SchemaError):
-        return None
+        try:
+            source = saved["source"]
+            if source not in ("collector", "import"):
+                return None
+            catalogue = parse_policy(saved["document"])
+            return cls(catalogue=catalogue, source=source, origin=str(saved["origin"]), at=str(saved["at"]))
+        except (KeyError, TypeError, SchemaError):
+            return None
 
-
-def store_policy(state: StateDir, policy: CollectorPolicy) -> None:
-    """Keep ``policy`` in the state dir (atomically, like all state)."""
-    state.write(_FILE, {"source": policy.source, "origin": policy.origin, "at": policy.at,
-                        "document": policy_document(policy.catalogue)})  # fmt: skip
+    def to_state(self) -> dict[str, Any]:
+        """What the state dir keeps: where and when it was learnt, and the policy document itself."""
+        return {
+            "source": self.source,
+            "origin": self.origin,
+            "at": self.at,
+            "document": policy_document(self.catalogue),
+        }
 
 
 def read_policy_file(path: Path, *, at: str) -> CollectorPolicy:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import orjson
 
 from .config import DEFAULT_CONFIG
-from .engine import CollectResult, SendReport
+from .engine import CollectResult, Preview, SendReport
 from .metrics import MetricsView
+from .records import ErrorInfo, HistoryEntry
 from .render_metrics import (
     not_collected_lines,
     render_consent_scope,
@@ -19,8 +19,17 @@ from .render_metrics import (
 )
 from .status import EndpointLine, Status
 
-__all__ = ["render_collect", "render_consent_scope", "render_history", "render_metrics", "render_policy",
-           "render_policy_import", "render_preview", "render_send", "render_status"]  # fmt: skip
+__all__ = [
+    "render_collect",
+    "render_consent_scope",
+    "render_history",
+    "render_metrics",
+    "render_policy",
+    "render_policy_import",
+    "render_preview",
+    "render_send",
+    "render_status",
+]
 
 
 def _explain(data: bytes, view: MetricsView) -> list[str]:
@@ -36,48 +45,42 @@ def _explain(data: bytes, view: MetricsView) -> list[str]:
             continue
         unit = f" [{e.unit}]" if e.unit else ""
         lines.append(f"#   {key}{unit}: {e.description}")
-        lines.append(f"#       why: {e.purpose} (policy clause: {e.clause}; coarsening: {e.coarsening}; "
-                     f"since catalogue version {e.since})")  # fmt: skip
+        lines.append(
+            f"#       why: {e.purpose} (policy clause: {e.clause}; coarsening: {e.coarsening}; "
+            f"since catalogue version {e.since})"
+        )
     if not keys:
         lines.append("#   (no metrics)")
     return lines
 
 
-def render_preview(items: list[dict[str, Any]], *, explain: bool, as_json: bool, mode: str, view: MetricsView) -> Any:
+def render_preview(preview: Preview, *, explain: bool) -> bytes:
     """The preview: a header line per batch (``#``-prefixed), then its exact bytes on one line.
 
     With ``explain``, each batch's metrics are annotated from the catalogue, and a last block says which
     metrics are not collected now and why (waiting for approval, not accepted by the collector, ...).
+    ``preview --json`` is :meth:`Preview.to_json <agent.engine.Preview.to_json>`.
     """
-    if as_json:
-        doc: dict[str, Any] = {
-            "consent": mode,
-            "batches": [
-                {"kind": i["kind"], "batch_id": i["batch_id"], "status": i["status"], "bytes": len(i["data"]),
-                 "sha256": hashlib.sha256(i["data"]).hexdigest(), "text": i["data"].decode("utf-8")}
-                for i in items
-            ],
-        }  # fmt: skip
-        if explain:
-            doc["metrics"] = view.to_json()
-        return doc
+    items, mode, view = preview.items, preview.consent, preview.metrics
     out: list[bytes] = []
-    sealed = [i for i in items if i["kind"] == "sealed"]
+    sealed = [i for i in items if i.kind == "sealed"]
     if not items:
         out.append(b"# Nothing collected yet: no sealed batch and no open batch.\n")
     for n, item in enumerate(items, 1):
-        data: bytes = item["data"]
+        data = item.data
         snaps = len(orjson.loads(data)["snapshots"])
-        if item["kind"] == "sealed":
+        if item.kind == "sealed":
             if mode == "off":
                 fate = "consent is off: it will not be sent"
             elif mode == "review":
-                fate = "approved: goes at the next send" if item["status"] == "approved" else "waiting for approval"
+                fate = "approved: goes at the next send" if item.status == "approved" else "waiting for approval"
             else:
                 fate = "goes at the next send"
-            head = f"# Sealed batch {n} of {len(sealed)}: {item['batch_id']} ({snaps} snapshots, {len(data)} bytes; {fate})"
+            head = (
+                f"# Sealed batch {n} of {len(sealed)}: {item.batch_id} ({snaps} snapshots, {len(data)} bytes; {fate})"
+            )
         else:
-            head = f"# Open batch {item['batch_id']} ({snaps} snapshots so far), as it would be sealed now:"
+            head = f"# Open batch {item.batch_id} ({snaps} snapshots so far), as it would be sealed now:"
         out.append(head.encode() + b"\n")
         out.append(data + b"\n")
         if explain:
@@ -99,11 +102,17 @@ def render_collect(result: CollectResult) -> str:
     if result.dropped:
         lines.append(f"Dropped {len(result.dropped)} key(s): " + ", ".join(f"{k} ({r})" for r, k in result.dropped))
     if result.provider is None:
-        lines.append("No usage provider is configured ([usage] command, file or url), so no usage counts were "
-                     "taken; an embedded product's callable is asked only by its own agent.")  # fmt: skip
+        lines.append(
+            "No usage provider is configured ([usage] command, file or url), so no usage counts were "
+            "taken; an embedded product's callable is asked only by its own agent."
+        )
     elif result.provider_error is not None:
         lines.append(f"Usage provider failed, so this reading has no usage counts: {result.provider_error}")
     return "\n".join(lines)
+
+
+def _error_text(err: ErrorInfo) -> str:
+    return f"{err.code} {err.message or ''}" + (f" at {err.path}" if err.path else "")
 
 
 def render_send(report: SendReport) -> str:
@@ -112,19 +121,18 @@ def render_send(report: SendReport) -> str:
         return report.skipped[0].upper() + report.skipped[1:] + "."
     lines = []
     for r in report.results:
-        if r["outcome"] == "held":
-            err = r["error"] or {}
-            lines.append(f"batch {r['batch_id']}: held, not sent: the collector's policy would refuse it "
-                         f"({err.get('code', '')} at {err.get('path', '')}: {err.get('message', '')}); it waits "
-                         "in the outbox until the collector takes it")  # fmt: skip
-            continue
-        status = f"HTTP {r['status']}" if r["status"] else "no answer"
-        line = f"batch {r['batch_id']}: {r['outcome']} ({status} from {r['endpoint']}, {r['attempts']} attempt(s))"
-        if r["error"] and r["outcome"] not in ("delivered", "duplicate"):
-            err = r["error"]
-            line += f": {err.get('code', '')} {err.get('message', '')}" + (
-                f" at {err['path']}" if err.get("path") else ""
+        if r.outcome == "held":
+            err = r.error or ErrorInfo(code="")
+            lines.append(
+                f"batch {r.batch_id}: held, not sent: the collector's policy would refuse it "
+                f"({err.code} at {err.path or ''}: {err.message or ''}); it waits in the outbox until the collector "
+                "takes it"
             )
+            continue
+        status = f"HTTP {r.status}" if r.status else "no answer"
+        line = f"batch {r.batch_id}: {r.outcome} ({status} from {r.endpoint}, {r.attempts} attempt(s))"
+        if r.error and r.outcome not in ("delivered", "duplicate"):
+            line += ": " + _error_text(r.error)
         lines.append(line)
     return "\n".join(lines)
 
@@ -158,8 +166,10 @@ def _consent_line(s: Status) -> str:
 
 def _daemon_lines(s: Status) -> list[str]:
     if not s.daemon_running:
-        return ["daemon:           not running: nothing is collected or sent on schedule until "
-                "`telemetry-agent run` (the service) runs"]  # fmt: skip
+        return [
+            "daemon:           not running: nothing is collected or sent on schedule until "
+            "`telemetry-agent run` (the service) runs"
+        ]
     pid = f"pid {s.daemon_pid}" if s.daemon_pid else "pid unknown"
     if s.consent == "off":
         return [f"daemon:           running ({pid}); consent is off, so it reads and sends nothing"]
@@ -173,9 +183,10 @@ def _daemon_lines(s: Status) -> list[str]:
         "scheduled": f"{n.send_at}",
         "pending": "within a minute (batches may go; the daemon picks the moment)",
         "after_seal": "after the next seal, within send_window_s",
-        "after_approval": "once you approve a batch" if s.waiting_approval else "after the next seal, once you "
-                          "approve its batch",
-    }  # fmt: skip
+        "after_approval": "once you approve a batch"
+        if s.waiting_approval
+        else "after the next seal, once you approve its batch",
+    }
     if n.send is not None:
         lines.append(f"next send:        {send[n.send]}")
     return lines
@@ -197,12 +208,19 @@ def _provider_lines(s: Status) -> list[str]:
 def _status_metrics_lines(view: MetricsView) -> list[str]:
     consented = "" if view.consented_version is None else f"; consent given for version {view.consented_version}"
     policy = view.policy
-    collector = "no collector policy known: the agent's own catalogue applies" if policy is None else (
-        f"collector's catalogue version {policy.version} ({'fetched from' if policy.source == 'collector' else 'imported from'}"
-        f" {policy.origin} at {policy.at})")  # fmt: skip
+    collector = (
+        "no collector policy known: the agent's own catalogue applies"
+        if policy is None
+        else (
+            f"collector's catalogue version {policy.version} ({'fetched from' if policy.source == 'collector' else 'imported from'}"
+            f" {policy.origin} at {policy.at})"
+        )
+    )
     collected = len(view.keys("collected"))
-    lines = [f"catalogue:        version {view.catalogue_version}{consented}; {collected} of "
-             f"{len(view.metrics)} metrics collected; {collector}"]  # fmt: skip
+    lines = [
+        f"catalogue:        version {view.catalogue_version}{consented}; {collected} of "
+        f"{len(view.metrics)} metrics collected; {collector}"
+    ]
     return lines + [f"{'':<18}{line}" for line in not_collected_lines(view, prefix="")]
 
 
@@ -210,17 +228,20 @@ def render_status(s: Status) -> str:
     """The admin's overview: settings in force, what waits, what happens next and when."""
     last = s.last_attempt
     if last:
-        status = f"HTTP {last['status']}" if last.get("status") else "no answer"
-        if last.get("endpoint"):
-            status += f" from {last['endpoint']}"
-        last_text = f"{last['at']} batch {last['batch_id']}: {last['outcome']} ({status})"
-        if last.get("error"):
-            last_text += f" {last['error'].get('code', '')}: {last['error'].get('message', '')}"
+        status = f"HTTP {last.status}" if last.status else "no answer"
+        if last.endpoint:
+            status += f" from {last.endpoint}"
+        last_text = f"{last.at} batch {last.batch_id}: {last.outcome} ({status})"
+        if last.error:
+            last_text += f" {last.error.code}: {last.error.message or ''}"
     else:
         last_text = "never"
     c = s.counters
-    config = s.config_file or f"none (no --config, no TELEMETRY_AGENT_CONFIG, no {DEFAULT_CONFIG}): defaults and " \
-                              f"TELEMETRY_* variables apply"  # fmt: skip
+    config = (
+        s.config_file
+        or f"none (no --config, no TELEMETRY_AGENT_CONFIG, no {DEFAULT_CONFIG}): defaults and "
+        f"TELEMETRY_* variables apply"
+    )
     lines = [
         f"config:           {config}",
         _consent_line(s),
@@ -232,18 +253,25 @@ def render_status(s: Status) -> str:
         f"limit {s.max_outbox_batches})",
     ]
     if s.waiting_approval:
-        lines.append(f"approval:         {s.waiting_approval} batch(es) wait for your approval: "
-                     f"`telemetry-agent preview`, then `telemetry-agent approve --all` (or BATCH_ID)")  # fmt: skip
+        lines.append(
+            f"approval:         {s.waiting_approval} batch(es) wait for your approval: "
+            f"`telemetry-agent preview`, then `telemetry-agent approve --all` (or BATCH_ID)"
+        )
     for h in s.held:
-        lines.append(f"held:             {h['batch_id']}: not sent, the collector's policy would refuse it "
-                     f"({h['code']} at {h['path']}: {h['message']})")  # fmt: skip
+        lines.append(
+            f"held:             {h.batch_id}: not sent, the collector's policy would refuse it "
+            f"({h.code} at {h.path}: {h.message})"
+        )
     lines += [
         f"open batch:       {s.open_snapshots} snapshot(s)",
         f"last attempt:     {last_text}",
     ]
     for r in s.rejected:
-        lines.append(f"rejected:         {r['batch_id']} HTTP {r.get('status')} {r.get('code', '')}: "
-                     f"{r.get('message', '')}" + (f" at {r['path']}" if r.get("path") else ""))  # fmt: skip
+        err = r.error or ErrorInfo(code="")
+        lines.append(
+            f"rejected:         {r.batch_id} HTTP {r.status} {err.code}: {err.message or ''}"
+            + (f" at {err.path}" if err.path else "")
+        )
     lines += [
         *_status_metrics_lines(s.metrics),
         *_provider_lines(s),
@@ -255,18 +283,19 @@ def render_status(s: Status) -> str:
     return "\n".join(lines)
 
 
-def render_history(history: list[dict[str, Any]]) -> str:
+def render_history(history: list[HistoryEntry]) -> str:
     """One line per attempt, oldest first."""
     if not history:
         return "No delivery attempt yet."
     # Entries written before endpoints were recorded, and exports, went to no endpoint: shown as "-".
-    width = max(len("endpoint"), *(len(h.get("endpoint") or "-") for h in history))
+    width = max(len("endpoint"), *(len(h.endpoint or "-") for h in history))
     lines = [f"{'time':<20} {'batch id':<36} {'sha256':<12} {'bytes':>6} {'endpoint':<{width}} {'http':>4} outcome"]
     for h in history:
-        err = h.get("error") or {}
-        extra = f" {err.get('code', '')}: {err.get('message', '')}" if err else ""
-        if h.get("exported_to"):
-            extra += f" to {h['exported_to']} (carried by hand; left the outbox)"
-        lines.append(f"{h['at']:<20} {h['batch_id']:<36} {h['sha256'][:12]:<12} {h['bytes']:>6} "
-                     f"{h.get('endpoint') or '-':<{width}} {h['status'] or '-':>4} {h['outcome']}{extra}")  # fmt: skip
+        extra = f" {h.error.code}: {h.error.message or ''}" if h.error else ""
+        if h.exported_to:
+            extra += f" to {h.exported_to} (carried by hand; left the outbox)"
+        lines.append(
+            f"{h.at:<20} {h.batch_id:<36} {h.sha256[:12]:<12} {h.size:>6} "
+            f"{h.endpoint or '-':<{width}} {h.status or '-':>4} {h.outcome}{extra}"
+        )
     return "\n".join(lines)

@@ -16,13 +16,14 @@ from schema import format_hour, format_instant
 
 from .clock import Clock
 from .config import AgentConfig
-from .errors import ProbeUnavailableError, StateError
+from .errors import ProbeUnavailableError
 from .policy import Admitted, DropReason, admit
 from .probes import CpuCoresProbe, CpuUsageProbe, DiskProbe, HostAccess, MemoryProbe, OsProbe, Probe, UsageProvider
 from .probes.usage import ProviderError
+from .records import CpuSample, ProviderRecord
 from .state import StateDir
 
-__all__ = ["CollectResult", "ProviderRecord", "SnapshotReader"]
+__all__ = ["CollectResult", "SnapshotReader"]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -43,40 +44,27 @@ class CollectResult:
     kept: list[str] = field(default_factory=list)
     """Metrics of that earlier snapshot kept because this reading lacks them (e.g. the provider failed)."""
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProviderRecord:
-    """The usage provider's last outcomes (``provider.json``), for ``status``; local only, never sent."""
-
-    kind: str | None = None
-    """``command``, ``file``, ``url`` or ``callable``: the provider the last snapshot asked."""
-    last_ok_at: str | None = None
-    last_error_at: str | None = None
-    last_error: str | None = None
-    """The reason, naming the provider (its program, file or URL) and, for a command, its first stderr line."""
-
-    @classmethod
-    def from_json(cls, saved: dict[str, Any]) -> ProviderRecord:
-        """The record from ``provider.json``'s content (fields missing or of the wrong type read as None)."""
-
-        def text(key: str) -> str | None:
-            value = saved.get(key)
-            return value if isinstance(value, str) else None
-
-        return cls(kind=text("kind"), last_ok_at=text("last_ok_at"), last_error_at=text("last_error_at"),
-                   last_error=text("last_error"))  # fmt: skip
-
-    def to_json(self) -> dict[str, str | None]:
-        """The content of ``provider.json``."""
-        return {"kind": self.kind, "last_ok_at": self.last_ok_at, "last_error_at": self.last_error_at,
-                "last_error": self.last_error}  # fmt: skip
+    def to_json(self) -> dict[str, Any]:
+        """The ``collect --json`` form."""
+        return {
+            "taken_at": self.taken_at,
+            "stored": self.stored,
+            "metrics": self.metrics,
+            "dropped": [{"reason": r, "key": k} for r, k in self.dropped],
+            "problems": self.problems,
+            "provider": self.provider,
+            "provider_error": self.provider_error,
+            "replaced": self.replaced,
+            "kept": self.kept,
+        }
 
 
 class SnapshotReader:
     """Reads the host and the provider for one snapshot; OS access, provider and clock come from the engine."""
 
-    def __init__(self, config: AgentConfig, state: StateDir, host: HostAccess, provider: UsageProvider | None,
-                 clock: Clock) -> None:  # fmt: skip
+    def __init__(
+        self, config: AgentConfig, state: StateDir, host: HostAccess, provider: UsageProvider | None, clock: Clock
+    ) -> None:
         self.config = config
         self.state = state
         self.host = host
@@ -85,22 +73,23 @@ class SnapshotReader:
 
     def cpu_previous(self, now: datetime) -> dict[str, float] | None:
         """The stored CPU sample, if it is recent enough to average over (else None)."""
-        saved = self.state.read("cpu.json", {})
+        sample = self.state.cpu_sample()
+        if sample is None:
+            return None
         try:
-            at = datetime.fromisoformat(saved["at"])
-            times = {str(k): float(v) for k, v in saved["times"].items()}
-        except (KeyError, TypeError, ValueError, AttributeError):
+            age = now - sample.at
+        except TypeError:  # a sample stored without a time zone
             return None
         # A sample far older than the interval would average over the wrong period (or across a downtime).
-        if not timedelta(0) < now - at <= timedelta(seconds=2 * self.config.snapshot_interval_s):
+        if not timedelta(0) < age <= timedelta(seconds=2 * self.config.snapshot_interval_s):
             return None
-        return times
+        return dict(sample.times)
 
     def prime_cpu(self) -> None:
         """Record a CPU sample now, so the first snapshot can average over its interval."""
         now = self.clock.now()
         if self.cpu_previous(now) is None:
-            self.state.write("cpu.json", {"at": now.isoformat(), "times": self.host.cpu_times()})
+            self.state.set_cpu_sample(CpuSample(at=now, times=self.host.cpu_times()))
 
     def probes(self, now: datetime) -> tuple[list[Probe], CpuUsageProbe]:
         """The host probes, and among them the CPU usage one (its new sample is stored after reading)."""
@@ -113,13 +102,6 @@ class SnapshotReader:
             DiskProbe(self.host, path=self.config.data_path),
         ]
         return probes, cpu
-
-    def _provider_record(self) -> ProviderRecord:
-        # Only a hint for `status`: a corrupt record is started afresh rather than stopping the snapshot.
-        try:
-            return ProviderRecord.from_json(self.state.read("provider.json", {}))
-        except StateError:
-            return ProviderRecord()
 
     def read(self, blocked: Mapping[str, DropReason]) -> CollectResult:
         """Read every probe and the usage provider through the policy gate (stores only the CPU sample).
@@ -138,22 +120,32 @@ class SnapshotReader:
             except Exception as exc:  # noqa: BLE001 - a probe bug costs its metrics, not the snapshot
                 problems.append(f"probe {probe.name} failed: {type(exc).__name__}")
         if cpu.sample is not None:
-            self.state.write("cpu.json", {"at": now.isoformat(), "times": cpu.sample})
-        result = CollectResult(taken_at=format_hour(now), metrics=admitted.metrics, dropped=admitted.dropped,
-                               problems=problems)  # fmt: skip
+            self.state.set_cpu_sample(CpuSample(at=now, times=cpu.sample))
+        result = CollectResult(
+            taken_at=format_hour(now), metrics=admitted.metrics, dropped=admitted.dropped, problems=problems
+        )
         if self.provider is not None:
             result.provider = self.provider.label
-            record = self._provider_record()
+            # Only a hint for `status`: a corrupt record is started afresh rather than stopping the snapshot.
+            record = self.state.provider_record()
             try:
                 gate(self.provider.collect(), from_provider=True, into=admitted)
             except ProviderError as exc:
                 result.provider_error = str(exc)
                 problems.append(str(exc))
                 self.state.count("provider_failures")
-                record = ProviderRecord(kind=self.provider.kind, last_ok_at=record.last_ok_at,
-                                        last_error_at=format_instant(now), last_error=str(exc))  # fmt: skip
+                record = ProviderRecord(
+                    kind=self.provider.kind,
+                    last_ok_at=record.last_ok_at,
+                    last_error_at=format_instant(now),
+                    last_error=str(exc),
+                )
             else:
-                record = ProviderRecord(kind=self.provider.kind, last_ok_at=format_instant(now),
-                                        last_error_at=record.last_error_at, last_error=record.last_error)  # fmt: skip
-            self.state.write("provider.json", record.to_json())
+                record = ProviderRecord(
+                    kind=self.provider.kind,
+                    last_ok_at=format_instant(now),
+                    last_error_at=record.last_error_at,
+                    last_error=record.last_error,
+                )
+            self.state.set_provider_record(record)
         return result

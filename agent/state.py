@@ -30,65 +30,46 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import re
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
 
-from schema import CATALOGUE, Catalogue, SchemaError, new_secret, parse_batch
+from schema import CATALOGUE, Catalogue, new_secret
 
-from .errors import StateError, StateIOError
-from .files import (
-    FileLock,
-    NotRegularFileError,
-    atomic_write,
-    fsync_dir,
-    lock_file,
-    make_private_dir,
-    open_lock,
-    read_regular,
-    state_errors,
+from .errors import StateError
+from .files import FileLock, atomic_write, lock_file, make_private_dir, open_lock, read_regular, state_errors
+from .outbox import Outbox, OutboxEntry
+from .records import (
+    ConsentRecord,
+    ConsentScope,
+    CpuSample,
+    EndpointChoice,
+    HistoryEntry,
+    OpenBatch,
+    ProviderRecord,
+    Schedule,
 )
+from .remote_policy import CollectorPolicy
 
 __all__ = ["EndpointChoice", "OutboxEntry", "StateDir"]
 
-_OUTBOX_NAME: Final = re.compile(r"(?P<seq>[0-9]{10})-(?P<id>[0-9a-f-]{36})\.json")
 _SECRET: Final = re.compile(r"[0-9a-f]{64}")
 _MAX_KEYS_PER_REASON: Final = 32  # bounds counters.json however many odd keys a provider invents
 _SUBDIRS: Final = ("outbox", "rejected", "sent", "quarantine")
 # A second daemon waits this long for the daemon lock before it gives up: long enough that a `status`
 # probing the lock at that very moment (it holds it for microseconds) does not stop a starting daemon.
 _DAEMON_LOCK_WAIT_S: Final = 2.0
-log = logging.getLogger("agent")
+# What `forget` deletes besides every batch (consent, its scope, the policy, schedule and endpoint choice stay).
+_RESET: Final = ("open.json", "approvals.json", "history.json", "cpu.json", "counters.json", "provider.json")
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    """One sealed batch waiting in the outbox."""
-
-    batch_id: str
-    path: Path
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EndpointChoice:
-    """The collector endpoint that answered last (when ``endpoint`` lists several): requests start there."""
-
-    key: str
-    """The endpoint's key (scheme, host, port, path; never user info), see :class:`agent.config.Endpoint`."""
-    since: str
-    """When it became the current endpoint (UTC, ``YYYY-MM-DDTHH:MM:SSZ``)."""
-
-
-class StateDir:
-    """Typed access to the state directory; callers hold :meth:`lock` around each operation."""
+class StateDir(Outbox):
+    """Typed access to the state directory, the one place that knows its file names; callers hold :meth:`lock`
+    around each operation."""
 
     def __init__(self, root: Path, *, lock_wait_s: float = 10.0, catalogue: Catalogue = CATALOGUE) -> None:
         self.root = root
@@ -141,9 +122,8 @@ class StateDir:
 
     # -- JSON files ------------------------------------------------------------------------------
 
-    def read(self, name: str, default: Any) -> Any:
-        """The JSON content of ``name``, or ``default`` when absent; :class:`StateError` when corrupt."""
-        path = self.root / name
+    def _read(self, path: Path, default: Any) -> Any:
+        """The JSON content of ``path``, or ``default`` when absent; :class:`StateError` when corrupt."""
         with state_errors(path, "read", root=self.root):
             try:
                 data = read_regular(path)
@@ -157,17 +137,16 @@ class StateDir:
             raise StateError(f"{path}: corrupt state file (unexpected content); move it aside to reset it")
         return value
 
-    def write(self, name: str, value: Any) -> None:
-        """Atomically replace ``name`` with ``value`` as JSON."""
-        self._write(self.root / name, orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2))
+    def _write_json(self, path: Path, value: Any) -> None:
+        """Atomically replace ``path`` with ``value`` as JSON."""
+        self._write(path, orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2))
 
     def _write(self, path: Path, data: bytes) -> None:
         with state_errors(path, "write", root=self.root):
             atomic_write(path, data)
 
-    def remove(self, name: str) -> None:
-        """Delete ``name`` (a path relative to the state dir) if it exists; never follows a link."""
-        path = self.root / name
+    def _remove(self, path: Path) -> None:
+        """Delete ``path`` if it exists; never follows a link."""
         with state_errors(path, "delete", root=self.root):
             path.unlink(missing_ok=True)
 
@@ -191,6 +170,85 @@ class StateDir:
         self._write(self.root / "secret", secret.encode() + b"\n")
         return secret
 
+    # -- consent, its catalogue version, the collector's policy -------------------------------------
+
+    def consent(self) -> ConsentRecord | None:
+        """The mode the admin set with `telemetry-agent consent MODE`, if any (``consent.json``)."""
+        return ConsentRecord.from_json(self._read(self.root / "consent.json", {}))
+
+    def set_consent(self, record: ConsentRecord) -> None:
+        """Store the admin's consent choice."""
+        self._write_json(self.root / "consent.json", record.to_json())
+
+    def reset_consent(self) -> None:
+        """Forget the admin's consent choice: the config's mode applies again."""
+        self._remove(self.root / "consent.json")
+
+    def consent_scope(self) -> ConsentScope:
+        """The catalogue version consent was given for and the metrics approved since (``metrics.json``)."""
+        path = self.root / "metrics.json"
+        return ConsentScope.from_json(self._read(path, {}), str(path))
+
+    def set_consent_scope(self, scope: ConsentScope) -> None:
+        """Store the consented catalogue version and the approvals."""
+        self._write_json(self.root / "metrics.json", scope.to_json())
+
+    def collector_policy(self) -> CollectorPolicy | None:
+        """The collector's policy last fetched or imported (``policy.json``); None when there is none or it is
+        unreadable (a cache only: the next fetch or import rewrites it)."""
+        try:
+            saved = self._read(self.root / "policy.json", {})
+        except StateError:
+            return None
+        return CollectorPolicy.from_state(saved)
+
+    def set_collector_policy(self, policy: CollectorPolicy) -> None:
+        """Keep the collector's policy."""
+        self._write_json(self.root / "policy.json", policy.to_state())
+
+    # -- the open batch and what snapshots need ----------------------------------------------------
+
+    def open_batch(self) -> OpenBatch | None:
+        """The batch snapshots go into until it is sealed, or None when there is none yet."""
+        path = self.root / "open.json"
+        return OpenBatch.from_json(self._read(path, {}), str(path))
+
+    def set_open_batch(self, batch: OpenBatch) -> None:
+        """Store the open batch."""
+        self._write_json(self.root / "open.json", batch.to_json())
+
+    def clear_open_batch(self) -> None:
+        """Forget the open batch (it was sealed into the outbox)."""
+        self._remove(self.root / "open.json")
+
+    def cpu_sample(self) -> CpuSample | None:
+        """The previous CPU times sample, if one is stored and readable."""
+        return CpuSample.from_json(self._read(self.root / "cpu.json", {}))
+
+    def set_cpu_sample(self, sample: CpuSample) -> None:
+        """Store the CPU times sample the next snapshot averages against."""
+        self._write_json(self.root / "cpu.json", sample.to_json())
+
+    def provider_record(self) -> ProviderRecord:
+        """The usage provider's last outcomes; empty when none is stored or it is unreadable (only a hint for
+        `status`, which the next snapshot rewrites)."""
+        try:
+            return ProviderRecord.from_json(self._read(self.root / "provider.json", {}))
+        except StateError:
+            return ProviderRecord()
+
+    def set_provider_record(self, record: ProviderRecord) -> None:
+        """Store the usage provider's last outcomes."""
+        self._write_json(self.root / "provider.json", record.to_json())
+
+    def schedule(self) -> Schedule:
+        """When the daemon next snapshots, seals and sends (nothing scheduled when none is stored)."""
+        return Schedule.from_json(self._read(self.root / "schedule.json", {}))
+
+    def set_schedule(self, schedule: Schedule) -> None:
+        """Store the daemon's schedule (it survives restarts)."""
+        self._write_json(self.root / "schedule.json", schedule.to_json())
+
     # -- endpoint choice ---------------------------------------------------------------------------
 
     def endpoint_choice(self) -> EndpointChoice | None:
@@ -200,28 +258,32 @@ class StateDir:
         failover, and the next answer from a collector rewrites it.
         """
         try:
-            saved = self.read("endpoint.json", {})
+            saved = self._read(self.root / "endpoint.json", {})
             return EndpointChoice(key=str(saved["key"]), since=str(saved["since"])) if saved else None
         except (StateError, KeyError):
             return None
 
     def choose_endpoint(self, choice: EndpointChoice) -> None:
         """Store the endpoint requests start at (atomically, like all state)."""
-        self.write("endpoint.json", {"key": choice.key, "since": choice.since})
+        self._write_json(self.root / "endpoint.json", {"key": choice.key, "since": choice.since})
 
     # -- counters --------------------------------------------------------------------------------
 
+    def counters(self) -> dict[str, Any]:
+        """What was dropped or skipped, by reason (``counters.json``, as ``status --json`` shows it)."""
+        return dict(self._read(self.root / "counters.json", {}))
+
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to a plain counter."""
-        counters = self.read("counters.json", {})
+        counters = self.counters()
         counters[name] = int(counters.get(name, 0)) + n
-        self.write("counters.json", counters)
+        self._write_json(self.root / "counters.json", counters)
 
     def count_drops(self, dropped: list[tuple[str, str]]) -> None:
         """Add dropped readings to the per-reason counters (with per-key counts, bounded)."""
         if not dropped:
             return
-        counters = self.read("counters.json", {})
+        counters = self.counters()
         by_reason = counters.setdefault("dropped_keys", {})
         for reason, key in dropped:
             slot = by_reason.setdefault(reason, {"total": 0, "keys": {}})
@@ -230,145 +292,42 @@ class StateDir:
             if key not in keys and len(keys) >= _MAX_KEYS_PER_REASON:
                 key = "<other>"
             keys[key] = keys.get(key, 0) + 1
-        self.write("counters.json", counters)
-
-    # -- outbox ----------------------------------------------------------------------------------
-
-    def outbox(self) -> list[OutboxEntry]:
-        """Sealed batches, oldest first; a corrupt file is moved to ``quarantine/`` and counted.
-
-        Corrupt means it was read and is no batch (or a link or special file): a batch this user merely
-        cannot read stops with :class:`~agent.errors.StateAccessError` and stays where it is.
-        """
-        entries: list[OutboxEntry] = []
-        outbox = self.root / "outbox"
-        with state_errors(outbox, "list", root=self.root):
-            paths = sorted(outbox.iterdir())
-        for path in paths:
-            if path.name.startswith("."):
-                continue
-            match = _OUTBOX_NAME.fullmatch(path.name)
-            with state_errors(path, "read", root=self.root):
-                try:
-                    data: bytes | None = read_regular(path)
-                except FileNotFoundError:
-                    continue
-                except NotRegularFileError:
-                    data = None
-                except OSError as exc:
-                    if exc.errno not in (errno.ELOOP, errno.EMLINK):
-                        raise
-                    data = None  # a link: never followed, so it is no batch
-            try:
-                if (
-                    data is None
-                    or match is None
-                    or parse_batch(data, catalogue=self._catalogue).batch_id != match["id"]
-                ):
-                    raise SchemaError("batch_id", "bad_id", "file name and batch disagree")
-            except SchemaError:
-                try:
-                    self.quarantine(path)
-                except StateIOError as exc:  # e.g. a read-only state dir: skip it, so status still works
-                    log.warning("corrupt outbox file skipped: %s", exc)
-                continue
-            assert match is not None
-            entries.append(OutboxEntry(match["id"], path, data))
-        return entries
-
-    def quarantine(self, path: Path) -> None:
-        """Move a corrupt file (or link: the link itself) out of the way, keep it for inspection, and count it."""
-        with state_errors(path, "quarantine", root=self.root):
-            os.replace(path, self.root / "quarantine" / f"{int(time.time())}-{path.name}")
-        self.count("quarantined")
-
-    def add_to_outbox(self, batch_id: str, data: bytes, *, max_batches: int) -> list[str]:
-        """Store a sealed batch; drops the oldest beyond ``max_batches`` and returns their ids."""
-        existing = self.outbox()
-        seq = 1 + max((int(e.path.name[:10]) for e in existing), default=0)
-        self._write(self.root / "outbox" / f"{seq:010d}-{batch_id}.json", data)
-        dropped: list[str] = []
-        for entry in existing[: max(0, len(existing) + 1 - max_batches)]:
-            self.remove(f"outbox/{entry.path.name}")
-            dropped.append(entry.batch_id)
-        if dropped:
-            self.count("dropped_batches", len(dropped))
-            self.forget_approvals(dropped)
-        return dropped
-
-    def mark_sent(self, entry: OutboxEntry) -> None:
-        """Move a delivered (or exported: carried over by hand) batch's bytes out of the outbox to ``sent/``,
-        where they stay while the history refers to them."""
-        self._move(entry, "sent")
-        self.forget_approvals([entry.batch_id])
-
-    def _move(self, entry: OutboxEntry, sub: str) -> None:
-        with state_errors(entry.path, f"move it to {sub}/", root=self.root):
-            os.replace(entry.path, self.root / sub / f"{entry.batch_id}.json")
-            fsync_dir(self.root / "outbox")
-
-    def mark_rejected(self, entry: OutboxEntry, error: dict[str, Any]) -> None:
-        """Move a refused batch to ``rejected/`` with the collector's error, for the admin to see."""
-        self.write(f"rejected/{entry.batch_id}.error.json", error)
-        self._move(entry, "rejected")
-        self.forget_approvals([entry.batch_id])
-
-    def rejected(self) -> list[tuple[str, dict[str, Any]]]:
-        """Refused batches and their errors."""
-        out = []
-        for path in sorted((self.root / "rejected").glob("*.error.json")):
-            out.append((path.name.removesuffix(".error.json"), self.read(f"rejected/{path.name}", {})))
-        return out
-
-    def stored_bytes(self, batch_id: str) -> bytes | None:
-        """The bytes of a batch wherever it is kept (outbox, sent or rejected)."""
-        if not re.fullmatch(r"[0-9a-f-]{36}", batch_id):
-            return None
-        for entry in self.outbox():
-            if entry.batch_id == batch_id:
-                return entry.data
-        for sub in ("sent", "rejected"):
-            path = self.root / sub / f"{batch_id}.json"
-            with state_errors(path, "read", root=self.root):
-                try:
-                    return read_regular(path)
-                except FileNotFoundError:
-                    continue
-        return None
+        self._write_json(self.root / "counters.json", counters)
 
     # -- approvals and history ---------------------------------------------------------------------
 
     def approvals(self) -> set[str]:
         """Batch ids approved for sending in review mode."""
-        return set(self.read("approvals.json", []))
+        return set(self._read(self.root / "approvals.json", []))
 
     def approve(self, batch_ids: list[str]) -> None:
         """Approve batches for sending."""
-        self.write("approvals.json", sorted(self.approvals() | set(batch_ids)))
+        self._write_json(self.root / "approvals.json", sorted(self.approvals() | set(batch_ids)))
 
     def forget_approvals(self, batch_ids: list[str]) -> None:
         """Drop approvals of batches that left the outbox."""
         current = self.approvals()
         if current & set(batch_ids):
-            self.write("approvals.json", sorted(current - set(batch_ids)))
+            self._write_json(self.root / "approvals.json", sorted(current - set(batch_ids)))
 
     def history(self) -> list[dict[str, Any]]:
-        """Delivery attempts, oldest first."""
-        return list(self.read("history.json", []))
+        """The history as stored, oldest first: the JSON ``history --json`` prints (:meth:`history_entries`
+        reads it typed)."""
+        return list(self._read(self.root / "history.json", []))
 
-    def record(self, attempt: dict[str, Any], *, max_entries: int) -> None:
-        """Append one attempt; keep the last ``max_entries`` and the sent bytes they refer to."""
-        history = [*self.history(), attempt][-max_entries:]
-        self.write("history.json", history)
-        referenced = {h.get("batch_id") for h in history}
-        for path in (self.root / "sent").glob("*.json"):
-            if path.stem not in referenced:
-                self.remove(f"sent/{path.name}")
+    def history_entries(self) -> list[HistoryEntry]:
+        """Delivery attempts and exports, oldest first."""
+        path = str(self.root / "history.json")
+        return [HistoryEntry.from_json(entry, path) for entry in self.history()]
+
+    def record(self, entry: HistoryEntry, *, max_entries: int) -> None:
+        """Append one entry; keep the last ``max_entries`` and the sent bytes they refer to."""
+        history = [*self.history(), entry.to_json()][-max_entries:]
+        self._write_json(self.root / "history.json", history)
+        self._prune_sent({str(h.get("batch_id")) for h in history})
 
     def reset(self) -> None:
         """Forget everything but the lock files: used by `forget` before a new secret is made."""
-        for sub in ("outbox", "rejected", "sent"):
-            for path in (self.root / sub).iterdir():
-                self.remove(f"{sub}/{path.name}")
-        for name in ("open.json", "approvals.json", "history.json", "cpu.json", "counters.json", "provider.json"):
-            self.remove(name)
+        self._clear_batches()
+        for name in _RESET:
+            self._remove(self.root / name)

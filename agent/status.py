@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from schema import format_instant
 
-from .errors import StateError, StateIOError
+from .client import starting_endpoint
+from .errors import StateIOError
 from .metrics import MetricsView
-from .snapshot import ProviderRecord
-from .transport import starting_endpoint
+from .outbound import HeldBatch
+from .records import ConsentMode, HistoryEntry, ProviderRecord, Rejection
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -54,7 +55,7 @@ class Status:
 
     config_file: str | None
     """The config file read, or None: defaults and ``TELEMETRY_*`` variables only."""
-    consent: str
+    consent: ConsentMode
     consent_source: str
     """``config``, ``consent command`` or ``DO_NOT_TRACK / TELEMETRY_DISABLED``."""
     consent_set_at: str | None
@@ -75,12 +76,12 @@ class Status:
     """Sealed batches that go only once approved (review mode; 0 in the other modes)."""
     open_batch_id: str | None
     open_snapshots: int
-    rejected: tuple[dict[str, Any], ...]
-    held: tuple[dict[str, str], ...]
+    rejected: tuple[Rejection, ...]
+    held: tuple[HeldBatch, ...]
     """Sealed batches not sent because the collector's policy would refuse them: batch id, code, message, path."""
     metrics: MetricsView
     """Every catalogue metric and its state (what waits for approval, what the collector does not accept)."""
-    last_attempt: dict[str, Any] | None
+    last_attempt: HistoryEntry | None
     provider: str | None
     """The configured usage provider (kind and command, file or URL), or None."""
     provider_record: ProviderRecord
@@ -108,34 +109,32 @@ class Status:
             "state_dir": self.state_dir,
             "daemon": {"running": self.daemon_running, "pid": self.daemon_pid or None},
             "next": asdict(self.next),
-            "outbox": {"batches": self.outbox_batches, "approved": self.outbox_approved,
-                       "waiting_approval": self.waiting_approval, "max_batches": self.max_outbox_batches},
+            "outbox": {
+                "batches": self.outbox_batches,
+                "approved": self.outbox_approved,
+                "waiting_approval": self.waiting_approval,
+                "max_batches": self.max_outbox_batches,
+            },
             "open_batch": {"batch_id": self.open_batch_id, "snapshots": self.open_snapshots},
-            "rejected": list(self.rejected),
-            "held": list(self.held),
+            "rejected": [{"batch_id": r.batch_id, **r.to_json()} for r in self.rejected],
+            "held": [h.to_json() for h in self.held],
             "metrics": self.metrics.to_json(),
-            "last_attempt": self.last_attempt,
+            "last_attempt": None if self.last_attempt is None else self.last_attempt.to_json(),
             "provider": {"configured": self.provider, **self.provider_record.to_json()},
             "counters": self.counters,
-        }  # fmt: skip
+        }
 
 
-def _z(text: object) -> str | None:
-    """A stored ISO time in the ``Z`` form, or None when it is missing or unreadable."""
-    if not isinstance(text, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return format_instant(moment)
+def _z(moment: datetime | None) -> str | None:
+    """A stored time in the ``Z`` form, or None when it is missing or unreadable."""
+    return None if moment is None else format_instant(moment)
 
 
 def _next_steps(engine: Engine, mode: str, *, running: bool, sendable: int) -> NextSteps:
     if not running or mode == "off":
         return NextSteps()  # a schedule left by a daemon that stopped, or one that reads nothing: not shown
-    saved = engine.state.read("schedule.json", {})
-    send_at = _z(saved.get("next_send_at"))
+    saved = engine.state.schedule()
+    send_at = _z(saved.next_send_at)
     send: NextSend
     if send_at is not None:
         send = "scheduled"
@@ -145,8 +144,7 @@ def _next_steps(engine: Engine, mode: str, *, running: bool, sendable: int) -> N
         send = "after_approval"
     else:
         send = "after_seal"
-    return NextSteps(snapshot_at=_z(saved.get("next_snapshot_at")), seal_at=_z(saved.get("next_seal_at")),
-                     send_at=send_at, send=send)  # fmt: skip
+    return NextSteps(snapshot_at=_z(saved.next_snapshot_at), seal_at=_z(saved.next_seal_at), send_at=send_at, send=send)
 
 
 def read_status(engine: Engine) -> Status:
@@ -172,21 +170,17 @@ def read_status(engine: Engine) -> Status:
     n_approved = sum(e.batch_id in approved for e in outbox)
     waiting = len(outbox) - n_approved if mode == "review" else 0
     sendable = 0 if mode == "off" else n_approved if mode == "review" else len(outbox)
-    history = state.history()
-    opened = state.read("open.json", {})
+    history = state.history_entries()
+    opened = state.open_batch()
     endpoints = engine.config.endpoints
     choice = state.endpoint_choice()
     current = starting_endpoint(endpoints, None if choice is None else choice.key)
-    try:
-        record = ProviderRecord.from_json(state.read("provider.json", {}))
-    except StateError:
-        record = ProviderRecord()  # only a hint; the next snapshot rewrites it
-    set_at = state.read("consent.json", {}).get("set_at") if source == "consent command" else None
+    stored = state.consent() if source == "consent command" else None
     return Status(
         config_file=None if engine.config_file is None else str(engine.config_file),
         consent=mode,
         consent_source=source,
-        consent_set_at=set_at if isinstance(set_at, str) else None,
+        consent_set_at=None if stored is None else stored.set_at,
         config_consent=engine.config.consent,
         install_id=install_id,
         endpoints=tuple(EndpointLine(url=e.url, label=e.label, current=n == current) for n, e in enumerate(endpoints)),
@@ -197,14 +191,14 @@ def read_status(engine: Engine) -> Status:
         outbox_approved=n_approved,
         max_outbox_batches=engine.config.max_outbox_batches,
         waiting_approval=waiting,
-        open_batch_id=opened.get("batch_id"),
-        open_snapshots=len(opened.get("snapshots", [])),
-        rejected=tuple({"batch_id": b, **err} for b, err in state.rejected()),
-        held=tuple({"batch_id": b, "code": e.code, "message": e.message, "path": e.path} for b, e in engine.held()),
+        open_batch_id=None if opened is None else opened.batch_id,
+        open_snapshots=0 if opened is None else len(opened.snapshots),
+        rejected=tuple(state.rejected()),
+        held=tuple(engine.held()),
         metrics=engine.metrics(),
         last_attempt=history[-1] if history else None,
         provider=None if engine.provider is None else engine.provider.label,
-        provider_record=record,
-        counters=state.read("counters.json", {}),
+        provider_record=state.provider_record(),
+        counters=state.counters(),
         problems=tuple(problems),
     )

@@ -13,8 +13,9 @@ import orjson
 import pytest
 
 from agent import AgentConfig, ConfigError, Engine, RejectedError
+from agent.client import HttpTransport
 from agent.config import Endpoint
-from agent.transport import Attempt, Transport
+from agent.transport import Attempt
 from tests.agent.conftest import RECORDED, Site
 from tests.conftest import load_golden
 
@@ -28,12 +29,12 @@ def _config(tmp_path: Path, *urls: str, max_attempts: int = 3) -> AgentConfig:
 
 
 def _transport(config: AgentConfig, waits: list[float], *, current: str | None = None,
-               chosen: list[Endpoint] | None = None) -> Transport:  # fmt: skip
+               chosen: list[Endpoint] | None = None) -> HttpTransport:  # fmt: skip
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
 
     on_answer = None if chosen is None else chosen.append
-    return Transport(config, sleep=sleep, rng=random.Random(7), current=current, on_answer=on_answer)
+    return HttpTransport(config, sleep=sleep, rng=random.Random(7), current=current, on_answer=on_answer)
 
 
 def _trail(attempts: list[Attempt]) -> list[tuple[str | None, int | None, str, float | None]]:
@@ -221,7 +222,7 @@ async def test_failover_engine_stores_the_choice_and_status_shows_it(
     engine.collect()
     engine.seal()
     report = await engine.send()
-    assert [(r["outcome"], r["endpoint"], r["attempts"]) for r in report.results] == [("delivered", second.label, 2)]
+    assert [(r.outcome, r.endpoint, r.attempts) for r in report.results] == [("delivered", second.label, 2)]
     assert waits == []
     assert [h["endpoint"] for h in engine.state.history()] == [first.label, second.label]
     stored = orjson.loads((tmp_path / "state" / "endpoint.json").read_bytes())

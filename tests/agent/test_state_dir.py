@@ -18,9 +18,11 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from agent.cli import main
+from agent.records import OpenBatch
 from agent.state import StateDir
 from tests.agent.conftest import START, AgentHome, Result, cli
 
@@ -142,10 +144,10 @@ def test_state_dir_planted_temp_file_link_receives_nothing(tmp_path: Path, victi
     are created fresh (O_EXCL, O_NOFOLLOW) under unpredictable names."""
     state = StateDir(tmp_path / "state")
     (state.root / f".open.json.{os.getpid()}.tmp").symlink_to(victim)
-    state.write("open.json", {"batch_id": "b", "snapshots": []})
+    state.set_open_batch(OpenBatch(batch_id="b"))
     assert victim.read_text() == "root's file\n"
     assert stat.S_ISREG((state.root / "open.json").lstat().st_mode)
-    assert state.read("open.json", {}) == {"batch_id": "b", "snapshots": []}
+    assert orjson.loads((state.root / "open.json").read_bytes()) == {"batch_id": "b", "snapshots": []}
 
 
 @pytest.fixture

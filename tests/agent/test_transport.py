@@ -17,7 +17,8 @@ import pytest
 from aiohttp import web
 
 from agent import AgentConfig
-from agent.transport import Attempt, Transport, parse_retry_after
+from agent.client import HttpTransport, parse_retry_after
+from agent.transport import Attempt
 from tests.agent.conftest import FakeCollector
 from tests.conftest import load_golden
 
@@ -25,14 +26,14 @@ BATCH = orjson.dumps(orjson.loads(load_golden("v1/valid/minimal.json")), option=
 BATCH_ID = orjson.loads(BATCH)["batch_id"]
 
 
-def _transport(tmp_path: Path, url: str, waits: list[float], seed: int = 7, **kw: object) -> Transport:
+def _transport(tmp_path: Path, url: str, waits: list[float], seed: int = 7, **kw: object) -> HttpTransport:
     config = AgentConfig(endpoint=url, state_dir=tmp_path, max_attempts=4, backoff_base_s=1.0, max_backoff_s=5.0,
                          **kw)  # type: ignore[arg-type]  # fmt: skip
 
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    return Transport(config, sleep=sleep, rng=random.Random(seed))
+    return HttpTransport(config, sleep=sleep, rng=random.Random(seed))
 
 
 async def test_transport_backoff_is_full_jitter_exponential(collector: FakeCollector, tmp_path: Path) -> None:
@@ -73,7 +74,7 @@ async def test_transport_final_4xx_is_not_retried(collector: FakeCollector, tmp_
     delivery = await _transport(tmp_path, collector.url, waits).deliver(BATCH, BATCH_ID, lambda _a: None)
     assert delivery.outcome == "rejected"
     assert delivery.error is not None
-    assert delivery.error["code"] == "out_of_bounds"
+    assert delivery.error.code == "out_of_bounds"
     assert waits == []
     assert len(collector.bodies) == 1
 
@@ -104,7 +105,7 @@ async def test_transport_unreachable_collector_fails_after_max_attempts(tmp_path
     assert delivery.outcome == "failed"
     assert len(waits) == 3
     assert delivery.error is not None
-    assert delivery.error["code"] == "network"
+    assert delivery.error.code == "network"
 
 
 class ForwardProxy:
