@@ -38,13 +38,25 @@ def main(argv: list[str] | None = None) -> int:
     """Write docs/metrics.md, docs/privacy.md and the batch JSON Schemas; with --check, only report stale ones."""
     parser = argparse.ArgumentParser(prog="python -m schema", description=__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 if a generated file is stale")
-    parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent,
-                        help="repository root (default: the checkout this package lives in)")  # fmt: skip
-    parser.add_argument("--compare", type=Path, metavar="OLD.toml",
-                        help="check that the catalogue validly follows this earlier version; exit 2 if not")  # fmt: skip
-    parser.add_argument("--catalogue", type=Path, metavar="PATH",
-                        help="a vendor's catalogue file to generate the documents for, or with --compare the new "
-                             "one (default: the packaged catalogue)")  # fmt: skip
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent,
+        help="repository root (default: the checkout this package lives in)",
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="OLD.toml",
+        help="check that the catalogue validly follows this earlier version; exit 2 if not",
+    )
+    parser.add_argument(
+        "--catalogue",
+        type=Path,
+        metavar="PATH",
+        help="a vendor's catalogue file to generate the documents for, or with --compare the new "
+        "one (default: the packaged catalogue)",
+    )
     args = parser.parse_args(argv)
     if args.compare is not None:
         return _compare(args.compare, args.catalogue)

@@ -136,15 +136,23 @@ def _refuse_key(catalogue: Catalogue, version: int, key: str, where: str) -> Non
     if entry is None:
         path = f"{where}.{key if safe_name(key) else '<unknown>'}"
         if version > catalogue.version:
-            raise SchemaError(path, "unknown_metric", f"not in catalogue version {catalogue.version} (the newest known "
-                              f"here; the batch was built against version {version})")  # fmt: skip
+            raise SchemaError(
+                path,
+                "unknown_metric",
+                f"not in catalogue version {catalogue.version} (the newest known "
+                f"here; the batch was built against version {version})",
+            )
         raise SchemaError(path, "unknown_metric", "not in the policy catalogue")
     path = f"{where}.{key}"
     if entry.removed_in is not None and entry.removed_in <= version:
-        raise SchemaError(path, "retired_metric", f"retired in catalogue version {entry.removed_in}; the batch was "
-                          f"built against version {version}")  # fmt: skip
-    raise SchemaError(path, "metric_not_in_version", f"added in catalogue version {entry.since}, after the batch's "
-                      f"version {version}")  # fmt: skip
+        raise SchemaError(
+            path,
+            "retired_metric",
+            f"retired in catalogue version {entry.removed_in}; the batch was built against version {version}",
+        )
+    raise SchemaError(
+        path, "metric_not_in_version", f"added in catalogue version {entry.since}, after the batch's version {version}"
+    )
 
 
 def _new_snapshot(taken_at: str, metrics: Mapping[str, int | str]) -> Snapshot:
@@ -232,16 +240,21 @@ def parse_batch_obj(obj: object, *, catalogue: Catalogue = CATALOGUE) -> Batch:
         raise SchemaError("", "wrong_type", "a batch is a JSON object")
     version = obj.get("schema_version")
     if type(version) is not int:
-        raise SchemaError("schema_version", "missing_field" if version is None else "wrong_type",
-                          "required integer")  # fmt: skip
+        raise SchemaError("schema_version", "missing_field" if version is None else "wrong_type", "required integer")
     if version not in SUPPORTED_VERSIONS:
-        raise SchemaError("schema_version", "unsupported_version",
-                          f"version {version} is not supported (supported: {sorted(SUPPORTED_VERSIONS)})")  # fmt: skip
+        raise SchemaError(
+            "schema_version",
+            "unsupported_version",
+            f"version {version} is not supported (supported: {sorted(SUPPORTED_VERSIONS)})",
+        )
     top = _expect_object(obj, "", _TOP_KEYS[version])
     catalogue_version = top.get("catalogue_version", 1)
     if type(catalogue_version) is not int or not 1 <= catalogue_version <= _MAX_CATALOGUE_VERSION:
-        raise SchemaError("catalogue_version", "wrong_type" if type(catalogue_version) is not int else "out_of_bounds",
-                          f"must be an integer from 1 to {_MAX_CATALOGUE_VERSION}")  # fmt: skip
+        raise SchemaError(
+            "catalogue_version",
+            "wrong_type" if type(catalogue_version) is not int else "out_of_bounds",
+            f"must be an integer from 1 to {_MAX_CATALOGUE_VERSION}",
+        )
     batch_id = top["batch_id"]
     if type(batch_id) is not str or _UUID4.fullmatch(batch_id) is None:
         raise SchemaError("batch_id", "bad_id", "must be a lowercase UUID version 4")

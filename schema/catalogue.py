@@ -172,8 +172,23 @@ def _entry(raw: Mapping[str, Any], where: str, clauses: Mapping[str, str], versi
             raise SchemaError(f"{where}.{name}", "wrong_type", f"must be {kind.__name__}")
         return value
 
-    allowed = {"key", "type", "unit", "kind", "description", "purpose", "category", "clause", "coarsening",
-               "since", "removed_in", "min", "max", "values", "pattern"}  # fmt: skip
+    allowed = {
+        "key",
+        "type",
+        "unit",
+        "kind",
+        "description",
+        "purpose",
+        "category",
+        "clause",
+        "coarsening",
+        "since",
+        "removed_in",
+        "min",
+        "max",
+        "values",
+        "pattern",
+    }
     for name in raw:
         if name not in allowed:
             raise SchemaError(f"{where}.{name}", "unknown_field", "not a catalogue field")
@@ -205,8 +220,9 @@ def _entry(raw: Mapping[str, Any], where: str, clauses: Mapping[str, str], versi
             raise SchemaError(f"{where}.removed_in", "not_allowed", "a batch header field cannot be retired")
         removed_in = need("removed_in", int)
         if not since < removed_in <= version:
-            raise SchemaError(f"{where}.removed_in", "out_of_bounds",
-                              "must be a catalogue version after `since`, up to this one")  # fmt: skip
+            raise SchemaError(
+                f"{where}.removed_in", "out_of_bounds", "must be a catalogue version after `since`, up to this one"
+            )
     lo = hi = None
     values: tuple[str, ...] = ()
     pattern = regex = None
@@ -224,9 +240,24 @@ def _entry(raw: Mapping[str, Any], where: str, clauses: Mapping[str, str], versi
         # A pattern that matches anything long is free text in disguise.
         if regex.fullmatch("x" * 200) or regex.fullmatch(" " * 200):
             raise SchemaError(f"{where}.pattern", "not_allowed", "too loose: would admit free text")
-    return Entry(key=key, type=type_, unit=need("unit", str), kind=kind, description=need("description", str),
-                 purpose=need("purpose", str), category=category, clause=clause, coarsening=coarsening,
-                 since=since, removed_in=removed_in, min=lo, max=hi, values=values, pattern=pattern, regex=regex)  # fmt: skip
+    return Entry(
+        key=key,
+        type=type_,
+        unit=need("unit", str),
+        kind=kind,
+        description=need("description", str),
+        purpose=need("purpose", str),
+        category=category,
+        clause=clause,
+        coarsening=coarsening,
+        since=since,
+        removed_in=removed_in,
+        min=lo,
+        max=hi,
+        values=values,
+        pattern=pattern,
+        regex=regex,
+    )
 
 
 def load_catalogue(text: str) -> Catalogue:

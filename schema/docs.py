@@ -46,21 +46,29 @@ def _keys(entries: list[Entry]) -> str:
 
 def _changelog(catalogue: Catalogue) -> list[str]:
     """Newest version first: what each version added and retired."""
-    lines = ["## Changelog", "",
-             "A catalogue of version N describes every version up to N: entries are never edited or deleted, only "
-             "added (`since`) and retired (`removed_in`). A batch records the version it was built against "
-             "(`catalogue_version`), and the collector checks it against what that version allowed.", ""]  # fmt: skip
+    lines = [
+        "## Changelog",
+        "",
+        "A catalogue of version N describes every version up to N: entries are never edited or deleted, only "
+        "added (`since`) and retired (`removed_in`). A batch records the version it was built against "
+        "(`catalogue_version`), and the collector checks it against what that version allowed.",
+        "",
+    ]
     for version in range(catalogue.version, 0, -1):
         added, retired = catalogue.added_in(version), catalogue.retired_in(version)
         lines += [f"### Version {version}", ""]
         if version == 1:
             lines.append(f"- First version: {len(added)} snapshot metrics, {_keys(added)}.")
         elif added:
-            lines.append(f"- Added: {_keys(added)}. Installs that consented to an earlier version send "
-                         "it only once their admin approves it (`telemetry-agent metrics approve`).")  # fmt: skip
+            lines.append(
+                f"- Added: {_keys(added)}. Installs that consented to an earlier version send "
+                "it only once their admin approves it (`telemetry-agent metrics approve`)."
+            )
         if retired:
-            lines.append(f"- Retired: {_keys(retired)}. No longer collected; batches built against an earlier "
-                         "version may still hold it, and the collector still accepts them.")  # fmt: skip
+            lines.append(
+                f"- Retired: {_keys(retired)}. No longer collected; batches built against an earlier "
+                "version may still hold it, and the collector still accepts them."
+            )
         if version > 1 and not added and not retired:
             lines.append("- No change to the metrics.")
         lines.append("")
@@ -70,8 +78,14 @@ def _changelog(catalogue: Catalogue) -> list[str]:
 def _details(entries: list[Entry]) -> list[str]:
     lines: list[str] = []
     for e in entries:
-        lines += [f"### `{e.key}`", "", e.description, "", f"- **Why:** {e.purpose}",
-                  f"- **Rests on:** clause `{e.clause}` of the privacy policy"]  # fmt: skip
+        lines += [
+            f"### `{e.key}`",
+            "",
+            e.description,
+            "",
+            f"- **Why:** {e.purpose}",
+            f"- **Rests on:** clause `{e.clause}` of the privacy policy",
+        ]
         lines.append(f"- **Versions:** since {e.since}" + (f", retired in {e.removed_in}" if e.removed_in else ""))
         lines.append("")
     return lines
@@ -107,8 +121,16 @@ def render_metrics_md(catalogue: Catalogue = CATALOGUE) -> str:
     ]
     for name, text in catalogue.clauses.items():
         lines += [f'<a id="clause-{name}"></a>**`{name}`**: {text}', ""]
-    lines += ["## Batch header fields", "", *_table(header, retired=False), "", "## Snapshot metrics", "",
-              *_table(metrics, retired=True), ""]  # fmt: skip
+    lines += [
+        "## Batch header fields",
+        "",
+        *_table(header, retired=False),
+        "",
+        "## Snapshot metrics",
+        "",
+        *_table(metrics, retired=True),
+        "",
+    ]
     lines += _changelog(catalogue)
     lines += ["## Coarsening rules", ""]
     lines += [f"- `{rule}`: {text}" for rule, text in _RULES.items()]
@@ -128,8 +150,11 @@ _NEVER = [
 
 
 def _consent_versions(catalogue: Catalogue) -> list[str]:
-    newest = ", ".join(f"version {v} added {_keys(catalogue.added_in(v))}" for v in range(2, catalogue.version + 1)
-                       if catalogue.added_in(v))  # fmt: skip
+    newest = ", ".join(
+        f"version {v} added {_keys(catalogue.added_in(v))}"
+        for v in range(2, catalogue.version + 1)
+        if catalogue.added_in(v)
+    )
     return [
         "## Consent follows the catalogue version",
         "",
@@ -168,8 +193,11 @@ def render_privacy_md(catalogue: Catalogue = CATALOGUE) -> str:
         "|---|---|---|---|",
     ]
     for e in [*catalogue.header.values(), *catalogue.metrics.values()]:
-        when = f" (retired in version {e.removed_in}: no longer collected)" if e.removed_in else (
-            f" (since version {e.since})" if e.since > 1 else "")  # fmt: skip
+        when = (
+            f" (retired in version {e.removed_in}: no longer collected)"
+            if e.removed_in
+            else (f" (since version {e.since})" if e.since > 1 else "")
+        )
         lines.append(
             f"| `{e.key}`{when}: {e.description} | {_allowed(e)}, coarsening `{e.coarsening}` | {e.purpose} "
             f"| `{e.clause}` |"

@@ -37,8 +37,9 @@ def check_successor(old: Catalogue, new: Catalogue) -> None:
         if before.removed_in is not None and after.removed_in != before.removed_in:
             raise SchemaError(f"metric[{key}].removed_in", "changed", "a metric's retirement is final")
         if after.removed_in is not None and after.removed_in <= old.version and before.removed_in is None:
-            raise SchemaError(f"metric[{key}].removed_in", "out_of_bounds",
-                              f"retiring needs a version after {old.version}")  # fmt: skip
+            raise SchemaError(
+                f"metric[{key}].removed_in", "out_of_bounds", f"retiring needs a version after {old.version}"
+            )
         # Only the retirement may be added to an entry; everything else stays as the old version had it.
         if replace(after, removed_in=before.removed_in) != before:
             raise SchemaError(f"metric[{key}]", "changed", "an entry of an earlier version was edited")
@@ -48,5 +49,8 @@ def check_successor(old: Catalogue, new: Catalogue) -> None:
         )
     for key, entry in new.metrics.items():
         if key not in old.metrics and entry.since <= old.version:
-            raise SchemaError(f"metric[{key}].since", "out_of_bounds",
-                              f"a metric added after version {old.version} needs since > {old.version}")  # fmt: skip
+            raise SchemaError(
+                f"metric[{key}].since",
+                "out_of_bounds",
+                f"a metric added after version {old.version} needs since > {old.version}",
+            )

@@ -31,8 +31,9 @@ _INTEGER_RULE = (
 def _value_schema(entry: Entry) -> dict[str, Any]:
     doc: dict[str, Any] = {"description": entry.description}
     if entry.type == "int":
-        doc.update(description=f"{entry.description} {_INTEGER_RULE}", type="integer", minimum=entry.min,
-                   maximum=entry.max)  # fmt: skip
+        doc.update(
+            description=f"{entry.description} {_INTEGER_RULE}", type="integer", minimum=entry.min, maximum=entry.max
+        )
     elif entry.type == "enum":
         doc.update(type="string", enum=list(entry.values))
     else:
@@ -50,11 +51,16 @@ def _version_rules(catalogue: Catalogue) -> list[dict[str, Any]]:
         if entry.removed_in is not None:
             ranges.append({"minimum": entry.removed_in})
         for bounds in ranges:
-            rules.append({
-                "if": {"properties": {"catalogue_version": bounds}},
-                "then": {"properties": {"snapshots": {"items": {"properties": {"metrics": {
-                    "not": {"required": [key]}}}}}}},
-            })  # fmt: skip
+            rules.append(
+                {
+                    "if": {"properties": {"catalogue_version": bounds}},
+                    "then": {
+                        "properties": {
+                            "snapshots": {"items": {"properties": {"metrics": {"not": {"required": [key]}}}}}
+                        }
+                    },
+                }
+            )
     return rules
 
 
@@ -125,9 +131,11 @@ def batch_json_schema(catalogue: Catalogue = CATALOGUE, schema_version: int = SC
     }
     if schema_version >= 2:
         doc["properties"]["catalogue_version"] = {
-            "type": "integer", "minimum": 1, "maximum": 1_000_000,
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 1_000_000,
             "description": f"The catalogue version the batch was built against. {_INTEGER_RULE}",
-        }  # fmt: skip
+        }
         rules = _version_rules(catalogue)
         if rules:
             doc["allOf"] = rules

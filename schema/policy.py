@@ -17,16 +17,39 @@ from .errors import SchemaError
 
 __all__ = ["parse_policy", "policy_document"]
 
-_ENTRY_FIELDS = ("key", "type", "unit", "kind", "description", "purpose", "category", "clause", "coarsening",
-                 "since", "removed_in", "min", "max", "values", "pattern")  # fmt: skip
+_ENTRY_FIELDS = (
+    "key",
+    "type",
+    "unit",
+    "kind",
+    "description",
+    "purpose",
+    "category",
+    "clause",
+    "coarsening",
+    "since",
+    "removed_in",
+    "min",
+    "max",
+    "values",
+    "pattern",
+)
 
 
 def _entry_json(entry: Entry) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "key": entry.key, "type": entry.type, "unit": entry.unit, "kind": entry.kind,
-        "description": entry.description, "purpose": entry.purpose, "category": entry.category,
-        "clause": entry.clause, "coarsening": entry.coarsening, "since": entry.since, "removed_in": entry.removed_in,
-    }  # fmt: skip
+        "key": entry.key,
+        "type": entry.type,
+        "unit": entry.unit,
+        "kind": entry.kind,
+        "description": entry.description,
+        "purpose": entry.purpose,
+        "category": entry.category,
+        "clause": entry.clause,
+        "coarsening": entry.coarsening,
+        "since": entry.since,
+        "removed_in": entry.removed_in,
+    }
     if entry.type == "int":
         doc.update(min=entry.min, max=entry.max)
     elif entry.type == "enum":
@@ -68,5 +91,6 @@ def parse_policy(doc: object) -> Catalogue:
     clauses = doc.get("clauses")
     if not isinstance(clauses, dict):
         raise SchemaError("clauses", "missing_field" if clauses is None else "wrong_type", "required object")
-    return build_catalogue(doc.get("catalogue_version"), clauses, _entries(doc, "header"), _entries(doc, "metrics"),
-                           metrics_name="metrics")  # fmt: skip
+    return build_catalogue(
+        doc.get("catalogue_version"), clauses, _entries(doc, "header"), _entries(doc, "metrics"), metrics_name="metrics"
+    )

@@ -127,8 +127,9 @@ def _repeated_key(text: str) -> str | None:
         return None
     if root is not found.holder:
         found.below[:0] = _index_path(root, found.holder) or []
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p if safe_name(p) else '<unknown>'}"
-                   for p in found.below).removeprefix(".")  # fmt: skip
+    return "".join(
+        f"[{p}]" if isinstance(p, int) else f".{p if safe_name(p) else '<unknown>'}" for p in found.below
+    ).removeprefix(".")
 
 
 def _index_path(value: object, target: object) -> list[str | int] | None:
