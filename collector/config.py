@@ -194,14 +194,16 @@ class CollectorConfig:
 
     def _check_lake(self) -> None:
         if self.catalog is None:
-            raise ConfigError("catalog: required with store = ducklake (postgresql://user@host:port/dbname)",
-                              path="catalog")  # fmt: skip
+            raise ConfigError(
+                "catalog: required with store = ducklake (postgresql://user@host:port/dbname)", path="catalog"
+            )
         catalog_error = _catalog_error(self.catalog)
         if catalog_error:
             raise ConfigError(f"catalog: {catalog_error}", path="catalog")
         if self.data_path is None:
-            raise ConfigError("data_path: required with store = ducklake (s3://bucket/prefix/ or a directory)",
-                              path="data_path")  # fmt: skip
+            raise ConfigError(
+                "data_path: required with store = ducklake (s3://bucket/prefix/ or a directory)", path="data_path"
+            )
         if self.data_path.startswith("s3://"):
             bucket = self.data_path.removeprefix("s3://").split("/", 1)[0]
             if not bucket:

@@ -58,8 +58,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     where.add_argument("--db", metavar="DB", type=Path, help="the database file of a stopped collector")
     where.add_argument("--url", metavar="URL", help="a running collector's base URL, e.g. http://127.0.0.1:8080")
     parser.add_argument("--token", metavar="TOKEN", help=f"admin token for --url (default ${TOKEN_ENV})")
-    parser.add_argument("--timeout-s", metavar="SECONDS", type=float, default=_DEFAULT_TIMEOUT_S,
-                        help=f"how long to wait for the collector (default {_DEFAULT_TIMEOUT_S:g})")  # fmt: skip
+    parser.add_argument(
+        "--timeout-s",
+        metavar="SECONDS",
+        type=float,
+        default=_DEFAULT_TIMEOUT_S,
+        help=f"how long to wait for the collector (default {_DEFAULT_TIMEOUT_S:g})",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -70,8 +75,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"telemetry-collector: {exc}", file=sys.stderr)
         return exc.code
     except InUseError as exc:
-        print(f"telemetry-collector: {exc.message} (a running collector holds it: back it up through it with"
-              " --url URL)", file=sys.stderr)  # fmt: skip
+        print(
+            f"telemetry-collector: {exc.message} (a running collector holds it: back it up through it with --url URL)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -33,8 +33,14 @@ __all__ = ["ImportSummary", "expand_paths", "import_files", "printable", "read_b
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 _PROGRESS_MIN_FILES: Final = 20
 _READ_CHUNK: Final = 1024 * 1024
-_KINDS: Final = {stat.S_IFLNK: "a symbolic link", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
-                 stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}  # fmt: skip
+_KINDS: Final = {
+    stat.S_IFLNK: "a symbolic link",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a directory",
+}
 _ESCAPES: Final = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -80,8 +86,11 @@ class ImportSummary:
 
     def table(self) -> str:
         """The summary for people."""
-        lines = [f"{'accepted':<12}{self.accepted:>8}", f"{'duplicates':<12}{self.duplicates:>8}",
-                 f"{'rejected':<12}{len(self.rejected):>8}"]  # fmt: skip
+        lines = [
+            f"{'accepted':<12}{self.accepted:>8}",
+            f"{'duplicates':<12}{self.duplicates:>8}",
+            f"{'rejected':<12}{len(self.rejected):>8}",
+        ]
         for code, n in sorted(Counter(code for _, code, _ in self.rejected).items()):
             lines.append(f"  {printable(code):<22}{n:>6}")
         for name, code, message in self.rejected[:50]:
@@ -167,8 +176,9 @@ def import_files(config: CollectorConfig, paths: Sequence[str], *, out: TextIO |
         for i, path in enumerate(files, 1):
             try:
                 body = read_batch_file(path, config.max_body_bytes)
-                batch, obj = check_batch(body, now=store.clock(), max_future_s=config.max_future_s,
-                                         catalogue=config.catalogue_in_force)  # fmt: skip
+                batch, obj = check_batch(
+                    body, now=store.clock(), max_future_s=config.max_future_s, catalogue=config.catalogue_in_force
+                )
                 receipt = store.import_batch(batch, obj, hashlib.sha256(body).hexdigest(), len(body), staged)
             except CollectorError as exc:
                 summary.reject(path, exc)

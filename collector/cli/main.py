@@ -57,8 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="run the HTTP collector", description="Run the collector until SIGTERM/SIGINT."
     )
     _add_settings(serve)
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                       help="log level; the access log is written at info (default info)")  # fmt: skip
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log level; the access log is written at info (default info)",
+    )
     serve.set_defaults(
         func=_serve, in_use_hint="another collector serves it: stop that one, or give this one another --db"
     )
@@ -72,8 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("files", nargs="+", metavar="FILE")
     imp.add_argument("--url", metavar="URL", help="a running collector's base URL, e.g. http://127.0.0.1:8080")
     _add_settings(imp, skip=_LISTEN_SETTINGS)
-    imp.set_defaults(func=_import, in_use_hint="a running collector holds it: import through it with --url URL "
-                     "(e.g. http://127.0.0.1:8080), or stop it first")  # fmt: skip
+    imp.set_defaults(
+        func=_import,
+        in_use_hint="a running collector holds it: import through it with --url URL "
+        "(e.g. http://127.0.0.1:8080), or stop it first",
+    )
     move = sub.add_parser(
         "copy-to-lake",
         help="copy an embedded database into a lake (moving to store = ducklake)",
@@ -102,8 +109,11 @@ def _serve(args: argparse.Namespace) -> int:
     # Process-wide, so here and not in create_app (tests build apps in their own process).
     open_files = raise_open_files_limit()
     if fit_connections(config.max_connections) < config.max_connections:
-        print(f"telemetry-collector: max_connections lowered to {fit_connections(config.max_connections)} "
-              f"to fit the open-files limit ({open_files}; raise it with LimitNOFILE=)", file=sys.stderr)  # fmt: skip
+        print(
+            f"telemetry-collector: max_connections lowered to {fit_connections(config.max_connections)} "
+            f"to fit the open-files limit ({open_files}; raise it with LimitNOFILE=)",
+            file=sys.stderr,
+        )
     return_freed_memory()
     return asyncio.run(_run_server(config))
 
@@ -150,11 +160,16 @@ def _copy_to_lake(args: argparse.Namespace) -> int:
     lake = dataclasses.replace(config, store="ducklake")  # the same settings, validated as a lake
     from collector.storage.lake.move import copy_into_lake  # the lake's extras load only for this command
 
-    copied = copy_into_lake(dataclasses.replace(config, store="duckdb"), lake,
-                            say=lambda line: print(line, file=sys.stderr, flush=True))  # fmt: skip
-    rows = {"batches copied": copied.batches, "batches already in the lake": copied.skipped_batches,
-            "snapshots copied": copied.snapshots, "tokens copied": copied.tokens,
-            "batches folded into reports": copied.folded}  # fmt: skip
+    copied = copy_into_lake(
+        dataclasses.replace(config, store="duckdb"), lake, say=lambda line: print(line, file=sys.stderr, flush=True)
+    )
+    rows = {
+        "batches copied": copied.batches,
+        "batches already in the lake": copied.skipped_batches,
+        "snapshots copied": copied.snapshots,
+        "tokens copied": copied.tokens,
+        "batches folded into reports": copied.folded,
+    }
     for label, value in rows.items():
         print(f"{label:<30}{value:>12}")
     return 0

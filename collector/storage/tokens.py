@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from collector.errors import BadRequestError
+from schema import format_instant
 
 __all__ = ["ROLES", "TOKEN", "check_label", "create_token", "list_tokens", "mark_used", "revoke_token", "token_sha256"]
 
@@ -70,9 +71,9 @@ def list_tokens(con: Any) -> list[dict[str, Any]]:
             "token_id": token_id,
             "role": role,
             "label": label,
-            "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created_at": format_instant(created),
             "last_used_on": used.isoformat() if used else None,
-            "revoked_at": revoked.strftime("%Y-%m-%dT%H:%M:%SZ") if revoked else None,
+            "revoked_at": format_instant(revoked) if revoked else None,
         }
         for token_id, role, label, created, used, revoked in rows.fetchall()
     ]

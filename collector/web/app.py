@@ -219,17 +219,19 @@ def create_app(
     _add_gauges(monitor, store)
     tokens = TokenCache()
     monitor.gauges["telemetry_token_reloads_total"] = (
-        "counter", "Times the token table was read into memory (made-up tokens cost at most four a second).",
+        "counter",
+        "Times the token table was read into memory (made-up tokens cost at most four a second).",
         lambda: tokens.reloads,
-    )  # fmt: skip
+    )
     app[CONFIG] = config
     app[STORE] = store
     app[MONITOR] = monitor
     app[LIMITS] = limits = Limits.from_config(config)
     monitor.gauges["telemetry_body_buffer_bytes"] = (
-        "gauge", "Bytes of ingest bodies being received in pieces now (at most max_body_buffer_bytes).",
+        "gauge",
+        "Bytes of ingest bodies being received in pieces now (at most max_body_buffer_bytes).",
         lambda: limits.bodies.held_bytes,
-    )  # fmt: skip
+    )
     app[TOKENS] = tokens
     app[OFFLOAD] = offload = Offload()
     app[CONNECTION_POLICY] = ConnectionPolicy(

@@ -33,12 +33,19 @@ async def post_backup(request: web.Request) -> web.StreamResponse:
     await authorize(request, admin=True)
     store = request.app[STORE]
     if not isinstance(store, EmbeddedStore):
-        raise ConflictError("this collector stores into a lake: back up PostgreSQL and the object store instead"
-                            " (docs/scale-out.md)", code="backup_unsupported")  # fmt: skip
+        raise ConflictError(
+            "this collector stores into a lake: back up PostgreSQL and the object store instead (docs/scale-out.md)",
+            code="backup_unsupported",
+        )
     store.check_readable()
     async with store.backup() as (backup, size):
-        response = web.StreamResponse(headers={"Cache-Control": "no-store", "Content-Type": "application/octet-stream",
-                                               "Content-Disposition": 'attachment; filename="telemetry.duckdb"'})  # fmt: skip
+        response = web.StreamResponse(
+            headers={
+                "Cache-Control": "no-store",
+                "Content-Type": "application/octet-stream",
+                "Content-Disposition": 'attachment; filename="telemetry.duckdb"',
+            }
+        )
         response.content_length = size
         await response.prepare(request)
         while chunk := await asyncio.to_thread(backup.read, _CHUNK):

@@ -183,7 +183,8 @@ async def _next_chunk(request: web.Request, idle_timeout_s: float) -> bytes:
 async def _store(body: bytes, store: Storage, config: CollectorConfig, *, gzipped: bool) -> Receipt:
     if gzipped:
         body = gunzip_capped(body, config.max_body_bytes)
-    batch, obj = check_batch(body, now=store.clock(), max_future_s=config.max_future_s,
-                             catalogue=config.catalogue_in_force)  # fmt: skip
+    batch, obj = check_batch(
+        body, now=store.clock(), max_future_s=config.max_future_s, catalogue=config.catalogue_in_force
+    )
     sha256 = hashlib.sha256(body).hexdigest()
     return await store.ingest(batch, obj, sha256, len(body))

@@ -57,17 +57,36 @@ class Monitor:
             out.append(f"# TYPE {name} {kind}")
             out.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
 
-        metric("telemetry_batches_accepted_total", "counter", "Batches stored (not counting duplicates).",
-               [("", self.batches_accepted)])  # fmt: skip
-        metric("telemetry_snapshots_accepted_total", "counter", "Snapshots in the batches stored.",
-               [("", self.snapshots_accepted)])  # fmt: skip
-        metric("telemetry_batches_duplicate_total", "counter", "Batches acknowledged as already stored.",
-               [("", self.duplicates)])  # fmt: skip
-        metric("telemetry_batches_rejected_total", "counter", "Ingest requests rejected, by error code.",
-               [(f'{{code="{_escape(code)}"}}', n) for code, n in sorted(self.rejections.items())])  # fmt: skip
-        metric("telemetry_client_events_total", "counter",
-               "Client connections reset, too slow, evicted when idle, refused when full, or rate limited.",
-               [(f'{{event="{_escape(event)}"}}', n) for event, n in sorted(self.client_events.items())])  # fmt: skip
+        metric(
+            "telemetry_batches_accepted_total",
+            "counter",
+            "Batches stored (not counting duplicates).",
+            [("", self.batches_accepted)],
+        )
+        metric(
+            "telemetry_snapshots_accepted_total",
+            "counter",
+            "Snapshots in the batches stored.",
+            [("", self.snapshots_accepted)],
+        )
+        metric(
+            "telemetry_batches_duplicate_total",
+            "counter",
+            "Batches acknowledged as already stored.",
+            [("", self.duplicates)],
+        )
+        metric(
+            "telemetry_batches_rejected_total",
+            "counter",
+            "Ingest requests rejected, by error code.",
+            [(f'{{code="{_escape(code)}"}}', n) for code, n in sorted(self.rejections.items())],
+        )
+        metric(
+            "telemetry_client_events_total",
+            "counter",
+            "Client connections reset, too slow, evicted when idle, refused when full, or rate limited.",
+            [(f'{{event="{_escape(event)}"}}', n) for event, n in sorted(self.client_events.items())],
+        )
         cumulative = 0
         samples: list[tuple[str, float]] = []
         for bound, count in zip(LATENCY_BUCKETS_S, self._latency_counts, strict=False):

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from schema import CATALOGUE, Catalogue, batch_json_schema
 
-__all__ = ["SECURITY_SCHEMES", "openapi_document"]
+__all__ = ["SECURITY_SCHEMES", "json_ok", "openapi_document", "response_ref"]
 
 _VERSION: Final = "1.0.0"
 _ERROR_CODES: Final = {
@@ -100,15 +100,17 @@ _RECEIPT_SCHEMA: Final = {
 }
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/responses/{name}"}
+def response_ref(code: str) -> dict[str, str]:
+    """A reference to the shared response of an error status (``components/responses``)."""
+    return {"$ref": f"#/components/responses/{code}"}
 
 
 def _json_content(schema: Mapping[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-def _ok(description: str, schema: Mapping[str, Any]) -> dict[str, Any]:
+def json_ok(description: str, schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A response with a JSON body of ``schema``."""
     return {"description": description, "content": _json_content(schema)}
 
 
@@ -131,10 +133,10 @@ def _paths() -> dict[str, Any]:
                 ],
                 "requestBody": {"required": True, "content": _json_content({"$ref": "#/components/schemas/Batch"})},
                 "responses": {
-                    "200": _ok(
+                    "200": json_ok(
                         "Stored (or already stored: `duplicate` true).", {"$ref": "#/components/schemas/Receipt"}
                     ),
-                    **{code: _ref(code) for code in ("400", "405", "408", "409", "413", "415", "422", "503")},
+                    **{code: response_ref(code) for code in ("400", "405", "408", "409", "413", "415", "422", "503")},
                 },
             }
         },
@@ -145,8 +147,8 @@ def _paths() -> dict[str, Any]:
                 "tags": ["public"],
                 "summary": "The policy catalogue: every metric the collector accepts, and why.",
                 "responses": {
-                    "200": _ok("The catalogue.", {"type": "object", "required": ["catalogue_version", "metrics"]}),
-                    "405": _ref("405"),
+                    "200": json_ok("The catalogue.", {"type": "object", "required": ["catalogue_version", "metrics"]}),
+                    "405": response_ref("405"),
                 },
             }
         },
@@ -156,7 +158,7 @@ def _paths() -> dict[str, Any]:
                 "security": _PUBLIC,
                 "tags": ["public"],
                 "summary": "This document.",
-                "responses": {"200": _ok("OpenAPI 3.1.", {"type": "object"}), "405": _ref("405")},
+                "responses": {"200": json_ok("OpenAPI 3.1.", {"type": "object"}), "405": response_ref("405")},
             }
         },
         "/healthz": {
@@ -165,7 +167,7 @@ def _paths() -> dict[str, Any]:
                 "security": _PUBLIC,
                 "tags": ["operations"],
                 "summary": "Liveness: the process answers.",
-                "responses": {"200": _ok("Alive.", status_schema), "405": _ref("405")},
+                "responses": {"200": json_ok("Alive.", status_schema), "405": response_ref("405")},
             }
         },
         "/readyz": {
@@ -174,7 +176,11 @@ def _paths() -> dict[str, Any]:
                 "security": _PUBLIC,
                 "tags": ["operations"],
                 "summary": "Readiness: database open, spool loads succeeding, disk accepting writes.",
-                "responses": {"200": _ok("Ready.", status_schema), "405": _ref("405"), "503": _ref("503")},
+                "responses": {
+                    "200": json_ok("Ready.", status_schema),
+                    "405": response_ref("405"),
+                    "503": response_ref("503"),
+                },
             }
         },
         "/metrics": {
@@ -188,7 +194,7 @@ def _paths() -> dict[str, Any]:
                         "description": "Prometheus text format 0.0.4.",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
                     },
-                    "405": _ref("405"),
+                    "405": response_ref("405"),
                 },
             }
         },
@@ -208,8 +214,10 @@ def openapi_document(extra_paths: Mapping[str, Any] | None = None, catalogue: Ca
 
     The batch schemas are those of ``catalogue``, the collector's catalogue in force.
     """
-    batch = {"oneOf": [{"$ref": "#/components/schemas/BatchV2"}, {"$ref": "#/components/schemas/BatchV1"}],
-             "description": "A batch in wire format 2 (what agents write) or 1 (catalogue version 1 only)."}  # fmt: skip
+    batch = {
+        "oneOf": [{"$ref": "#/components/schemas/BatchV2"}, {"$ref": "#/components/schemas/BatchV1"}],
+        "description": "A batch in wire format 2 (what agents write) or 1 (catalogue version 1 only).",
+    }
     responses: dict[str, Any] = {}
     for code, text in _ERROR_CODES.items():
         responses[code] = {"description": text, "content": _json_content({"$ref": "#/components/schemas/Error"})}

@@ -6,6 +6,7 @@ from typing import Any, Final
 
 from collector.reports import INTERVALS, REPORTS
 from collector.storage.tokens import ROLES
+from collector.web.openapi import json_ok, response_ref
 from schema import CATALOGUE
 
 __all__ = ["OPENAPI_PATHS"]
@@ -26,30 +27,30 @@ _OWNER: Final[_Security] = [{"installSecret": []}]
 _PUBLIC: Final[_Security] = []
 
 
-def _ref(code: str) -> dict[str, str]:
-    return {"$ref": f"#/components/responses/{code}"}
-
-
-def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
 def _object(properties: dict[str, Any], *, extra: bool = False) -> dict[str, Any]:
     return {"type": "object", "required": sorted(properties), "properties": properties, "additionalProperties": extra}
 
 
 _STRING: Final = {"type": "string"}
 _INT: Final = {"type": "integer", "minimum": 0}
-_SUPPRESSION: Final = _object({
-    "min_group_size": _INT,
-    "groups": {**_INT, "description": "Groups (or, for count and statistics reports, periods) merged or withheld."},
-    "installs": {**_INT, "description": "Install-periods in those groups, summed over periods."},
-    "merged_groups": {**_INT, "description": "Small groups shown together as one `(other)` row."},
-    "merged_installs": {**_INT, "description": "Install-periods in the merged groups (still counted in `(other)`)."},
-    "withheld_groups": {**_INT, "description": "Groups or periods shown with no number at all."},
-    "withheld_installs": {**_INT, "description": "Install-periods in the withheld groups or periods."},
-    "note": {**_STRING, "description": "What was merged and what withheld, in one sentence; empty when nothing was."},
-})  # fmt: skip
+_SUPPRESSION: Final = _object(
+    {
+        "min_group_size": _INT,
+        "groups": {**_INT, "description": "Groups (or, for count and statistics reports, periods) merged or withheld."},
+        "installs": {**_INT, "description": "Install-periods in those groups, summed over periods."},
+        "merged_groups": {**_INT, "description": "Small groups shown together as one `(other)` row."},
+        "merged_installs": {
+            **_INT,
+            "description": "Install-periods in the merged groups (still counted in `(other)`).",
+        },
+        "withheld_groups": {**_INT, "description": "Groups or periods shown with no number at all."},
+        "withheld_installs": {**_INT, "description": "Install-periods in the withheld groups or periods."},
+        "note": {
+            **_STRING,
+            "description": "What was merged and what withheld, in one sentence; empty when nothing was.",
+        },
+    }
+)
 _CELL: Final = {"type": ["string", "number", "boolean", "null"]}
 _REPORT_ROW: Final = {
     "type": "object",
@@ -65,48 +66,76 @@ _REPORT_ROW: Final = {
     },
     "additionalProperties": _CELL,
 }
-_REPORT_RESULT: Final = _object({
-    "report": {"type": "string", "enum": list(REPORTS)},
-    "title": _STRING,
-    "definition": _STRING,
-    "unit": _STRING,
-    "from": {"type": "string", "format": "date"},
-    "to": {"type": "string", "format": "date"},
-    "today": {"type": "string", "format": "date", "description": "The collector's today (UTC); days after it hold no data yet."},
-    "interval": {"type": "string", "enum": list(INTERVALS)},
-    "product": {"type": ["string", "null"]},
-    "columns": {"type": "array", "items": _STRING},
-    "rows": {"type": "array", "items": _REPORT_ROW},
-    "suppression": _SUPPRESSION,
-})  # fmt: skip
-_REPORT_LIST: Final = _object({
-    "reports": {"type": "array", "items": _object({
-        "name": _STRING, "title": _STRING, "definition": _STRING, "shape": _STRING, "unit": _STRING,
+_REPORT_RESULT: Final = _object(
+    {
+        "report": {"type": "string", "enum": list(REPORTS)},
+        "title": _STRING,
+        "definition": _STRING,
+        "unit": _STRING,
+        "from": {"type": "string", "format": "date"},
+        "to": {"type": "string", "format": "date"},
+        "today": {
+            "type": "string",
+            "format": "date",
+            "description": "The collector's today (UTC); days after it hold no data yet.",
+        },
+        "interval": {"type": "string", "enum": list(INTERVALS)},
+        "product": {"type": ["string", "null"]},
         "columns": {"type": "array", "items": _STRING},
-    })},
-    "intervals": {"type": "array", "items": _STRING},
-    "products": {"type": "array", "items": _STRING},
-    "min_group_size": _INT,
-    "lost_after_days": _INT,
-    "today": {"type": "string", "format": "date"},
-    "first_day": {"type": ["string", "null"], "format": "date",
-                  "description": "The earliest day any report has data for (null when none): the dashboard's default `from`."},
-})  # fmt: skip
+        "rows": {"type": "array", "items": _REPORT_ROW},
+        "suppression": _SUPPRESSION,
+    }
+)
+_REPORT_LIST: Final = _object(
+    {
+        "reports": {
+            "type": "array",
+            "items": _object(
+                {
+                    "name": _STRING,
+                    "title": _STRING,
+                    "definition": _STRING,
+                    "shape": _STRING,
+                    "unit": _STRING,
+                    "columns": {"type": "array", "items": _STRING},
+                }
+            ),
+        },
+        "intervals": {"type": "array", "items": _STRING},
+        "products": {"type": "array", "items": _STRING},
+        "min_group_size": _INT,
+        "lost_after_days": _INT,
+        "today": {"type": "string", "format": "date"},
+        "first_day": {
+            "type": ["string", "null"],
+            "format": "date",
+            "description": "The earliest day any report has data for (null when none): the dashboard's default `from`.",
+        },
+    }
+)
 _TOKEN_REQUEST: Final = {
     "type": "object",
     "required": ["role"],
     "properties": {
         "role": {"type": "string", "enum": list(ROLES)},
-        "label": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9 ._-]{0,39}$",
-                  "description": "What the token is for (optional)."},
+        "label": {
+            "type": "string",
+            "pattern": "^[A-Za-z0-9][A-Za-z0-9 ._-]{0,39}$",
+            "description": "What the token is for (optional).",
+        },
     },
     "additionalProperties": False,
-}  # fmt: skip
-_TOKEN_INFO: Final = _object({
-    "token_id": _STRING, "role": {"type": "string", "enum": list(ROLES)}, "label": {"type": ["string", "null"]},
-    "created_at": _STRING, "last_used_on": {"type": ["string", "null"], "description": "UTC day of the last use."},
-    "revoked_at": {"type": ["string", "null"]},
-})  # fmt: skip
+}
+_TOKEN_INFO: Final = _object(
+    {
+        "token_id": _STRING,
+        "role": {"type": "string", "enum": list(ROLES)},
+        "label": {"type": ["string", "null"]},
+        "created_at": _STRING,
+        "last_used_on": {"type": ["string", "null"], "description": "UTC day of the last use."},
+        "revoked_at": {"type": ["string", "null"]},
+    }
+)
 _INSTALL_ID: Final = {
     "name": "install_id",
     "in": "path",
@@ -122,13 +151,26 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 
 _REPORT_PARAMS: Final = [
-    _query("from", {"type": "string", "format": "date"}, "First UTC day, 2000-01-01 to 2099-12-31 (default: 89 days before `to`); widened to its period's start."),
-    _query("to", {"type": "string", "format": "date"}, "Last UTC day, included, 2000-01-01 to 2099-12-31 (default: today); widened to its period's end."),
-    _query("interval", {"type": "string", "enum": list(INTERVALS)}, "Period length (default week; weeks start on Monday)."),
-    _query("product", {"type": "string", "pattern": f"^{CATALOGUE.header['product.name'].pattern}$"},
-           "Only this product (default: every product)."),
+    _query(
+        "from",
+        {"type": "string", "format": "date"},
+        "First UTC day, 2000-01-01 to 2099-12-31 (default: 89 days before `to`); widened to its period's start.",
+    ),
+    _query(
+        "to",
+        {"type": "string", "format": "date"},
+        "Last UTC day, included, 2000-01-01 to 2099-12-31 (default: today); widened to its period's end.",
+    ),
+    _query(
+        "interval", {"type": "string", "enum": list(INTERVALS)}, "Period length (default week; weeks start on Monday)."
+    ),
+    _query(
+        "product",
+        {"type": "string", "pattern": f"^{CATALOGUE.header['product.name'].pattern}$"},
+        "Only this product (default: every product).",
+    ),
     _query("format", {"type": "string", "enum": ["json", "csv"]}, "Response format (default json)."),
-]  # fmt: skip
+]
 
 OPENAPI_PATHS: Final[dict[str, Any]] = {
     "/": {
@@ -142,7 +184,7 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
                     "description": "To `/dashboard`.",
                     "headers": {"Location": {"schema": {"type": "string"}, "description": "`/dashboard`."}},
                 },
-                "405": _ref("405"),
+                "405": response_ref("405"),
             },
         }
     },
@@ -153,7 +195,11 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
             "tags": ["reports"],
             "summary": "The reports, their exact definitions, and the products large enough to report on.",
             "description": "Products with fewer than min_group_size installs are not listed." + _AUTH_NOTE,
-            "responses": {"200": _json("The report catalogue.", _REPORT_LIST), "401": _ref("401"), "405": _ref("405")},
+            "responses": {
+                "200": json_ok("The report catalogue.", _REPORT_LIST),
+                "401": response_ref("401"),
+                "405": response_ref("405"),
+            },
         }
     },
     "/v1/reports/{name}": {
@@ -196,7 +242,7 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
                         "text/csv": {"schema": {"type": "string"}},
                     },
                 },
-                **{code: _ref(code) for code in ("400", "401", "404", "405")},
+                **{code: response_ref(code) for code in ("400", "401", "404", "405")},
             },
         }
     },
@@ -208,8 +254,8 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
             "summary": "Every token's id, role, creation and revocation time (never the token).",
             "description": _ADMIN_NOTE.strip(),
             "responses": {
-                "200": _json("The tokens.", _object({"tokens": {"type": "array", "items": _TOKEN_INFO}})),
-                **{code: _ref(code) for code in ("401", "403", "405")},
+                "200": json_ok("The tokens.", _object({"tokens": {"type": "array", "items": _TOKEN_INFO}})),
+                **{code: response_ref(code) for code in ("401", "403", "405")},
             },
         },
         "post": {
@@ -223,7 +269,7 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
                 "content": {"application/json": {"schema": _TOKEN_REQUEST}},
             },
             "responses": {
-                "201": _json(
+                "201": json_ok(
                     "Created.",
                     _object(
                         {
@@ -234,7 +280,7 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
                         }
                     ),
                 ),
-                **{code: _ref(code) for code in ("400", "401", "403", "405")},
+                **{code: response_ref(code) for code in ("400", "401", "403", "405")},
             },
         },
     },
@@ -247,8 +293,8 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
             "description": _ADMIN_NOTE.strip(),
             "parameters": [{"name": "token_id", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {
-                "200": _json("Revoked.", _object({"token_id": _STRING, "revoked": {"type": "boolean"}})),
-                **{code: _ref(code) for code in ("401", "403", "404", "405")},
+                "200": json_ok("Revoked.", _object({"token_id": _STRING, "revoked": {"type": "boolean"}})),
+                **{code: response_ref(code) for code in ("401", "403", "404", "405")},
             },
         }
     },
@@ -261,7 +307,7 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
             "description": _OWNER_NOTE.strip(),
             "parameters": [_INSTALL_ID],
             "responses": {
-                "200": _json(
+                "200": json_ok(
                     "All data held.",
                     _object(
                         {
@@ -272,7 +318,7 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
                         }
                     ),
                 ),
-                **{code: _ref(code) for code in ("401", "405")},
+                **{code: response_ref(code) for code in ("401", "405")},
             },
         },
         "delete": {
@@ -283,11 +329,11 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
             "description": _OWNER_NOTE.strip(),
             "parameters": [_INSTALL_ID],
             "responses": {
-                "200": _json(
+                "200": json_ok(
                     "Erased.",
                     _object({"install_id": _STRING, "deleted": _object({"batches": _INT, "snapshots": _INT})}),
                 ),
-                **{code: _ref(code) for code in ("401", "405")},
+                **{code: response_ref(code) for code in ("401", "405")},
             },
         },
     },
@@ -299,7 +345,7 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
             "summary": "The dashboard page (static; it asks for a token or reads #token=... from the URL).",
             "responses": {
                 "200": {"description": "HTML.", "content": {"text/html": {"schema": {"type": "string"}}}},
-                "405": _ref("405"),
+                "405": response_ref("405"),
             },
         }
     },
@@ -325,7 +371,7 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
                         "text/css": {"schema": {"type": "string"}},
                     },
                 },
-                **{code: _ref(code) for code in ("404", "405")},
+                **{code: response_ref(code) for code in ("404", "405")},
             },
         }
     },

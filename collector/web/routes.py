@@ -49,15 +49,17 @@ async def _list_reports(request: web.Request) -> web.Response:
     await authorize(request)
     await _fresh(request)
     store, config = request.app[STORE], request.app[CONFIG]
-    return json_response({
-        "reports": [r.describe() for r in REPORTS.values()],
-        "intervals": list(INTERVALS),
-        "products": await list_products(store.read, min_group_size=config.min_group_size),
-        "min_group_size": config.min_group_size,
-        "lost_after_days": config.lost_after_days,
-        "today": store.clock().date().isoformat(),
-        "first_day": day.isoformat() if (day := await first_day(store.read)) else None,
-    })  # fmt: skip
+    return json_response(
+        {
+            "reports": [r.describe() for r in REPORTS.values()],
+            "intervals": list(INTERVALS),
+            "products": await list_products(store.read, min_group_size=config.min_group_size),
+            "min_group_size": config.min_group_size,
+            "lost_after_days": config.lost_after_days,
+            "today": store.clock().date().isoformat(),
+            "first_day": day.isoformat() if (day := await first_day(store.read)) else None,
+        }
+    )
 
 
 async def _get_report(request: web.Request) -> web.Response:
@@ -84,17 +86,24 @@ async def _report(request: web.Request) -> web.Response:
     store, config = request.app[STORE], request.app[CONFIG]
     today = store.clock().date()
     params = ReportParams.parse(
-        date_from=query.get("from"), date_to=query.get("to"), interval=query.get("interval"),
-        product=query.get("product"), today=today,
-    )  # fmt: skip
+        date_from=query.get("from"),
+        date_to=query.get("to"),
+        interval=query.get("interval"),
+        product=query.get("product"),
+        today=today,
+    )
     await _fresh(request)
 
     async def answer(fetch: Fetch) -> tuple[ReportResult, bytes]:
         # In a report thread (collector.web.offload): the rows' suppression and encoding are pure Python.
         result = await run_report(
-            name, params, fetch=fetch, min_group_size=config.min_group_size,
-            lost_after_days=config.lost_after_days, today=today,
-        )  # fmt: skip
+            name,
+            params,
+            fetch=fetch,
+            min_group_size=config.min_group_size,
+            lost_after_days=config.lost_after_days,
+            today=today,
+        )
         return result, orjson.dumps(result.to_json()) if fmt == "json" else result.to_csv().encode()
 
     result, body = await request.app[OFFLOAD].run(answer, store.read)

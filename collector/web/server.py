@@ -58,9 +58,18 @@ log = logging.getLogger(__name__)
 
 COMMON_HEADERS: Final = {"Server": "telemetry-collector", "X-Content-Type-Options": "nosniff"}
 """Headers of every answer."""
-HTTP_CODES: Final = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                     405: "method_not_allowed", 408: "request_timeout", 413: "too_large", 415: "unsupported_media",
-                     500: "internal", 504: "timeout"}  # fmt: skip
+HTTP_CODES: Final = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "too_large",
+    415: "unsupported_media",
+    500: "internal",
+    504: "timeout",
+}
 """The error code of each HTTP status aiohttp itself may answer with."""
 _MESSAGES: Final = {
     400: "the request is not valid HTTP/1.1",
@@ -229,8 +238,9 @@ class ErrorAnsweringProtocol(RequestHandler):
         if request.writer.output_size > 0:
             # Part of an answer is already out: nothing valid can follow on this connection.
             raise ConnectionError("response already started, cannot send an error instead")
-        response = web.Response(body=error_body(status), status=status, content_type="application/json",
-                                headers=COMMON_HEADERS)  # fmt: skip
+        response = web.Response(
+            body=error_body(status), status=status, content_type="application/json", headers=COMMON_HEADERS
+        )
         response.force_close()
         return response
 

@@ -67,8 +67,9 @@ class TokenCache:
     (:meth:`invalidate`). Concurrent reloads share one read.
     """
 
-    def __init__(self, *, max_age_s: float = 5.0, miss_reload_s: float = 0.25,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self, *, max_age_s: float = 5.0, miss_reload_s: float = 0.25, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._max_age_s = max_age_s
         self._miss_reload_s = miss_reload_s
         self._clock = clock
