@@ -12,7 +12,7 @@ ROOT = Path(__file__).parent.parent
 ALLOWED_THIRD_PARTY = {
     "schema": {"orjson"},
     "agent": {"schema", "orjson", "aiohttp", "psutil", "yarl", "multidict"},
-    "collector": {"schema", "orjson", "aiohttp", "duckdb", "yarl", "multidict"},
+    "collector": {"schema", "orjson", "aiohttp", "duckdb", "prometheus_client", "yarl", "multidict"},
 }
 ONLY_UNDER = {"psycopg": ROOT / "collector" / "storage" / "lake"}
 """Imports allowed in one folder only: the lake backend's PostgreSQL client (the [lake] extra)."""

@@ -13,12 +13,13 @@ from aiohttp.web import BaseRequest, StreamResponse
 
 from collector.config import CollectorConfig
 from collector.errors import CollectorError, OverloadedError, RateLimitedError
-from collector.storage import Storage, create_storage
+from collector.storage import Gauge, create_storage
 from collector.web import backup, routes
 from collector.web.ingest import post_batch
 from collector.web.jobs import CleanupCtx, periodic
 from collector.web.keys import CONFIG, LIMITS, MONITOR, OFFLOAD, STORE, TOKENS
 from collector.web.limits import Limits
+from collector.web.monitoring import CONTENT_TYPE as MONITORING_CONTENT_TYPE
 from collector.web.monitoring import Monitor
 from collector.web.offload import Offload
 from collector.web.openapi import openapi_document
@@ -165,7 +166,7 @@ async def _readyz(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     text = request.app[MONITOR].render()
-    return web.Response(body=text.encode(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+    return web.Response(body=text.encode(), headers={"Content-Type": MONITORING_CONTENT_TYPE})
 
 
 async def _openapi(request: web.Request) -> web.Response:
@@ -190,10 +191,6 @@ def _memory_trim() -> CleanupCtx:
     return periodic("memory-trim", step, lambda _app: _TRIM_INTERVAL_S)
 
 
-def _add_gauges(monitor: Monitor, store: Storage) -> None:
-    monitor.gauges.update({name: (gauge.kind, gauge.help, gauge.read) for name, gauge in store.gauges().items()})
-
-
 def create_app(
     config: CollectorConfig | None = None, *, clock: Callable[[], datetime] | None = None
 ) -> web.Application:
@@ -216,19 +213,18 @@ def create_app(
     )
     store = create_storage(config, clock=clock if clock is not None else (lambda: datetime.now(UTC)))
     monitor = Monitor()
-    _add_gauges(monitor, store)
+    monitor.gauges.update(store.gauges())
     tokens = TokenCache()
-    monitor.gauges["telemetry_token_reloads_total"] = (
-        "counter",
+    monitor.gauges["telemetry_token_reloads_total"] = Gauge(
         "Times the token table was read into memory (made-up tokens cost at most four a second).",
         lambda: tokens.reloads,
+        kind="counter",
     )
     app[CONFIG] = config
     app[STORE] = store
     app[MONITOR] = monitor
     app[LIMITS] = limits = Limits.from_config(config)
-    monitor.gauges["telemetry_body_buffer_bytes"] = (
-        "gauge",
+    monitor.gauges["telemetry_body_buffer_bytes"] = Gauge(
         "Bytes of ingest bodies being received in pieces now (at most max_body_buffer_bytes).",
         lambda: limits.bodies.held_bytes,
     )

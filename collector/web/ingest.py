@@ -106,10 +106,9 @@ async def post_batch(request: web.Request) -> web.Response:
         monitor.observe(time.perf_counter() - started)
         raise
     if receipt.duplicate:
-        monitor.duplicates += 1
+        monitor.duplicate()
     else:
-        monitor.batches_accepted += 1
-        monitor.snapshots_accepted += receipt.snapshots
+        monitor.accept(receipt.snapshots)
     monitor.observe(time.perf_counter() - started)
     return web.Response(body=orjson.dumps(receipt.to_json()), content_type="application/json")
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import duckdb
 from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from collector import CollectorConfig
 from collector.web.keys import STORE
@@ -139,14 +140,19 @@ async def test_ingest_metrics_count_accepted_duplicates_and_rejections(collector
     resp = await collector.get("/metrics")
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    text = await resp.text()
-    assert "telemetry_batches_accepted_total 1\n" in text
-    assert "telemetry_snapshots_accepted_total 24\n" in text
-    assert "telemetry_batches_duplicate_total 1\n" in text
-    assert 'telemetry_batches_rejected_total{code="invalid_json"} 1\n' in text
-    assert "telemetry_ingest_duration_seconds_count 3\n" in text
-    assert "telemetry_pending_batches " in text
-    assert "telemetry_writer_queue_depth " in text
+    # Read back as a scraper does (prometheus_client writes a count as 1.0, which means 1 in the format).
+    samples = {
+        (s.name, tuple(s.labels.items())): s.value
+        for family in text_string_to_metric_families(await resp.text())
+        for s in family.samples
+    }
+    assert samples[("telemetry_batches_accepted_total", ())] == 1
+    assert samples[("telemetry_snapshots_accepted_total", ())] == 24
+    assert samples[("telemetry_batches_duplicate_total", ())] == 1
+    assert samples[("telemetry_batches_rejected_total", (("code", "invalid_json"),))] == 1
+    assert samples[("telemetry_ingest_duration_seconds_count", ())] == 3
+    assert ("telemetry_pending_batches", ()) in samples
+    assert ("telemetry_writer_queue_depth", ()) in samples
 
 
 async def test_acknowledgement_does_not_wait_for_the_default_executor(collector: TestClient[Any, Any]) -> None:
