@@ -5,4 +5,5 @@
   :mod:`~collector.cli.startup` is what ``serve`` says once it listens.
 - :mod:`~collector.cli.admin`: ``token`` and ``report``; :mod:`~collector.cli.backup`: ``backup``;
   :mod:`~collector.cli.demo`: ``demo``.
+- :mod:`~collector.cli.exits`: the one table from errors to exit codes that every command goes through.
 """

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from collector.cli.exits import CommandError
 from collector.config import CollectorConfig
-from collector.errors import BadRequestError, NotFoundError
 from collector.reports import INTERVALS, REPORTS, ReportParams, run_report
 from collector.reports.formats import range_line, result_csv, result_table
 from collector.storage import open_storage
@@ -31,7 +31,6 @@ from collector.storage.tokens import ROLES, create_token, list_tokens, revoke_to
 
 __all__ = ["TOKEN_ENV", "register"]
 
-PROG: Final = "telemetry-collector"
 TOKEN_ENV: Final = "TELEMETRY_TOKEN"  # noqa: S105  # the name of a variable, not a secret
 """Environment variable read when ``--token`` is not given (keeps the token out of the process list)."""
 _TIMEOUT_S: Final = 60.0
@@ -40,14 +39,6 @@ _TOKENS_HELD: Final = (
     " or stop the collector first"
 )
 _REPORT_IN_USE: Final = "a running collector holds it: read through it with --url URL --token TOKEN, or stop it first"
-
-
-class _CliError(Exception):
-    """A one-line error for the user, with the exit code to return."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _add_target(parser: argparse.ArgumentParser) -> None:
@@ -67,14 +58,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--label", metavar="TEXT", help="what the token is for, e.g. dashboard-pm (1-40 of A-Z a-z 0-9 space . _ -)"
     )
     _add_target(create)
-    create.set_defaults(func=_guarded(_token_create), in_use_hint=_TOKENS_HELD)
+    create.set_defaults(func=_token_create, in_use_hint=_TOKENS_HELD)
     listing = actions.add_parser("list", help="list tokens (ids, roles, dates; never the tokens)")
     _add_target(listing)
-    listing.set_defaults(func=_guarded(_token_list), in_use_hint=_TOKENS_HELD)
+    listing.set_defaults(func=_token_list, in_use_hint=_TOKENS_HELD)
     revoke = actions.add_parser("revoke", help="revoke a token by its id")
     revoke.add_argument("token_id", metavar="ID")
     _add_target(revoke)
-    revoke.set_defaults(func=_guarded(_token_revoke), in_use_hint=_TOKENS_HELD)
+    revoke.set_defaults(func=_token_revoke, in_use_hint=_TOKENS_HELD)
 
     report = subparsers.add_parser(
         "report",
@@ -90,21 +81,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     report.add_argument("--product", help="only this product (default: all)")
     report.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output (default table)")
     _add_target(report)
-    report.set_defaults(func=_guarded(_report), in_use_hint=_REPORT_IN_USE)
-
-
-def _guarded(command: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return int(command(args))
-        except _CliError as exc:
-            print(f"{PROG}: {exc}", file=sys.stderr)
-            return exc.code
-        except (BadRequestError, NotFoundError) as exc:
-            print(f"{PROG}: {exc.path + ': ' if exc.path else ''}{exc.message}", file=sys.stderr)
-            return 2
-
-    return run
+    report.set_defaults(func=_report, in_use_hint=_REPORT_IN_USE)
 
 
 # -- the two targets ----------------------------------------------------------------------------
@@ -117,10 +94,10 @@ def _config(args: argparse.Namespace) -> CollectorConfig:
 def _http(args: argparse.Namespace, method: str, path: str, body: Any = None) -> tuple[bytes, dict[str, str]]:
     token = args.token or os.environ.get(TOKEN_ENV)
     if not token:
-        raise _CliError(f"--url needs --token or ${TOKEN_ENV}", 2)
+        raise CommandError(f"--url needs --token or ${TOKEN_ENV}", 2)
     url = args.url.rstrip("/") + path
     if not url.startswith(("http://", "https://")):
-        raise _CliError(f"--url must start with http:// or https://, got {args.url!r}", 2)
+        raise CommandError(f"--url must start with http:// or https://, got {args.url!r}", 2)
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     if data is not None:
@@ -134,10 +111,10 @@ def _http(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
             message = json.loads(exc.read())["error"]["message"]
         except (ValueError, KeyError, TypeError):
             message = exc.reason
-        raise _CliError(f"HTTP {exc.code}: {message}", 2 if exc.code < 500 else 1) from None
+        raise CommandError(f"HTTP {exc.code}: {message}", 2 if exc.code < 500 else 1) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise _CliError(f"cannot reach {args.url}: {reason}", 1) from None
+        raise CommandError(f"cannot reach {args.url}: {reason}", 1) from None
 
 
 def _now() -> dt.datetime:
@@ -177,7 +154,7 @@ def _token_revoke(args: argparse.Namespace) -> int:
     else:
         with open_storage(_config(args)) as store:
             if not store.write_sync(lambda con: revoke_token(con, args.token_id, _now())):
-                raise _CliError(f"no active token with id {args.token_id!r}", 2)
+                raise CommandError(f"no active token with id {args.token_id!r}", 2)
     print(f"revoked token {args.token_id}", file=sys.stderr)
     return 0
 
@@ -224,7 +201,7 @@ def _report_from_db(args: argparse.Namespace) -> dict[str, Any]:
         date_from=args.date_from, date_to=args.date_to, interval=args.interval, product=args.product, today=today
     )
     if not config.lake and not config.db_path.exists():
-        raise _CliError(f"database {config.db_path} does not exist", 2)
+        raise CommandError(f"database {config.db_path} does not exist", 2)
     with open_storage(config) as store:
         store.refresh_rollup_sync()
 

@@ -22,8 +22,9 @@ import duckdb
 import orjson
 
 from collector.cli.admin import TOKEN_ENV
+from collector.cli.exits import CommandError
 from collector.config import CollectorConfig
-from collector.errors import ConfigError, InUseError
+from collector.errors import ConfigError
 from collector.storage.embedded.backup import verify_backup
 from collector.storage.embedded.spool import fsync_dir
 from collector.storage.embedded.store import EmbeddedStore
@@ -33,14 +34,6 @@ __all__ = ["register"]
 _CHUNK: Final = 1024 * 1024
 _DEFAULT_TIMEOUT_S: Final = 3600.0
 """How long the command waits on the collector: the copy is made before its first byte is sent."""
-
-
-class _BackupError(Exception):
-    """A one-line error for the user, with the exit code."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,30 +58,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=_DEFAULT_TIMEOUT_S,
         help=f"how long to wait for the collector (default {_DEFAULT_TIMEOUT_S:g})",
     )
-    parser.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    try:
-        return _backup(args)
-    except _BackupError as exc:
-        print(f"telemetry-collector: {exc}", file=sys.stderr)
-        return exc.code
-    except InUseError as exc:
-        print(
-            f"telemetry-collector: {exc.message} (a running collector holds it: back it up through it with --url URL)",
-            file=sys.stderr,
-        )
-        return 1
+    parser.set_defaults(func=_backup, in_use_hint="a running collector holds it: back it up through it with --url URL")
 
 
 def _backup(args: argparse.Namespace) -> int:
     target: Path = args.path
     if target.exists() or target.is_symlink():
-        raise _BackupError(f"{target} exists: a backup is always written to a new file", 2)
+        raise CommandError(f"{target} exists: a backup is always written to a new file", 2)
     folder = target.parent
     if not folder.is_dir():
-        raise _BackupError(f"{folder} is not a directory", 2)
+        raise CommandError(f"{folder} is not a directory", 2)
     # Written beside the target under a name no one else uses, then linked into place (never over a file).
     partial = folder / f".{target.name}.{secrets.token_hex(4)}.partial"
     try:
@@ -99,11 +78,11 @@ def _backup(args: argparse.Namespace) -> int:
         try:
             version, batches = verify_backup(partial)
         except duckdb.Error as exc:
-            raise _BackupError(f"the copy is not a readable database ({str(exc).splitlines()[0]})", 1) from None
+            raise CommandError(f"the copy is not a readable database ({str(exc).splitlines()[0]})", 1) from None
         try:
             os.link(partial, target)
         except FileExistsError:
-            raise _BackupError(f"{target} exists: a backup is always written to a new file", 2) from None
+            raise CommandError(f"{target} exists: a backup is always written to a new file", 2) from None
         fsync_dir(folder)
     finally:
         for leftover in (partial, partial.with_name(partial.name + ".wal")):
@@ -118,7 +97,7 @@ def _copy_offline(args: argparse.Namespace, partial: Path) -> None:
     if config.lake:
         raise ConfigError("a lake is backed up with PostgreSQL's and the object store's own tools (docs/scale-out.md)")
     if not config.db_path.exists():
-        raise _BackupError(f"database {config.db_path} does not exist", 2)
+        raise CommandError(f"database {config.db_path} does not exist", 2)
     with EmbeddedStore.open(config) as store:
         store.backup_sync(partial)
 
@@ -126,16 +105,16 @@ def _copy_offline(args: argparse.Namespace, partial: Path) -> None:
 def _download(args: argparse.Namespace, partial: Path) -> None:
     token = args.token or os.environ.get(TOKEN_ENV)
     if not token:
-        raise _BackupError(f"--url needs --token or ${TOKEN_ENV} (an admin token)", 2)
+        raise CommandError(f"--url needs --token or ${TOKEN_ENV} (an admin token)", 2)
     if not args.url.startswith(("http://", "https://")):
-        raise _BackupError(f"--url must start with http:// or https://, got {args.url[:80]!r}", 2)
+        raise CommandError(f"--url must start with http:// or https://, got {args.url[:80]!r}", 2)
     url = args.url.rstrip("/") + "/v1/admin/backup"
     headers = {"Authorization": f"Bearer {token}"}
     request = urllib.request.Request(url, data=b"", method="POST", headers=headers)  # noqa: S310  # scheme checked
     try:
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
-        raise _BackupError(f"cannot write in {partial.parent}: {exc.strerror}", 1) from None
+        raise CommandError(f"cannot write in {partial.parent}: {exc.strerror}", 1) from None
     try:
         with (
             os.fdopen(fd, "wb") as out,
@@ -144,11 +123,11 @@ def _download(args: argparse.Namespace, partial: Path) -> None:
             expected = int(response.headers.get("Content-Length", "-1"))
             received = _copy(response, out)
     except urllib.error.HTTPError as exc:
-        raise _BackupError(f"HTTP {exc.code}: {_message(exc)}", 2 if exc.code < 500 else 1) from None
+        raise CommandError(f"HTTP {exc.code}: {_message(exc)}", 2 if exc.code < 500 else 1) from None
     except (urllib.error.URLError, OSError) as exc:
-        raise _BackupError(f"cannot reach {args.url}: {getattr(exc, 'reason', exc)}", 1) from None
+        raise CommandError(f"cannot reach {args.url}: {getattr(exc, 'reason', exc)}", 1) from None
     if received != expected:
-        raise _BackupError(f"the collector sent {received} of {expected} bytes; nothing was written", 1)
+        raise CommandError(f"the collector sent {received} of {expected} bytes; nothing was written", 1)
 
 
 def _copy(source: Any, out: BinaryIO) -> int:
@@ -158,13 +137,13 @@ def _copy(source: Any, out: BinaryIO) -> int:
         try:
             out.write(chunk)
         except OSError as exc:
-            raise _BackupError(f"cannot write the backup: {exc.strerror}", 1) from None
+            raise CommandError(f"cannot write the backup: {exc.strerror}", 1) from None
         received += len(chunk)
     try:
         out.flush()
         os.fsync(out.fileno())
     except OSError as exc:
-        raise _BackupError(f"cannot write the backup: {exc.strerror}", 1) from None
+        raise CommandError(f"cannot write the backup: {exc.strerror}", 1) from None
     return received
 
 

@@ -1,8 +1,8 @@
 """``telemetry-collector``: ``serve`` and ``import`` here; ``token`` and ``report`` from :mod:`collector.cli.admin`, ``demo`` from :mod:`collector.cli.demo`.
 
-Exit codes: 0 success, 1 operational failure (database in use, port taken, disk error), 2 bad usage,
-configuration or input (``import`` exits 2 when any file was rejected, after storing the others).
-Errors are one line on stderr, never a traceback.
+Exit codes (:mod:`collector.cli.exits`, the one table for every command): 0 success, 1 operational failure
+(database in use, port taken, disk error), 2 bad usage, configuration or input (``import`` exits 2 when any
+file was rejected, after storing the others). Errors are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -21,18 +21,16 @@ from aiohttp import web
 
 from collector.cli import admin as admin_cli
 from collector.cli import backup, demo, startup
+from collector.cli.exits import PROG, run
 from collector.cli.import_files import import_files
 from collector.cli.import_http import import_over_http
 from collector.config import ENV_PREFIX, CollectorConfig, flag_name
-from collector.errors import CollectorError, ConfigError, InUseError
+from collector.errors import CollectorError, ConfigError
 from collector.web.app import create_app
 from collector.web.keys import STORE
 from collector.web.server import fit_connections, raise_open_files_limit, return_freed_memory
 
 __all__ = ["build_parser", "main"]
-
-PROG = "telemetry-collector"
-
 
 _LISTEN_SETTINGS = ("host", "port")
 """Settings of the HTTP listener only: commands that do not serve do not accept them."""
@@ -196,20 +194,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return 2
-    try:
-        return int(func(args))
-    except InUseError as exc:
-        hint = getattr(args, "in_use_hint", None)
-        print(f"{PROG}: {exc.message}{f' ({hint})' if hint else ''}", file=sys.stderr)
-        return 1
-    except ConfigError as exc:
-        print(f"{PROG}: {exc.message}", file=sys.stderr)
-        return 2
-    except CollectorError as exc:
-        print(f"{PROG}: {exc.message}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"{PROG}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run(func, args)
