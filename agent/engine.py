@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 from schema import (
     MAX_SNAPSHOTS,
@@ -36,7 +36,7 @@ from .errors import AgentError, ConfigError
 from .metrics import MetricsView, Scope
 from .outbound import Outbound, SendReport
 from .probes import HostAccess, default_host, provider_from_config
-from .records import ConsentMode, ConsentRecord, OpenBatch, is_consent_mode
+from .records import ConsentMode, ConsentRecord, ConsentSource, OpenBatch, is_consent_mode
 from .snapshot import CollectResult, SnapshotReader
 from .state import StateDir
 from .status import Status, read_status
@@ -44,7 +44,6 @@ from .status import Status, read_status
 __all__ = ["CollectResult", "Engine", "Preview", "PreviewItem", "SendReport"]
 
 log = logging.getLogger("agent")
-_FORCED: Final = "DO_NOT_TRACK / TELEMETRY_DISABLED"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,10 +120,10 @@ class Engine(Outbound):
         """This install's public id (derived from the secret, created on first use)."""
         return install_id_from_secret(self.state.secret())
 
-    def consent(self) -> tuple[ConsentMode, str]:
+    def consent(self) -> tuple[ConsentMode, ConsentSource]:
         """The mode in force and where it comes from (forced off, the consent command, or the config)."""
         if self.config.consent_forced_off:
-            return "off", _FORCED
+            return "off", "DO_NOT_TRACK / TELEMETRY_DISABLED"
         stored = self.state.consent()
         if stored is not None:
             return stored.mode, "consent command"

@@ -26,7 +26,7 @@ from .clock import Clock
 from .config import AgentConfig, Endpoint
 from .errors import AgentError, SendError, StateError
 from .metrics import Scope
-from .records import ConsentMode, ErrorInfo, HistoryEntry, Rejection
+from .records import ConsentMode, ConsentSource, ErrorInfo, HistoryEntry, Rejection
 from .remote_policy import CollectorPolicy, read_policy_file
 from .state import EndpointChoice, OutboxEntry, StateDir
 from .transport import Attempt, ExportTransport, Transport
@@ -112,7 +112,7 @@ class Outbound(abc.ABC):
     _sleep: Callable[[float], Awaitable[None]]
 
     @abc.abstractmethod
-    def consent(self) -> tuple[ConsentMode, str]:
+    def consent(self) -> tuple[ConsentMode, ConsentSource]:
         """The mode in force and where it comes from."""
 
     @abc.abstractmethod

@@ -21,6 +21,7 @@ __all__ = [
     "ConsentMode",
     "ConsentRecord",
     "ConsentScope",
+    "ConsentSource",
     "CpuSample",
     "EndpointChoice",
     "ErrorInfo",
@@ -33,6 +34,9 @@ __all__ = [
 ]
 
 ConsentMode = Literal["off", "review", "auto"]
+ConsentSource = Literal["config", "consent command", "DO_NOT_TRACK / TELEMETRY_DISABLED"]
+"""Where the consent mode in force comes from: the config, `telemetry-agent consent`, or the variables that force
+it off."""
 AttemptOutcome = Literal["delivered", "duplicate", "retry", "rejected", "failed", "exported"]
 """What one attempt came to: ``retry`` (another attempt follows) and ``failed`` (none does) are failures;
 ``exported`` is a batch written to a directory for an air-gapped upload."""

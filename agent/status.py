@@ -17,7 +17,7 @@ from .client import starting_endpoint
 from .errors import StateIOError
 from .metrics import MetricsView
 from .outbound import HeldBatch
-from .records import ConsentMode, HistoryEntry, ProviderRecord, Rejection
+from .records import ConsentMode, ConsentSource, HistoryEntry, ProviderRecord, Rejection
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -56,7 +56,7 @@ class Status:
     config_file: str | None
     """The config file read, or None: defaults and ``TELEMETRY_*`` variables only."""
     consent: ConsentMode
-    consent_source: str
+    consent_source: ConsentSource
     """``config``, ``consent command`` or ``DO_NOT_TRACK / TELEMETRY_DISABLED``."""
     consent_set_at: str | None
     """When `telemetry-agent consent MODE` stored the mode in force (None unless that is the source)."""
