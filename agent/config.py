@@ -4,36 +4,47 @@ Every field has one TOML key and one environment variable. Top-level fields keep
 (``consent`` / ``TELEMETRY_CONSENT``); fields of the ``[product]`` and ``[usage]`` tables carry the
 table as a prefix (``usage.command`` / ``TELEMETRY_USAGE_COMMAND``). Environment variables win over
 the file. ``DO_NOT_TRACK=1`` or ``TELEMETRY_DISABLED=1`` force consent off whatever else is set.
+Each field names its parser (a :class:`schema.settings.Kind`, shared with the collector's settings): how an
+environment variable's text and a TOML value become the field's value; an empty variable unsets a field
+that may be None.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import shlex
 import sys
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
 
 from schema import Catalogue, SchemaError, catalogue_file
+from schema.settings import BOOLEAN, INTEGER, NUMBER, PATH, STRINGS, TEXT, TRUE, WORDS, Kind, Optional, kind_of, setting
 
 from .endpoints import MAX_ENDPOINTS, Endpoint, check_url, endpoints_of
 from .errors import ConfigError
 
-__all__ = ["CONSENT_MODES", "DEFAULT_CONFIG", "ENV_CONFIG", "MAX_ENDPOINTS", "AgentConfig", "Endpoint", "config_file",
-           "env_name", "load_config", "toml_key"]  # fmt: skip
+__all__ = [
+    "CONSENT_MODES",
+    "DEFAULT_CONFIG",
+    "ENV_CONFIG",
+    "MAX_ENDPOINTS",
+    "AgentConfig",
+    "Endpoint",
+    "config_file",
+    "env_name",
+    "load_config",
+    "toml_key",
+]
 
 ENV_CONFIG: Final = "TELEMETRY_AGENT_CONFIG"
 """Path of the TOML config file when ``--config`` is not given (it wins over :data:`DEFAULT_CONFIG`)."""
 CONSENT_MODES: Final = ("off", "review", "auto")
 _TABLES: Final = ("product", "usage")
-_TRUE: Final = frozenset({"1", "true", "yes", "on"})
-_FALSE: Final = frozenset({"0", "false", "no", "off", ""})
 
 
 def _default_config() -> Path:
@@ -55,38 +66,64 @@ def _default_state_dir() -> Path:
     return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "telemetry-agent"
 
 
+class _Endpoints(Kind[str | tuple[str, ...]]):
+    """One URL (kept a plain string, exactly as before lists were allowed) or a list of them, which
+    AgentConfig checks one by one (so errors name ``endpoint[N]``)."""
+
+    def text(self, raw: str) -> str | tuple[str, ...]:
+        stripped = raw.strip()
+        if stripped.startswith("["):
+            try:
+                return self.value(orjson.loads(stripped))
+            except orjson.JSONDecodeError:
+                raise ValueError("must be a JSON array of URLs or comma-separated URLs") from None
+        if "," in stripped:
+            return tuple(part.strip() for part in stripped.split(",") if part.strip())
+        return raw
+
+    def value(self, raw: object) -> str | tuple[str, ...]:
+        if isinstance(raw, list):
+            return tuple(raw)
+        if not isinstance(raw, str):
+            raise ValueError("must be a URL or a list of URLs")
+        return raw
+
+
+_ENDPOINT: Final = _Endpoints()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgentConfig:
     """Everything the agent may be told; validated on construction (raises :class:`ConfigError`)."""
 
-    endpoint: str | tuple[str, ...] | None = None
+    endpoint: str | tuple[str, ...] | None = setting(Optional(_ENDPOINT))
     """The collector's base URL, or up to :data:`MAX_ENDPOINTS` of them tried in order (failover)."""
-    consent: str = "off"
-    disabled: bool = False
-    state_dir: Path = field(default_factory=_default_state_dir)
-    data_dir: Path | None = None
-    snapshot_interval_s: int = 3600
-    batch_period_s: int = 86400
-    send_window_s: int = 3600
-    proxy: str | None = None
-    ca_bundle: Path | None = None
-    disabled_metrics: tuple[str, ...] = ()
-    catalogue: Path | None = None
+    consent: str = setting(TEXT, "off")
+    disabled: bool = setting(BOOLEAN, False)
+    state_dir: Path = setting(PATH, factory=_default_state_dir)
+    data_dir: Path | None = setting(Optional(PATH))
+    snapshot_interval_s: int = setting(INTEGER, 3600)
+    batch_period_s: int = setting(INTEGER, 86400)
+    send_window_s: int = setting(INTEGER, 3600)
+    proxy: str | None = setting(Optional(TEXT))
+    ca_bundle: Path | None = setting(Optional(PATH))
+    disabled_metrics: tuple[str, ...] = setting(STRINGS, ())
+    catalogue: Path | None = setting(Optional(PATH))
     """The policy catalogue file (TOML) this agent collects by; None: the packaged one. The vendor ships it
     with the product release; the admin can only narrow it (``disabled_metrics``)."""
-    connect_timeout_s: float = 10.0
-    send_timeout_s: float = 30.0
-    max_attempts: int = 5
-    backoff_base_s: float = 2.0
-    max_backoff_s: float = 300.0
-    max_outbox_batches: int = 31
-    max_history_entries: int = 200
-    product_name: str | None = None
-    product_version: str | None = None
-    usage_command: tuple[str, ...] | None = None
-    usage_file: Path | None = None
-    usage_url: str | None = None
-    usage_timeout_s: float = 10.0
+    connect_timeout_s: float = setting(NUMBER, 10.0)
+    send_timeout_s: float = setting(NUMBER, 30.0)
+    max_attempts: int = setting(INTEGER, 5)
+    backoff_base_s: float = setting(NUMBER, 2.0)
+    max_backoff_s: float = setting(NUMBER, 300.0)
+    max_outbox_batches: int = setting(INTEGER, 31)
+    max_history_entries: int = setting(INTEGER, 200)
+    product_name: str | None = setting(Optional(TEXT))
+    product_version: str | None = setting(Optional(TEXT))
+    usage_command: tuple[str, ...] | None = setting(Optional(WORDS))
+    usage_file: Path | None = setting(Optional(PATH))
+    usage_url: str | None = setting(Optional(TEXT))
+    usage_timeout_s: float = setting(NUMBER, 10.0)
 
     def __post_init__(self) -> None:
         if self.consent not in CONSENT_MODES:
@@ -178,6 +215,15 @@ _FIELDS: Final = {f.name: f for f in dataclasses.fields(AgentConfig)}
 _BY_TOML: Final = {toml_key(name): name for name in _FIELDS}
 
 
+def _read(name: str, raw: Any, *, from_text: bool) -> Any:
+    # One parser per field (its Kind); an error names the TOML key, in the file and the environment alike.
+    kind = kind_of(_FIELDS[name])
+    try:
+        return kind.text(raw) if from_text else kind.value(raw)
+    except ValueError as exc:
+        raise ConfigError(toml_key(name), str(exc)) from None
+
+
 def _flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in raw.items():
@@ -189,76 +235,6 @@ def _flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
         else:
             flat[key] = value
     return flat
-
-
-def _coerce_endpoint(value: Any, *, from_env: bool) -> str | tuple[str, ...]:
-    # One URL stays a plain string, exactly as before lists were allowed; a list becomes a tuple whose
-    # entries AgentConfig checks one by one (so errors name `endpoint[N]`).
-    if from_env:
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                value = orjson.loads(text)
-            except orjson.JSONDecodeError:
-                raise ConfigError("endpoint", "must be a JSON array of URLs or comma-separated URLs") from None
-        elif "," in text:
-            value = [part.strip() for part in text.split(",") if part.strip()]
-    if isinstance(value, list):
-        return tuple(value)
-    if not isinstance(value, str):
-        raise ConfigError("endpoint", "must be a URL or a list of URLs")
-    return value
-
-
-def _coerce(name: str, value: Any, *, from_env: bool) -> Any:
-    key = toml_key(name)
-    kind = str(_FIELDS[name].type)
-    if from_env and value == "" and "None" in kind:
-        return None
-    if name == "endpoint":
-        return _coerce_endpoint(value, from_env=from_env)
-    if "bool" in kind:
-        if isinstance(value, bool):
-            return value
-        if from_env and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        raise ConfigError(key, "must be true or false")
-    if "tuple" in kind:
-        if from_env:
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    value = orjson.loads(text)
-                except orjson.JSONDecodeError:
-                    raise ConfigError(key, "must be a JSON array of strings") from None
-            elif name == "usage_command":
-                value = shlex.split(text)
-            else:
-                value = [part.strip() for part in text.split(",") if part.strip()]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(key, "must be a list of strings")
-        return tuple(value)
-    if kind.startswith("int"):
-        if from_env:
-            try:
-                value = int(value)
-            except ValueError:
-                raise ConfigError(key, "must be an integer") from None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(key, "must be an integer")
-        return value
-    if kind.startswith("float"):
-        if from_env:
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(key, "must be a number") from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(key, "must be a number")
-        return float(value)
-    if not isinstance(value, str):
-        raise ConfigError(key, "must be a string")
-    return Path(value).expanduser() if "Path" in kind else value
 
 
 def _present(path: Path) -> bool:
@@ -305,10 +281,10 @@ def load_config(
             name = _BY_TOML.get(key)
             if name is None:
                 raise ConfigError(key, "unknown key (see docs/agent.md)")
-            values[name] = _coerce(name, value, from_env=False)
+            values[name] = _read(name, value, from_text=False)
     for name in _FIELDS:
         if env_name(name) in env:
-            values[name] = _coerce(name, env[env_name(name)], from_env=True)
-    if env.get("DO_NOT_TRACK", "").strip().lower() in _TRUE:
+            values[name] = _read(name, env[env_name(name)], from_text=True)
+    if env.get("DO_NOT_TRACK", "").strip().lower() in TRUE:
         values["disabled"] = True
     return AgentConfig(**values)

@@ -2,8 +2,9 @@
 
 Every field can be set by an environment variable ``TELEMETRY_COLLECTOR_<FIELD>`` (upper case),
 and by a flag ``--<field-with-dashes>`` of the commands that take settings; flags win. Each field
-names its own parser (``_setting(parse=...)``), so the environment and the flags go through the
-same conversion, and an error names what the user typed (the variable or the flag).
+names its own parser (a :class:`schema.settings.Kind`, shared with the agent's config), so the environment and
+the flags go through the same conversion and the same rule for empty values (None for a setting that may be
+None), and an error names what the user typed (the variable or the flag).
 docs/collector.md documents every field; a test fails when one is missing there.
 """
 
@@ -12,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import urllib.parse
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
 from schema import Catalogue, SchemaError, catalogue_file
+from schema.settings import INTEGER, NUMBER, PATH, TEXT, Optional, kind_of, setting
 
 from .errors import ConfigError
 
@@ -35,120 +37,86 @@ _AWS_FALLBACKS: Final = {
 }
 """The standard AWS variables, read when ours are unset."""
 
-Parse = Callable[[str], Any]
-
-
-def _text(text: str) -> str:
-    return text
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError("expected int") from None
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError("expected float") from None
-
-
-def _optional_path(text: str) -> Path | None:
-    return Path(text) if text else None
-
-
-def _optional_text(text: str) -> str | None:
-    return text or None
-
-
-def _setting(default: Any, parse: Parse, *, secret: bool = False) -> Any:
-    # A secret (a password inside the catalog URL, an S3 key) is kept out of repr(), so no log line
-    # or traceback that prints the config shows it.
-    return field(default=default, repr=not secret, metadata={"parse": parse})
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CollectorConfig:
     """Everything the collector can be told. Defaults run the embedded single-file setup."""
 
-    store: Literal["duckdb", "ducklake"] = _setting("duckdb", _text)
+    store: Literal["duckdb", "ducklake"] = setting(TEXT, "duckdb")
     """Storage backend: ``duckdb`` (one embedded file) or ``ducklake`` (a lake shared by several collectors)."""
-    db_path: Path = _setting(Path("telemetry.duckdb"), Path)  # noqa: RUF009  # _setting returns a field()
+    db_path: Path = setting(PATH, Path("telemetry.duckdb"))
     """The DuckDB file (``store = duckdb``). One collector process owns it; a second one fails fast."""
-    spool_dir: Path | None = _setting(None, _optional_path)  # noqa: RUF009  # _setting returns a field()
+    spool_dir: Path | None = setting(Optional(PATH), None)
     """Write-ahead spool of acknowledged batches; default ``<db_path>.spool`` beside the database."""
-    catalog: str | None = _setting(None, _optional_text, secret=True)
+    catalog: str | None = setting(Optional(TEXT), None, secret=True)
     """The lake's PostgreSQL catalog, ``postgresql://user[:password]@host:port/dbname`` (``store = ducklake``)."""
-    data_path: str | None = _setting(None, _optional_text)
+    data_path: str | None = setting(Optional(TEXT), None)
     """Where the lake's Parquet files live: ``s3://bucket/prefix/`` or an absolute directory shared by all collectors."""
-    s3_endpoint: str | None = _setting(None, _optional_text)
+    s3_endpoint: str | None = setting(Optional(TEXT), None)
     """S3-compatible endpoint URL such as ``http://127.0.0.1:8333`` (path-style addressing); unset means AWS."""
-    s3_key_id: str | None = _setting(None, _optional_text, secret=True)
+    s3_key_id: str | None = setting(Optional(TEXT), None, secret=True)
     """S3 access key id (default ``$AWS_ACCESS_KEY_ID``)."""
-    s3_secret: str | None = _setting(None, _optional_text, secret=True)
+    s3_secret: str | None = setting(Optional(TEXT), None, secret=True)
     """S3 secret access key (default ``$AWS_SECRET_ACCESS_KEY``)."""
-    s3_region: str | None = _setting(None, _optional_text)
+    s3_region: str | None = setting(Optional(TEXT), None)
     """S3 region (default ``$AWS_REGION``, else ``us-east-1``)."""
-    host: str = _setting("127.0.0.1", _text)
-    port: int = _setting(8080, _int)
-    max_body_bytes: int = _setting(1024 * 1024, _int)
+    host: str = setting(TEXT, "127.0.0.1")
+    port: int = setting(INTEGER, 8080)
+    max_body_bytes: int = setting(INTEGER, 1024 * 1024)
     """Largest batch body accepted, checked after decompression (413 above it). A full 744-snapshot batch is ~250 KiB."""
-    read_timeout_s: float = _setting(10.0, _float)
+    read_timeout_s: float = setting(NUMBER, 10.0)
     """Time allowed to receive a whole request body; slower clients get 408."""
-    idle_timeout_s: float = _setting(5.0, _float)
+    idle_timeout_s: float = setting(NUMBER, 5.0)
     """Longest pause between two reads of a request body; a client that stops sending gets 408 sooner."""
-    header_timeout_s: float = _setting(10.0, _float)
+    header_timeout_s: float = setting(NUMBER, 10.0)
     """Time allowed for a request's line and headers once its first byte arrived; then the connection closes."""
-    keepalive_timeout_s: float = _setting(30.0, _float)
+    keepalive_timeout_s: float = setting(NUMBER, 30.0)
     """A connection that sends nothing this long, before its first request or between two, is closed."""
-    max_connections: int = _setting(2048, _int)
+    max_connections: int = setting(INTEGER, 2048)
     """Open client connections at most (lowered to fit the open-files limit). Past it, the longest-idle
     connection is closed to make room; when none is idle, the new one gets a 503 and is closed."""
-    max_body_buffer_bytes: int = _setting(128 * 1024 * 1024, _int)
+    max_body_buffer_bytes: int = setting(INTEGER, 128 * 1024 * 1024)
     """Bytes of ingest bodies being received at once, over every connection; a body that would go past it
     gets 503 + Retry-After (bounds the memory that slow or aborted uploads can hold)."""
-    max_inflight_requests: int = _setting(1024, _int)
+    max_inflight_requests: int = setting(INTEGER, 1024)
     """Ingest requests being validated and stored at once, counted once their body has arrived (a client
     still sending holds none); beyond it, 503 + Retry-After."""
-    max_reports_per_token: int = _setting(4, _int)
+    max_reports_per_token: int = setting(INTEGER, 4)
     """Report requests one token may have in progress at once; four times as many more wait, the rest get 429."""
-    max_reports_per_min: int = _setting(120, _int)
+    max_reports_per_min: int = setting(INTEGER, 120)
     """Report requests one token may make per minute (a burst of that many, then one per 60/N s); then 429."""
-    max_auth_failures_per_min: int = _setting(120, _int)
+    max_auth_failures_per_min: int = setting(INTEGER, 120)
     """Failed authentications (401) one client address may cause per minute; past it, 429 until it slows."""
-    max_install_requests_per_min: int = _setting(60, _int)
+    max_install_requests_per_min: int = setting(INTEGER, 60)
     """Requests to ``/v1/installs/...`` (data-subject access and erasure) one client address may make per minute."""
-    writer_threads: int = _setting(1, _int)
+    writer_threads: int = setting(INTEGER, 1)
     """DuckDB threads while the writer loads the spool or refreshes rollups (0 = all); keeps a core for the event loop."""
-    max_pending_batches: int = _setting(50_000, _int)
+    max_pending_batches: int = setting(INTEGER, 50_000)
     """Batches accepted but not yet in the tables (embedded: awaiting load; lake: awaiting their commit);
     when full, ingest answers 503 + Retry-After."""
-    retry_after_s: int = _setting(5, _int)
+    retry_after_s: int = setting(INTEGER, 5)
     """The Retry-After value sent with 503 answers."""
-    load_interval_s: float = _setting(0.5, _float)
+    load_interval_s: float = setting(NUMBER, 0.5)
     """How often the spool is bulk-loaded into DuckDB (an acknowledged batch shows in reports after about this long)."""
-    dedup_window_days: int = _setting(35, _int)
+    dedup_window_days: int = setting(INTEGER, 35)
     """Batches created within this many days are deduplicated from memory (lake: from claims in PostgreSQL);
     older ones are looked up in the tables."""
-    max_future_s: int = _setting(2 * 3600, _int)
+    max_future_s: int = setting(INTEGER, 2 * 3600)
     """How far ahead of the collector's clock a batch's timestamps may be (clock skew)."""
-    min_group_size: int = _setting(5, _int)
+    min_group_size: int = setting(INTEGER, 5)
     """Report groups with fewer distinct installs than this are suppressed (k-anonymity)."""
-    retention_days: int = _setting(400, _int)
+    retention_days: int = setting(INTEGER, 400)
     """Raw snapshots older than this are deleted on a schedule."""
-    retention_interval_s: float = _setting(3600.0, _float)
+    retention_interval_s: float = setting(NUMBER, 3600.0)
     """How often the retention job runs."""
-    lost_after_days: int = _setting(30, _int)
+    lost_after_days: int = setting(INTEGER, 30)
     """An install not seen for this many days counts as lost."""
-    maintenance_interval_s: float = _setting(300.0, _float)
+    maintenance_interval_s: float = setting(NUMBER, 300.0)
     """Lake: how often one collector (holding a PostgreSQL advisory lock) compacts and cleans the lake."""
-    erasure_max_hours: float = _setting(24.0, _float)
+    erasure_max_hours: float = setting(NUMBER, 24.0)
     """Lake: an erased install's rows are gone from every Parquet file, catalog row and retained snapshot
     within this many hours of the DELETE (the rows stop being readable at once)."""
-    catalogue: Path | None = _setting(None, _optional_path)  # noqa: RUF009  # _setting returns a field()
+    catalogue: Path | None = setting(Optional(PATH), None)
     """The policy catalogue (a TOML file) batches are validated against and ``GET /v1/policy`` serves; default the
     packaged one. A vendor ships its catalogue with its product release; only ever move it to a newer version."""
 
@@ -284,9 +252,8 @@ def _field(cls: type[CollectorConfig], name: str) -> dataclasses.Field[Any]:
 
 
 def _parse(item: dataclasses.Field[Any], text: str, source: str) -> Any:
-    parse: Parse = item.metadata["parse"]
     try:
-        return parse(text)
+        return kind_of(item).text(text)
     except ValueError as exc:
         # A secret's text is never echoed back, even in an error.
         shown = "(hidden)" if not item.repr else repr(text[:80])

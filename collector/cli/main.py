@@ -96,8 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> CollectorConfig:
-    # Flags go through each setting's own parser, like the environment; an error names the flag.
-    flags = {f.name: value for f in dataclasses.fields(CollectorConfig) if (value := getattr(args, f.name, None))}
+    # Flags are overrides, read by each setting's own parser like the environment (an empty one too); an error
+    # names the flag.
+    fields = dataclasses.fields(CollectorConfig)
+    flags = {f.name: value for f in fields if (value := getattr(args, f.name, None)) is not None}
     return CollectorConfig.from_env(os.environ, flags=flags)
 
 
