@@ -1,4 +1,5 @@
-"""Package boundaries: schema imports only the stdlib and orjson; agent and collector never import each other."""
+"""Package boundaries: schema imports only the stdlib and orjson; agent and collector never import each other
+(nor demo, the dev tools that drive both)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ ALLOWED_THIRD_PARTY = {
     "schema": {"orjson"},
     "agent": {"schema", "orjson", "aiohttp", "psutil", "yarl", "multidict"},
     "collector": {"schema", "orjson", "aiohttp", "duckdb", "prometheus_client", "yarl", "multidict"},
+    # Dev tools (the fleet simulator, the demo): the one place that drives both sides, so neither imports the other.
+    "demo": {"agent", "collector", "schema", "orjson", "aiohttp"},
 }
 ONLY_UNDER = {"psycopg": ROOT / "collector" / "storage" / "lake"}
 """Imports allowed in one folder only: the lake backend's PostgreSQL client (the [lake] extra)."""

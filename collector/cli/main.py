@@ -1,4 +1,4 @@
-"""``telemetry-collector``: ``serve`` and ``import`` here; ``token`` and ``report`` from :mod:`collector.cli.admin`, ``demo`` from :mod:`collector.cli.demo`.
+"""``telemetry-collector``: ``serve`` and ``import`` here; ``token`` and ``report`` from :mod:`collector.cli.admin`, ``demo`` from :mod:`demo.run` (an entry point).
 
 Exit codes (:mod:`collector.cli.exits`, the one table for every command): 0 success, 1 operational failure
 (database in use, port taken, disk error), 2 bad usage, configuration or input (``import`` exits 2 when any
@@ -10,17 +10,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import importlib.metadata
 import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
 from collector.cli import admin as admin_cli
-from collector.cli import backup, demo, startup
+from collector.cli import backup, startup
 from collector.cli.exits import PROG, run
 from collector.cli.import_files import import_files
 from collector.cli.import_http import import_over_http
@@ -31,6 +32,10 @@ from collector.web.keys import STORE
 from collector.web.server import fit_connections, raise_open_files_limit, return_freed_memory
 
 __all__ = ["build_parser", "main"]
+
+COMMANDS: Final = "telemetry_collector.commands"
+"""Entry points adding subcommands, each a ``register(subparsers)``: how ``demo`` joins from the top-level
+``demo`` package (which imports the agent, as the collector never does) without an import of it here."""
 
 _LISTEN_SETTINGS = ("host", "port")
 """Settings of the HTTP listener only: commands that do not serve do not accept them."""
@@ -91,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     move.set_defaults(func=_copy_to_lake, in_use_hint="a running collector holds it: stop it first")
     admin_cli.register(sub)
     backup.register(sub)
-    demo.register(sub)
+    for entry in importlib.metadata.entry_points(group=COMMANDS):
+        entry.load()(sub)
     return parser
 
 
@@ -140,9 +146,7 @@ async def _run_server(config: CollectorConfig) -> int:
         await runner.cleanup()
         startup.remove_paths(created)  # closed and never served: a failed start leaves no new database behind
         raise CollectorError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
-    server = site._server
-    sockets = getattr(server, "sockets", None) or []
-    port = sockets[0].getsockname()[1] if sockets else config.port
+    port = runner.addresses[0][1] if runner.addresses else config.port  # the port chosen when --port 0
     where = config.where
     print(f"telemetry-collector listening on http://{config.host}:{port} ({where})", flush=True)
     print("\n".join(await startup.welcome_lines(app[STORE], config, startup.base_url(config.host, port))), flush=True)

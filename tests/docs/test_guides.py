@@ -16,7 +16,6 @@ import pytest
 
 from agent.cli import _parser as agent_parser
 from agent.config import DEFAULT_CONFIG, AgentConfig, env_name, load_config
-from collector.cli import demo
 from collector.cli.main import build_parser
 from collector.config import ENV_PREFIX, CollectorConfig
 from tests.conftest import ROOT
@@ -39,8 +38,10 @@ def _blocks(lang: str) -> list[tuple[str, str]]:
 def _collector_parser() -> argparse.ArgumentParser:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "demo" not in sub.choices:  # until collector/cli/main.py registers it, check the same parser demo.register adds
-        demo.register(sub)
+    # The demo package adds `demo` through its entry point (pyproject.toml): the collector never imports it.
+    assert "demo" in sub.choices, (
+        "telemetry-collector demo is missing: reinstall (pip install -e .) for its entry point"
+    )
     return parser
 
 
@@ -124,12 +125,9 @@ def test_readme_demo_prints_reports_and_dashboard(tmp_path: Path) -> None:
     """The README's demo (`telemetry-collector demo`, small fleet, --exit) prints report tables and a dashboard URL."""
     readme = (ROOT / "README.md").read_text("utf-8")
     assert ".venv/bin/telemetry-collector demo" in readme
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    # The wired subcommand and `python -m collector.cli.demo` run the same code; use the CLI once it is wired.
-    entry = ["-m", "collector", "demo"] if "demo" in sub.choices else ["-m", "collector.cli.demo"]
+    _collector_parser()  # the README's command is there
     done = subprocess.run(
-        [sys.executable, *entry, "--exit", "--installs", "40", "--days", "14", "--dir", str(tmp_path / "demo")],
+        [sys.executable, "-m", "collector", "demo", "--exit", "--installs", "40", "--days", "14", "--dir", str(tmp_path / "demo")],
         capture_output=True, timeout=120, check=False, cwd=tmp_path,
     )  # fmt: skip
     out = done.stdout.decode()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
-from agent.simulate import Simulation, plan_fleet
+from demo.plan import Simulation, plan_fleet
 
 END = datetime(2026, 11, 28, 10, tzinfo=UTC)
 

@@ -1,15 +1,11 @@
 """A simulated fleet: hundreds of synthetic installs run through the real agent code into a real collector.
 
-``python -m agent.simulate --endpoint http://127.0.0.1:8080 --installs 300 --days 42`` gives each install
-its own state directory, :class:`~agent.engine.Engine` and :class:`~agent.daemon.Daemon` (policy gate,
-coarsening, sealing, outbox, consent, transport with retries), and replaces only what a demo cannot have:
-the host readings (a synthetic :class:`~agent.probes.HostAccess`), the product's counts (a callable
-provider) and the clock (stepped through the simulated weeks, ending now). Batches go over real HTTP.
-
-The fleet is deterministic for a seed: versions released over time and adopted with a lag, several OS
-families and releases, hardware mixes, growing projects, deployments as a cumulative counter with
-occasional resets, installs joining over time and some going away, a few installs in ``review`` or
-``off`` consent, and a small group (fewer than five) on a rare version and OS so report suppression shows.
+``python -m demo.fleet --endpoint http://127.0.0.1:8080 --installs 300 --days 42`` plans the fleet
+(:mod:`demo.plan`) and gives each install its own state directory, :class:`~agent.engine.Engine` and
+:class:`~agent.daemon.Daemon` (policy gate, coarsening, sealing, outbox, consent, transport with retries), and
+replaces only what a demo cannot have: the host readings (a synthetic :class:`~agent.probes.HostAccess`), the
+product's counts (a callable provider) and the clock (stepped through the simulated weeks, ending now).
+Batches go over real HTTP. :func:`run_fleet` is what ``telemetry-collector demo`` calls, in its own process.
 State directories live in a temporary directory (in ``/dev/shm`` when there is one: the agent fsyncs
 every state write, which a disk turns into most of the run time) and are removed at the end.
 """
@@ -37,38 +33,18 @@ from typing import Final
 
 import orjson
 
+from agent.clock import Clock
+from agent.config import AgentConfig
+from agent.daemon import Daemon
+from agent.engine import Engine
+from agent.errors import AgentError
+from agent.probes import HostAccess
+from demo.plan import InstallPlan, Simulation, plan_fleet
 from schema import parse_batch
 
-from .clock import Clock
-from .config import AgentConfig
-from .daemon import Daemon
-from .engine import Engine
-from .errors import AgentError
-from .probes import HostAccess
+__all__ = ["FleetResult", "Progress", "SimClock", "main", "run_fleet"]
 
-__all__ = ["FleetResult", "InstallPlan", "SimClock", "Simulation", "main", "plan_fleet", "run_fleet"]
-
-log = logging.getLogger("agent.simulate")
 _GIB: Final = 2**30
-_DAY: Final = timedelta(days=1)
-# Releases as (version, days before the end of the simulation it shipped); ages scale with --days.
-_RELEASES: Final = (("4.0.2", 1.0e9), ("4.1.0", 0.9), ("4.2.0", 0.55), ("4.3.0", 0.2))
-_RARE: Final = ("5.0.0-beta1", "FreeBSD", "14.1")  # the small group: suppressed in every grouped report
-_RARE_INSTALLS: Final = 3
-# (weight, system, distribution id or Windows build, version) of the OS mix.
-_OSES: Final = (
-    (30, "Linux", "ubuntu", "22.04"),
-    (14, "Linux", "ubuntu", "24.04"),
-    (7, "Linux", "ubuntu", "20.04"),
-    (10, "Linux", "debian", "12"),
-    (10, "Linux", "rhel", "9.4"),
-    (5, "Linux", "rocky", "9.3"),
-    (4, "Linux", "sles", "15.5"),
-    (12, "Windows", "20348", "2022"),
-    (8, "Windows", "17763", "2019"),
-)
-_CORES: Final = ((2, 10), (4, 30), (8, 30), (16, 18), (32, 9), (64, 3))  # (cores, weight)
-_DISKS_GIB: Final = (100, 200, 500, 1000, 2000)
 
 
 class SimClock(Clock):
@@ -91,56 +67,6 @@ class SimClock(Clock):
         self._now += timedelta(seconds=max(0.0, seconds))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class InstallPlan:
-    """One synthetic install's life: when it appears and leaves, what it runs, and how busy it is."""
-
-    index: int
-    joins_at: datetime
-    leaves_at: datetime | None
-    consent: str
-    upgrades: tuple[tuple[datetime, str], ...]  # (when, version), the first at joins_at
-    system: str
-    os_id: str
-    os_version: str
-    cores: int
-    memory_gib: int
-    disk_gib: int
-    cpu_base_pct: float
-    projects: int
-    projects_per_week: float
-    deploys_per_project_day: float
-    seed: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Simulation:
-    """What to simulate and where to send it; validated on construction (raises :class:`ValueError`)."""
-
-    endpoint: str
-    installs: int = 300
-    days: int = 42
-    seed: int = 1
-    product: str = "deployserver"
-    end: datetime | None = None
-    """The last simulated moment (default: the current hour), so the data ends today for the reports."""
-    state_root: Path | None = None
-    """Keep the install state directories here (default: a temporary directory, removed afterwards)."""
-    workers: int = 4
-    snapshot_interval_s: int = 86400
-    batch_period_s: int = 7 * 86400
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.installs <= 100_000:
-            raise ValueError("installs: must be between 1 and 100000")
-        if not 1 <= self.days <= 400:
-            raise ValueError("days: must be between 1 and 400")
-        if not 1 <= self.workers <= 64:
-            raise ValueError("workers: must be between 1 and 64")
-        if not self.endpoint.startswith(("http://", "https://")):
-            raise ValueError("endpoint: must be an http:// or https:// URL")
-
-
 @dataclass(slots=True)
 class FleetResult:
     """Totals over the fleet (installs, delivery outcomes, snapshots acknowledged)."""
@@ -160,58 +86,6 @@ class FleetResult:
     def to_json(self) -> dict[str, object]:
         """The totals as a JSON object."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.name.startswith("_")}
-
-
-def plan_fleet(sim: Simulation, end: datetime) -> list[InstallPlan]:
-    """The fleet's installs for ``sim`` (deterministic for its seed), the last few on the rare version and OS."""
-    rng = random.Random(sim.seed)  # noqa: S311 - a reproducible synthetic fleet, not a secret
-    start = end - timedelta(days=sim.days)
-    span_s = sim.days * 86400
-    releases = [(v, start if age > 1 else end - timedelta(seconds=age * span_s)) for v, age in _RELEASES]
-    plans = []
-    for i in range(sim.installs):
-        rare = i >= sim.installs - min(_RARE_INSTALLS, sim.installs // 10)
-        # Six in ten were there from the start; the others appear over the period.
-        joins = start if rng.random() < 0.6 else start + timedelta(seconds=rng.uniform(0, 0.9 * span_s))
-        joins += timedelta(hours=rng.randrange(24))
-        leaves = joins + timedelta(seconds=rng.uniform(0.2, 1.0) * (end - joins).total_seconds())
-        out = leaves if rng.random() < 0.12 and not rare else None
-        # The version at join time is the newest release (old-timers may run an older one), then upgrades
-        # follow each later release after an install-specific lag; one in five never upgrades.
-        shipped = [v for v, at in releases if at <= joins]
-        first = shipped[-1] if joins > start else rng.choice(shipped[-2:] if len(shipped) > 1 else shipped)
-        upgrades = [(joins, first)]
-        lag_days = rng.expovariate(1 / 8) if rng.random() < 0.8 else math.inf
-        for version, at in releases:
-            when = at + timedelta(days=lag_days) if math.isfinite(lag_days) else None
-            if at > joins and when is not None and when < end:
-                upgrades.append((when, version))
-        _, system, os_id, os_version = rng.choices(_OSES, weights=[o[0] for o in _OSES])[0]
-        cores = rng.choices([c for c, _ in _CORES], weights=[w for _, w in _CORES])[0]
-        if rare:
-            upgrades = [(joins, _RARE[0])]
-            system, os_id, os_version = _RARE[1], "", _RARE[2]
-        plans.append(
-            InstallPlan(
-                index=i,
-                joins_at=joins,
-                leaves_at=out,
-                consent="off" if rng.random() < 0.04 else "review" if rng.random() < 0.1 else "auto",
-                upgrades=tuple(upgrades),
-                system=system,
-                os_id=os_id,
-                os_version=os_version,
-                cores=cores,
-                memory_gib=max(4, cores * rng.choice((2, 4, 4, 8))),
-                disk_gib=rng.choice(_DISKS_GIB),
-                cpu_base_pct=rng.uniform(3, 60),
-                projects=max(1, int(rng.lognormvariate(2.5, 1.0))),
-                projects_per_week=rng.uniform(0, 2.5),
-                deploys_per_project_day=rng.uniform(0.05, 3),
-                seed=rng.randrange(2**32),
-            )
-        )
-    return plans
 
 
 class _Install:
@@ -278,12 +152,12 @@ class _Install:
 def _outcomes(engine: Engine) -> Iterator[tuple[str, int]]:
     """(outcome, snapshots) of each batch's last delivery attempt."""
     last: dict[str, str] = {}
-    for entry in engine.state.history():
-        if entry.get("outcome") != "retry":
-            last[str(entry["batch_id"])] = str(entry["outcome"])
+    for entry in engine.state.history_entries():
+        if entry.outcome != "retry":
+            last[entry.batch_id] = entry.outcome
     for batch_id, outcome in last.items():
-        sent = engine.state.root / "sent" / f"{batch_id}.json"
-        yield outcome, len(parse_batch(sent.read_bytes()).snapshots) if sent.exists() else 0
+        sent = engine.state.stored_bytes(batch_id) if outcome in ("delivered", "duplicate") else None
+        yield outcome, len(parse_batch(sent).snapshots) if sent is not None else 0
 
 
 def _simulate_install(plan: InstallPlan, sim: Simulation, root: Path, end: datetime, result: FleetResult) -> None:
@@ -297,10 +171,16 @@ def _simulate_install(plan: InstallPlan, sim: Simulation, root: Path, end: datet
         await asyncio.sleep(min(seconds, 0.05))
 
     config = AgentConfig(
-        endpoint=sim.endpoint, consent=plan.consent, state_dir=root / f"install-{plan.index:05d}",
-        snapshot_interval_s=sim.snapshot_interval_s, batch_period_s=sim.batch_period_s, send_window_s=6 * 3600,
-        product_name=sim.product, product_version=plan.upgrades[0][1], max_backoff_s=60.0,
-    )  # fmt: skip
+        endpoint=sim.endpoint,
+        consent=plan.consent,
+        state_dir=root / f"install-{plan.index:05d}",
+        snapshot_interval_s=sim.snapshot_interval_s,
+        batch_period_s=sim.batch_period_s,
+        send_window_s=6 * 3600,
+        product_name=sim.product,
+        product_version=plan.upgrades[0][1],
+        max_backoff_s=60.0,
+    )
 
     def engine_for(version: str) -> Engine:
         # An upgraded product restarts its agent with the new version in its config; the state dir stays.
@@ -345,8 +225,16 @@ def _simulate_install(plan: InstallPlan, sim: Simulation, root: Path, end: datet
             result.snapshots_delivered += snapshots if outcome in ("delivered", "duplicate") else 0
 
 
-def run_fleet(sim: Simulation, *, progress: Callable[[FleetResult, int], None] | None = None) -> FleetResult:
-    """Simulate every install of ``sim`` (``workers`` at a time); ``progress(result, total)`` after each one."""
+def run_fleet(
+    sim: Simulation,
+    *,
+    progress: Callable[[FleetResult, int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> FleetResult:
+    """Simulate every install of ``sim`` (``workers`` at a time); ``progress(result, total)`` after each one.
+
+    Once ``cancel`` is set (or on Ctrl-C), installs already running finish their (short) run; the rest never start.
+    """
     end = sim.end or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     plans = plan_fleet(sim, end)
     result = FleetResult()
@@ -359,7 +247,7 @@ def run_fleet(sim: Simulation, *, progress: Callable[[FleetResult, int], None] |
         base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
         root, temporary = Path(tempfile.mkdtemp(prefix="telemetry-fleet-", dir=base)), True
 
-    cancel = threading.Event()
+    cancel = cancel if cancel is not None else threading.Event()
 
     def one(plan: InstallPlan) -> None:
         if cancel.is_set():
@@ -388,7 +276,7 @@ def run_fleet(sim: Simulation, *, progress: Callable[[FleetResult, int], None] |
     return result
 
 
-class _Progress:
+class Progress:
     """A progress line on stderr, redrawn at most every ``every_s`` (and once at the end)."""
 
     def __init__(self, every_s: float = 0.25) -> None:
@@ -414,7 +302,7 @@ def _progress_line(done: int, total: int, result: FleetResult) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m agent.simulate",
+        prog="python -m demo.fleet",
         description="Run a simulated fleet through the real agent code into a collector (for demos and load).",
     )
     parser.add_argument("--endpoint", required=True, help="the collector's base URL, e.g. http://127.0.0.1:8080")
@@ -434,17 +322,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         sim = Simulation(
-            endpoint=args.endpoint, installs=args.installs, days=args.days, seed=args.seed, product=args.product,
-            workers=args.workers, state_root=args.state_root,
-        )  # fmt: skip
+            endpoint=args.endpoint,
+            installs=args.installs,
+            days=args.days,
+            seed=args.seed,
+            product=args.product,
+            workers=args.workers,
+            state_root=args.state_root,
+        )
         dataclasses.replace(AgentConfig(), product_name=sim.product, endpoint=sim.endpoint)  # checks both
     except (ValueError, AgentError) as exc:
-        print(f"agent.simulate: {exc}", file=sys.stderr)
+        print(f"demo.fleet: {exc}", file=sys.stderr)
         return 2
     # Per-snapshot agent logging would drown the progress line; failures are counted in the totals.
     logging.getLogger("agent").setLevel(logging.ERROR)
     try:
-        result = run_fleet(sim, progress=None if args.quiet else _Progress())
+        result = run_fleet(sim, progress=None if args.quiet else Progress())
     except KeyboardInterrupt:
         return 130
     if not args.quiet:
@@ -458,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" {result.batches_duplicate} duplicates, {result.batches_rejected} rejected, {result.batches_failed} failed"
         )
     for error in result.errors[:5]:
-        print(f"agent.simulate: {error}", file=sys.stderr)
+        print(f"demo.fleet: {error}", file=sys.stderr)
     ok = not result.errors and not result.batches_failed and not result.batches_rejected
     return 0 if ok else 1
 

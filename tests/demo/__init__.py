@@ -1,0 +1,1 @@
+"""The dev tools of the top-level demo package: the fleet plan (the demo itself runs in tests/docs)."""
