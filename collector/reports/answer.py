@@ -320,7 +320,7 @@ async def run_report(
     lost_after_days: int,
     today: dt.date,
 ) -> ReportResult:
-    """Answer report ``name`` from ``report_days`` (refresh the rollup first: :func:`reports_rollup.refresh`).
+    """Answer report ``name`` from the rollup (refresh it first: :func:`collector.reports.rollup.refresh`).
 
     Raises :class:`NotFoundError` for an unknown report, and for a product no install has sent data for
     (path ``product``): an empty answer would look like a product whose fleet vanished.
@@ -329,7 +329,7 @@ async def run_report(
     if report is None:
         raise NotFoundError(f"no report named {name[:60]!r}; GET /v1/reports lists them", path="name")
     if params.product is not None and not await fetch(
-        "SELECT 1 FROM report_days WHERE product_name = ? LIMIT 1", [params.product]
+        "SELECT 1 FROM report_installs WHERE product_name = ? LIMIT 1", [params.product]
     ):
         raise NotFoundError(
             f"no such product: no install of {params.product!r} has sent data (GET /v1/reports lists the products)",
@@ -343,15 +343,16 @@ async def run_report(
         "lost_after_days": lost_after_days,
         "today": today,
     }
-    raw = await fetch(report.sql, [values[p] for p in report.params])
+    sql, names = report.statement(params.interval)
+    raw = await fetch(sql, [values[p] for p in names])
     return suppress(report, params, raw, min_group_size, today)
 
 
 async def list_products(fetch: Fetch, *, min_group_size: int) -> list[str]:
     """Products with at least ``min_group_size`` installs (smaller ones are not named anywhere)."""
     rows = await fetch(
-        "SELECT product_name FROM report_days GROUP BY product_name"
-        " HAVING count(DISTINCT install_id) >= ? ORDER BY product_name",
+        "SELECT product_name FROM report_installs WHERE product_name IS NOT NULL GROUP BY product_name"
+        " HAVING count(*) >= ? ORDER BY product_name",
         [min_group_size],
     )
     return [str(r[0]) for r in rows]
@@ -362,6 +363,6 @@ async def first_day(fetch: Fetch) -> dt.date | None:
 
     It says no more than ``active-installs`` by day already does (the first period with a row).
     """
-    rows = await fetch("SELECT min(day) FROM report_days", [])
+    rows = await fetch("SELECT min(first_day) FROM report_installs WHERE product_name IS NULL", [])
     day = rows[0][0] if rows else None
     return day if isinstance(day, dt.date) else None

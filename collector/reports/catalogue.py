@@ -1,16 +1,19 @@
 """The report catalogue: each report's name, exact definition, SQL and row shape, for every surface.
 
-Every report reads the ``report_days`` rollup (:mod:`collector.reports.rollup`), buckets days into periods
-(day, week starting Monday, or calendar month, all UTC) and counts *distinct installs*, never snapshots, so
-one busy install weighs as much as a quiet one. Each report has exactly one SQL statement here; running it,
-suppressing small groups and marking partial periods happen in :mod:`collector.reports`.
+Every report buckets days into periods (day, week starting Monday, or calendar month, all UTC) and counts
+*distinct installs*, never snapshots, so one busy install weighs as much as a quiet one. Each reads the
+rollup (:mod:`collector.reports.rollup`), never the raw snapshots: the per-install rows of its periods
+(``report_periods``, or ``report_days`` for days), the installs' first and last days (``report_installs``)
+or the per-group counts (``report_groups``), all kept exactly as the definitions below take them from
+``report_days`` (:mod:`collector.reports.aggregates`). Each report has exactly one SQL statement here; running
+it, suppressing small groups and marking partial periods happen in :mod:`collector.reports.answer`.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 __all__ = ["INTERVALS", "OTHER", "PERIOD_COLUMNS", "REPORTS", "Fetch", "Report", "Shape"]
@@ -27,15 +30,41 @@ Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
 
 Shape = Literal["count", "groups", "stats"]
 
-# Days in range, for the chosen product, with their period. Parameters are named here ($name) and
-# numbered when a report is defined (DuckDB rejects parameters a statement does not use).
-_DAYS: Final = """days AS (
-    SELECT *, CAST(date_trunc($interval, day) AS DATE) AS period
-    FROM report_days
-    WHERE day BETWEEN $from AND $to AND (CAST($product AS VARCHAR) IS NULL OR product_name = $product)
-)"""
-_PRODUCT_FILTER: Final = "(CAST($product AS VARCHAR) IS NULL OR product_name = $product)"
+# Each install once per period of the range, for the chosen product (NULL: all products together), with
+# its values for the stats reports; from report_periods (weeks, months: one row per install and period)
+# or report_days (days: its rows, except that an install-day with several products counts once, through
+# its all-products row in report_periods). Parameters are named here ($name) and numbered when a report
+# is defined (DuckDB rejects parameters a statement does not use).
+_VALUES: Final = "install_id, cpu_pct_sum, cpu_pct_count, projects, deployments_delta, deployment_readings"
+_PRODUCT: Final = "CAST($product AS VARCHAR)"
+SOURCES: Final = {
+    "periods": f"""periods AS (
+    SELECT period, {_VALUES} FROM report_periods
+    WHERE period_kind = $interval AND period BETWEEN $from AND $to AND product_name IS NOT DISTINCT FROM {_PRODUCT}
+)""",
+    "days": f"""periods AS (
+    SELECT day AS period, {_VALUES} FROM report_days WHERE day BETWEEN $from AND $to AND product_name = {_PRODUCT}
+    UNION ALL
+    SELECT day AS period, {_VALUES} FROM report_days d ANTI JOIN (
+        SELECT install_id, period AS day FROM report_periods WHERE period_kind = 'day' AND period BETWEEN $from AND $to
+    ) m USING (install_id, day)
+    WHERE {_PRODUCT} IS NULL AND d.day BETWEEN $from AND $to
+    UNION ALL
+    SELECT period, {_VALUES} FROM report_periods
+    WHERE period_kind = 'day' AND {_PRODUCT} IS NULL AND product_name IS NULL AND period BETWEEN $from AND $to
+)""",
+}
+"""The ``periods`` rows each stats report reads, by the source its interval uses (:func:`source_of`)."""
+_GROUPS: Final = f"""FROM report_groups
+WHERE report = '{{report}}' AND period_kind = $interval AND period BETWEEN $from AND $to
+    AND product_name IS NOT DISTINCT FROM {_PRODUCT}"""
+_INSTALLS: Final = f"FROM report_installs WHERE product_name IS NOT DISTINCT FROM {_PRODUCT}"
 _QUANTILES: Final = "quantile_cont(value, [0.5, 0.9, 0.99])"
+
+
+def source_of(interval: str) -> str:
+    """The key of :data:`SOURCES` a report over ``interval`` periods reads."""
+    return "days" if interval == "day" else "periods"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,10 +76,10 @@ class Report:
     definition: str
     """The exact definition, as docs/reports.md and the dashboard show it."""
     shape: Shape
-    sql: str
-    """DuckDB SQL with numbered parameters; its rows are (period, ...) as :func:`collector.reports.suppress` expects."""
-    params: tuple[str, ...] = field(default=())
-    """The parameter names, in the order of ``$1``, ``$2``, ..."""
+    statements: dict[str, tuple[str, tuple[str, ...]]]
+    """Per source (:data:`SOURCES`): DuckDB SQL with numbered parameters, and the parameter names in the
+    order of ``$1``, ``$2``, ... Its rows are (period, ...) as :func:`collector.reports.suppress` expects.
+    One SQL text per report: the sources differ only in where a stats report reads its ``periods``."""
     unit: str = "installs"
     has_total: bool = False
     has_dimension: bool = False
@@ -66,6 +95,10 @@ class Report:
         total = ("total",) if self.has_total else ()
         return ("period", "installs", *total, "mean", "p50", "p90", "p99", "suppressed", *PERIOD_COLUMNS)
 
+    def statement(self, interval: str) -> tuple[str, tuple[str, ...]]:
+        """The SQL answering this report over ``interval`` periods, and its parameter names in order."""
+        return self.statements[source_of(interval)]
+
     def describe(self) -> dict[str, Any]:
         """The JSON description listed by ``GET /v1/reports``."""
         return {
@@ -78,7 +111,7 @@ class Report:
         }
 
 
-def _report(*, sql: str, **kwargs: Any) -> Report:
+def _numbered(sql: str) -> tuple[str, tuple[str, ...]]:
     names: list[str] = []
 
     def number(match: re.Match[str]) -> str:
@@ -86,19 +119,26 @@ def _report(*, sql: str, **kwargs: Any) -> Report:
             names.append(match[1])
         return f"${names.index(match[1]) + 1}"
 
-    return Report(sql=re.sub(r"\$([a-z_]+)", number, sql), params=tuple(names), **kwargs)
+    return re.sub(r"\$([a-z_]+)", number, sql), tuple(names)
 
 
-def _latest(column: str) -> str:
-    # Each install counts once per period, in the group it reported last in that period.
-    return f"""WITH {_DAYS}, latest AS (
-    SELECT period, install_id, arg_max({column}, day) AS label FROM days GROUP BY period, install_id
-)
-SELECT period, label, NULL, count(*) FROM latest WHERE label IS NOT NULL GROUP BY period, label"""
+def _report(*, sql: str, **kwargs: Any) -> Report:
+    # A stats report's SQL starts WITH {periods}; the others read pre-aggregates every interval shares.
+    statements = {key: _numbered(sql.replace("{periods}", source)) for key, source in SOURCES.items()}
+    return Report(statements=statements, **kwargs)
+
+
+def _latest(report: str) -> str:
+    # Each install counts once per period, in the group it reported last in that period (report_groups
+    # holds those counts: collector.reports.periods).
+    return (
+        f"SELECT period, label, NULL, sum(installs) {_GROUPS.format(report=report)} GROUP BY period, label"
+        " HAVING sum(installs) > 0"
+    )
 
 
 def _stats(per_install: str, total: str) -> str:
-    return f"""WITH {_DAYS}, per_install AS ({per_install})
+    return f"""WITH {{periods}}, per_install AS ({per_install})
 SELECT period, count(*), {total}, avg(value), {_QUANTILES} FROM per_install GROUP BY period"""
 
 
@@ -115,7 +155,8 @@ REPORTS: Final[dict[str, Report]] = {
             title="Active installs",
             definition="Distinct installs that sent at least one snapshot dated in the period.",
             shape="count",
-            sql=f"WITH {_DAYS} SELECT period, count(DISTINCT install_id) FROM days GROUP BY period",
+            sql=f"SELECT period, sum(installs) {_GROUPS.format(report='active-installs')} GROUP BY period"
+            " HAVING sum(installs) > 0",
         ),
         _report(
             name="new-installs",
@@ -126,11 +167,8 @@ REPORTS: Final[dict[str, Report]] = {
                 " as new there)."
             ),
             shape="count",
-            sql=f"""WITH firsts AS (
-    SELECT install_id, min(day) AS first_day FROM report_days WHERE {_PRODUCT_FILTER} GROUP BY install_id
-)
-SELECT CAST(date_trunc($interval, first_day) AS DATE), count(*) FROM firsts
-WHERE first_day BETWEEN $from AND $to GROUP BY 1""",
+            sql=f"""SELECT CAST(date_trunc($interval, first_day) AS DATE), count(*) {_INSTALLS}
+    AND first_day BETWEEN $from AND $to GROUP BY 1""",
         ),
         _report(
             name="lost-installs",
@@ -141,10 +179,7 @@ WHERE first_day BETWEEN $from AND $to GROUP BY 1""",
                 " An install that comes back is no longer counted."
             ),
             shape="count",
-            sql=f"""WITH lasts AS (
-    SELECT install_id, max(day) + CAST($lost_after_days AS INTEGER) AS lost_day
-    FROM report_days WHERE {_PRODUCT_FILTER} GROUP BY install_id
-)
+            sql=f"""WITH lasts AS (SELECT last_day + CAST($lost_after_days AS INTEGER) AS lost_day {_INSTALLS})
 SELECT CAST(date_trunc($interval, lost_day) AS DATE), count(*) FROM lasts
 WHERE lost_day BETWEEN $from AND $to AND lost_day <= $today GROUP BY 1""",
         ),
@@ -156,24 +191,21 @@ WHERE lost_day BETWEEN $from AND $to AND lost_day <= $today GROUP BY 1""",
                 " it reported in the period (without a product filter the group is 'product version')."
             ),
             shape="groups",
-            sql=_latest(
-                "CASE WHEN CAST($product AS VARCHAR) IS NULL THEN product_name || ' ' || product_version"
-                " ELSE product_version END"
-            ),
+            sql=_latest("versions"),
         ),
         _report(
             name="os-families",
             title="OS family share",
             definition="Active installs per os.family, each install counted once per period at its last value.",
             shape="groups",
-            sql=_latest("os_family"),
+            sql=_latest("os-families"),
         ),
         _report(
             name="os-versions",
             title="OS version share",
             definition="Active installs per os.version, each install counted once per period at its last value.",
             shape="groups",
-            sql=_latest("os_version"),
+            sql=_latest("os-versions"),
         ),
         _report(
             name="hardware",
@@ -184,16 +216,8 @@ WHERE lost_day BETWEEN $from AND $to AND lost_day <= $today GROUP BY 1""",
             ),
             shape="groups",
             has_dimension=True,
-            sql=f"""WITH {_DAYS}, latest AS (
-    SELECT period, install_id, arg_max(cpu_cores, day) AS cpu_cores, arg_max(memory_gib, day) AS memory_gib,
-        arg_max(disk_total_gib, day) AS disk_total_gib, arg_max(disk_free_gib, day) AS disk_free_gib
-    FROM days GROUP BY period, install_id
-), readings AS (
-    UNPIVOT latest ON cpu_cores, memory_gib, disk_total_gib, disk_free_gib INTO NAME dimension VALUE amount
-)
-SELECT period, CASE WHEN amount <= 1 THEN 1 ELSE CAST(pow(2, ceil(log2(amount))) AS BIGINT) END AS upper,
-    dimension, count(*)
-FROM readings GROUP BY ALL""",
+            sql=f"""SELECT period, CAST(label AS BIGINT), dimension, sum(installs) {_GROUPS.format(report="hardware")}
+GROUP BY period, label, dimension HAVING sum(installs) > 0""",
         ),
         _report(
             name="cpu-usage",
@@ -205,8 +229,7 @@ FROM readings GROUP BY ALL""",
             shape="stats",
             unit="percent",
             sql=_stats(
-                "SELECT period, install_id, sum(cpu_pct_sum) / sum(cpu_pct_count) AS value FROM days"
-                " WHERE cpu_pct_count > 0 GROUP BY period, install_id",
+                "SELECT period, install_id, cpu_pct_sum / cpu_pct_count AS value FROM periods WHERE cpu_pct_count > 0",
                 "NULL",
             ),
         ),
@@ -221,8 +244,7 @@ FROM readings GROUP BY ALL""",
             unit="projects",
             has_total=True,
             sql=_stats(
-                "SELECT period, install_id, arg_max(projects, day) AS value FROM days"
-                " WHERE projects IS NOT NULL GROUP BY period, install_id",
+                "SELECT period, install_id, projects AS value FROM periods WHERE projects IS NOT NULL",
                 "sum(value)",
             ),
         ),
@@ -240,8 +262,7 @@ FROM readings GROUP BY ALL""",
             unit="deployments",
             has_total=True,
             sql=_stats(
-                "SELECT period, install_id, sum(deployments_delta) AS value FROM days"
-                " WHERE deployment_readings > 0 GROUP BY period, install_id",
+                "SELECT period, install_id, deployments_delta AS value FROM periods WHERE deployment_readings > 0",
                 "sum(value)",
             ),
         ),

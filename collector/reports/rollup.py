@@ -11,9 +11,30 @@ connection and runs inside the caller's transaction (``Store.write`` runs them i
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass
 from typing import Any, Final
 
-__all__ = ["expire", "forget_install", "refresh"]
+from collector.reports import aggregates
+from collector.reports.sql import run, scalar
+
+__all__ = [
+    "BUILD_SLICE_INSTALLS",
+    "PROGRESS_SQL",
+    "BuildProgress",
+    "build_progress",
+    "build_step",
+    "expire",
+    "forget_install",
+    "progress_of",
+    "refresh",
+]
+
+log = logging.getLogger(__name__)
+
+BUILD_SLICE_INSTALLS: Final = 50_000
+"""Installs whose pre-aggregates one :func:`build_step` builds (about a second of writer time at 100M snapshots)."""
 
 # The batches not yet folded that arrived since $since (a day before the newest folded arrival on the
 # cheap path, or the beginning of time when counts disagree). Every statement of one refresh runs in the
@@ -24,12 +45,16 @@ _PENDING: Final = """pending AS (
     ANTI JOIN (SELECT batch_id FROM report_batches WHERE received_at >= $since) USING (batch_id)
 )"""
 # Per install and product with new snapshots: the day to rebuild from (the earliest new snapshot's day).
-# Snapshots come no later than their batch's created_at and are appended in roughly time order, so the
-# lower bound $bound on taken_at lets DuckDB skip old row groups (see _bound).
-_REBUILD: Final = f"""{_PENDING}, rebuild AS (
-    SELECT install_id, product_name, CAST(min(taken_at) AS DATE) AS from_day, count(*) AS new_snapshots
-    FROM snapshots WHERE taken_at >= $bound AND batch_id IN (SELECT batch_id FROM pending)
-    GROUP BY install_id, product_name
+# Snapshots are appended in roughly time order, so the lower bound $bound on taken_at (the new batches'
+# earliest snapshot) lets DuckDB skip old row groups.
+_NEW_SNAPSHOTS: Final = f"""WITH {_PENDING}
+SELECT install_id, product_name, CAST(min(taken_at) AS DATE) AS from_day, count(*) AS new_snapshots
+FROM snapshots WHERE taken_at >= $bound AND batch_id IN (SELECT batch_id FROM pending)
+GROUP BY install_id, product_name"""
+# The result of _NEW_SNAPSHOTS, as list parameters (computed once per refresh, in Python).
+_REBUILD: Final = """rebuild AS (
+    SELECT unnest($r_installs::UUID[]) AS install_id, unnest($r_products::VARCHAR[]) AS product_name,
+        unnest($r_froms::DATE[]) AS from_day
 )"""
 
 _INSERT_DAYS: Final = f"""
@@ -38,11 +63,22 @@ INSERT INTO report_days (
     disk_total_gib, disk_free_gib, projects, cpu_pct_sum, cpu_pct_count, deployments_delta, deployment_readings,
     deployments_last
 )
-WITH {_REBUILD}, baseline AS (
-    -- The last counter reading before from_day: kept in report_days (deployments_last), older days are not redone.
+WITH {_REBUILD}, recent_baseline AS (
+    -- The last counter reading before from_day: kept in report_days (deployments_last), older days are not
+    -- redone. Looked for in the 35 days before the earliest from_day first (a scan that skips old row groups).
     SELECT d.install_id, d.product_name, arg_max(d.deployments_last, d.day) AS baseline
     FROM report_days d JOIN rebuild r
         ON d.install_id = r.install_id AND d.product_name = r.product_name AND d.day < r.from_day
+    WHERE d.day >= CAST($earliest AS DATE) - 35 AND d.deployments_last IS NOT NULL
+    GROUP BY d.install_id, d.product_name
+), baseline AS (
+    SELECT * FROM recent_baseline
+    UNION ALL  -- installs silent for longer: their whole history (an empty join, so no scan, when there are none)
+    SELECT d.install_id, d.product_name, arg_max(d.deployments_last, d.day)
+    FROM report_days d JOIN (
+        SELECT install_id, product_name, from_day FROM rebuild ANTI JOIN recent_baseline USING (install_id, product_name)
+    ) r ON d.install_id = r.install_id AND d.product_name = r.product_name AND d.day < r.from_day
+    WHERE d.deployments_last IS NOT NULL
     GROUP BY d.install_id, d.product_name
 ), readings AS (
     SELECT
@@ -73,34 +109,64 @@ SELECT
     count(usage_deployments), arg_max(usage_deployments, taken_at)
 FROM readings
 GROUP BY install_id, product_name, CAST(taken_at AS DATE)
+ORDER BY day  -- rows in day order keep each row group's day range narrow: later scans skip old ones
 """
 
 
-def _scalar(con: Any, sql: str, params: list[Any] | None = None) -> Any:
-    row = con.execute(sql, params or []).fetchone()
-    return row[0] if row else None
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuildProgress:
+    """How far the background build of the pre-aggregates has come (``/readyz`` and the report 503 say it)."""
+
+    done: int
+    installs: int
+
+    @property
+    def percent(self) -> int:
+        """Whole percent done (0-100)."""
+        return 100 if not self.installs else min(100, self.done * 100 // self.installs)
+
+    def describe(self) -> str:
+        """One line for people: how many installs are done, of how many."""
+        return f"building the report pre-aggregates: {self.done:,} of {self.installs:,} installs ({self.percent}%)"
 
 
-def _numbered(sql: str, values: dict[str, Any]) -> tuple[str, list[Any]]:
-    # DuckDB takes $1, $2, ...; the SQL above names its parameters for the reader.
-    names = [name for name in values if f"${name}" in sql]
-    for n, name in enumerate(names, 1):
-        sql = sql.replace(f"${name}", f"${n}")
-    return sql, [values[name] for name in names]
+PROGRESS_SQL: Final = "SELECT done, installs FROM report_builds WHERE name = 'periods'"
+"""The query behind :func:`build_progress` (for a store's read pool: ``progress_of(await store.read(...))``)."""
 
 
-def _run(con: Any, sql: str, **values: Any) -> Any:
-    text, params = _numbered(sql, values)
-    return con.execute(text, params)
+def progress_of(rows: list[tuple[Any, ...]]) -> BuildProgress | None:
+    """The :class:`BuildProgress` in the rows of :data:`PROGRESS_SQL`, or None when there is no build."""
+    return BuildProgress(done=int(rows[0][0]), installs=int(rows[0][1])) if rows else None
+
+
+def build_progress(con: Any) -> BuildProgress | None:
+    """The build still to do, or None when the pre-aggregates are complete."""
+    return progress_of(con.execute(PROGRESS_SQL).fetchall())
+
+
+def _built_through(con: Any) -> tuple[bool, uuid.UUID | None]:
+    # (building, last install built): while building, only installs up to it have pre-aggregates.
+    row = con.execute("SELECT done_through FROM report_builds WHERE name = 'periods'").fetchone()
+    if row is None:
+        return False, None
+    return True, (row[0] if row[0] is None or isinstance(row[0], uuid.UUID) else uuid.UUID(str(row[0])))
+
+
+def _with_aggregates(con: Any, touched: dict[str, dt.date]) -> aggregates.Touched:
+    # During a build, installs past its cursor have no pre-aggregates yet: the build makes them whole later.
+    building, through = _built_through(con)
+    if building:
+        return [(i, d) for i, d in touched.items() if through is not None and uuid.UUID(i) <= through]
+    return list(touched.items())
 
 
 def refresh(con: Any) -> int:
     """Fold every loaded batch not yet in ``report_days`` into it; returns how many batches were folded in."""
     # Cheap test first (counts come from metadata): every report request calls this.
-    expected = _scalar(con, "SELECT (SELECT count(*) FROM batches) - (SELECT count(*) FROM report_batches)")
+    expected = scalar(con, "SELECT (SELECT count(*) FROM batches) - (SELECT count(*) FROM report_batches)")
     if expected == 0:
         return 0
-    since = _scalar(con, "SELECT max(received_at) - INTERVAL 1 DAY FROM report_batches") or dt.datetime.min
+    since = scalar(con, "SELECT max(received_at) - INTERVAL 1 DAY FROM report_batches") or dt.datetime.min
     pending = _count_pending(con, since)
     if pending != expected:
         # Rare: a batch loaded long after later ones were folded, or report_batches lists batches deleted
@@ -109,41 +175,85 @@ def refresh(con: Any) -> int:
         since = dt.datetime.min
         pending = _count_pending(con, since)
     if pending:
-        bound = _bound(con, since)
-        _run(con, f"""DELETE FROM report_days d USING (WITH {_REBUILD} SELECT * FROM rebuild) r
-            WHERE d.install_id = r.install_id AND d.product_name = r.product_name AND d.day >= r.from_day""",
-             since=since, bound=bound)  # fmt: skip
-        earliest = _run(con, f"WITH {_REBUILD} SELECT min(from_day) FROM rebuild", since=since, bound=bound).fetchone()
-        if earliest and earliest[0] is not None:  # None: the new batches' snapshots were already deleted
-            start = dt.datetime.combine(earliest[0], dt.time())
-            _run(con, _INSERT_DAYS, since=since, bound=bound, earliest=start)
-        _run(con, f"""INSERT INTO report_batches WITH {_PENDING}
-            SELECT batch_id, received_at FROM batches WHERE batch_id IN (SELECT batch_id FROM pending)""",
-             since=since)  # fmt: skip
+        rebuild = _new_snapshots(con, since)
+        if rebuild:  # empty: the new batches' snapshots were already deleted
+            touched: dict[str, dt.date] = {}
+            for install_id, _, from_day in rebuild:
+                touched[install_id] = min(from_day, touched.get(install_id, from_day))
+            aggregated = _with_aggregates(con, touched)
+            aggregates.retract(con, aggregated)
+            _fold_days(con, rebuild)
+            aggregates.extend(con, aggregated)
+            aggregates.compact(con)
+        run(con, f"""INSERT INTO report_batches WITH {_PENDING} SELECT batch_id, received_at FROM batches
+            WHERE received_at >= $since AND batch_id IN (SELECT batch_id FROM pending)""",
+            since=since)  # fmt: skip
     return int(pending)
 
 
 def _count_pending(con: Any, since: dt.datetime) -> int:
-    return int(_run(con, f"WITH {_PENDING} SELECT count(*) FROM pending", since=since).fetchone()[0])
+    return int(run(con, f"WITH {_PENDING} SELECT count(*) FROM pending", since=since).fetchone()[0])
 
 
-def _bound(con: Any, since: dt.datetime) -> dt.datetime:
-    """The lowest taken_at to scan: 32 days before the new batches' earliest creation, if that finds them all.
+def _new_snapshots(con: Any, since: dt.datetime) -> list[tuple[str, str, dt.date]]:
+    """``(install_id, product_name, from_day)`` of every install and product the pending batches touch.
 
-    31 days covers a batch of 744 hourly snapshots; with sparse snapshots the bound may miss some, which the
-    comparison with their snapshot_count catches, and then every snapshot is scanned.
+    Read from the new batches' earliest snapshot on (``first_taken_at``; 32 days before their creation for
+    batches stored before that column existed: 31 days is a batch of 744 hourly snapshots). When that
+    misses snapshots (counted against ``snapshot_count``), every snapshot is scanned.
     """
-    since_bound, expected = _run(con, f"""WITH {_PENDING} SELECT min(created_at) - INTERVAL 32 DAY,
-        coalesce(sum(snapshot_count), 0) FROM batches WHERE batch_id IN (SELECT batch_id FROM pending)""",
-                                 since=since).fetchone()  # fmt: skip
-    bound = since_bound or dt.datetime.min
-    found = _run(con, f"WITH {_REBUILD} SELECT coalesce(sum(new_snapshots), 0) FROM rebuild",
-                 since=since, bound=bound).fetchone()[0]  # fmt: skip
-    return bound if found == expected else dt.datetime.min
+    bound, expected = run(con, f"""WITH {_PENDING} SELECT
+        min(coalesce(first_taken_at, created_at - INTERVAL 32 DAY)), coalesce(sum(snapshot_count), 0)
+        FROM batches WHERE batch_id IN (SELECT batch_id FROM pending)""", since=since).fetchone()  # fmt: skip
+    rows = run(con, _NEW_SNAPSHOTS, since=since, bound=bound or dt.datetime.min).fetchall()
+    if sum(r[3] for r in rows) != expected and bound is not None:
+        rows = run(con, _NEW_SNAPSHOTS, since=since, bound=dt.datetime.min).fetchall()
+    return [(str(r[0]), str(r[1]), r[2]) for r in rows]
+
+
+def _fold_days(con: Any, rebuild: list[tuple[str, str, dt.date]]) -> None:
+    values = {"r_installs": [r[0] for r in rebuild], "r_products": [r[1] for r in rebuild],
+              "r_froms": [r[2] for r in rebuild]}  # fmt: skip
+    run(con, f"""DELETE FROM report_days d USING (WITH {_REBUILD} SELECT * FROM rebuild) r
+        WHERE d.install_id = r.install_id AND d.product_name = r.product_name AND d.day >= r.from_day""",
+        **values)  # fmt: skip
+    earliest = dt.datetime.combine(min(r[2] for r in rebuild), dt.time())
+    run(con, _INSERT_DAYS, earliest=earliest, **values)
+
+
+def build_step(con: Any, *, installs: int = BUILD_SLICE_INSTALLS) -> BuildProgress | None:
+    """Build the pre-aggregates of the next ``installs`` installs (by id) of a pending build.
+
+    Returns the progress after the step (``done == installs`` when the build just finished), or None when
+    there was nothing to build. Batches folded meanwhile are safe: :func:`refresh` leaves the installs
+    past the cursor to the build, which reads their ``report_days`` as they are when it reaches them.
+    """
+    progress = build_progress(con)
+    if progress is None:
+        return None
+    _, through = _built_through(con)
+    ids = [row[0] for row in con.execute(
+        "SELECT DISTINCT install_id FROM report_days WHERE ?::UUID IS NULL OR install_id > ?::UUID"
+        " ORDER BY install_id LIMIT ?", [through, through, installs]).fetchall()]  # fmt: skip
+    if not ids:
+        con.execute("DELETE FROM report_builds WHERE name = 'periods'")
+        aggregates.compact(con, force=True)
+        done = BuildProgress(done=progress.installs, installs=progress.installs)
+        log.info("report pre-aggregates built: %s installs", f"{done.installs:,}")
+        return done
+    aggregates.extend(con, [(str(i), dt.date.min) for i in ids])
+    con.execute("UPDATE report_builds SET done_through = ?, done = done + ? WHERE name = 'periods'",
+                [ids[-1], len(ids)])  # fmt: skip
+    now = BuildProgress(done=min(progress.installs, progress.done + len(ids)), installs=progress.installs)
+    log.info("%s", now.describe())
+    return now
 
 
 def forget_install(con: Any, install_id: str) -> None:
     """Remove the install's rollup rows; call before its ``batches`` rows are deleted."""
+    aggregates.retract(con, _with_aggregates(con, {install_id: dt.date.min}))
+    for table in ("report_periods", "report_installs"):  # rows a build had not counted yet, if any
+        con.execute(f"DELETE FROM {table} WHERE install_id = ?", [install_id])  # table names are ours
     con.execute(
         "DELETE FROM report_batches WHERE batch_id IN (SELECT batch_id FROM batches WHERE install_id = ?)",
         [install_id],
@@ -152,9 +262,34 @@ def forget_install(con: Any, install_id: str) -> None:
 
 
 def expire(con: Any, cutoff: dt.date) -> None:
-    """Remove rollup rows for days before ``cutoff``; call before ``batches`` created before it are deleted."""
+    """Remove rollup rows for days before ``cutoff``; call before ``batches`` created before it are deleted.
+
+    Whole periods before the cutoff go; a week or month that straddles it keeps what its days from the
+    cutoff on say, as if the earlier days had never been sent (which is what the reports of the raw
+    rows would say once they are deleted).
+    """
+    start = min(cutoff - dt.timedelta(days=cutoff.weekday()), cutoff.replace(day=1))
+    straddling = {str(r[0]): start for r in con.execute(
+        "SELECT DISTINCT install_id FROM report_days WHERE day >= ? AND day < ?", [start, cutoff]).fetchall()}  # fmt: skip
+    aggregated = _with_aggregates(con, straddling)
+    aggregates.retract(con, aggregated)
     con.execute(
         "DELETE FROM report_batches WHERE batch_id IN (SELECT batch_id FROM batches WHERE created_at < ?)",
         [dt.datetime.combine(cutoff, dt.time())],
     )
     con.execute("DELETE FROM report_days WHERE day < ?", [cutoff])
+    for table in ("report_periods", "report_groups"):
+        con.execute(f"DELETE FROM {table} WHERE period < CAST(date_trunc(period_kind, ?::DATE) AS DATE)", [cutoff])
+    aggregates.extend(con, aggregated)
+    # First days before the cutoff move to the install's first day left (or the install goes).
+    con.execute(
+        """UPDATE report_installs i SET first_day = f.first_day FROM (
+            SELECT install_id, product_name, min(day) AS first_day FROM report_days
+            WHERE install_id IN (SELECT install_id FROM report_installs WHERE first_day < ?)
+            GROUP BY GROUPING SETS ((install_id, product_name), (install_id))
+        ) f WHERE i.install_id = f.install_id AND i.product_name IS NOT DISTINCT FROM f.product_name
+            AND i.first_day < ?""",
+        [cutoff, cutoff],
+    )
+    con.execute("DELETE FROM report_installs WHERE last_day < ?", [cutoff])
+    aggregates.compact(con)

@@ -17,6 +17,7 @@ import orjson
 
 from collector.config import CollectorConfig
 from collector.errors import CollectorError, ConflictError
+from collector.reports.rollup import BuildProgress
 from schema import Batch, format_hour
 
 from .rows import other_values
@@ -173,6 +174,12 @@ class Storage(Protocol):
 
     def refresh_rollup_sync(self) -> int:
         """Like :meth:`refresh_rollup`, blocking."""
+
+    async def build_rollup(self, *, wait: bool = True) -> BuildProgress | None:
+        """One step of a pending build of the report pre-aggregates (:func:`collector.reports.rollup.build_step`).
+
+        None when nothing is left to build (or, with ``wait=False``, another collector is building).
+        """
 
     async def install_data(self, install_id: str) -> dict[str, Any]:
         """Everything held about one install (every acknowledged batch included), as JSON values."""

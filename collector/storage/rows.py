@@ -118,9 +118,10 @@ _INSERT_SNAPSHOTS: Final = (
 )
 _INSERT_BATCHES: Final = (
     "INSERT INTO batches (batch_id, install_id, product_name, product_version, agent_version, created_at, received_at,"
-    " sha256, body_bytes, snapshot_count, catalogue_version) SELECT batch.batch_id, batch.install_id,"
+    " sha256, body_bytes, snapshot_count, catalogue_version, first_taken_at) SELECT batch.batch_id, batch.install_id,"
     " batch.product.name, batch.product.version, batch.agent_version, batch.created_at, received_at, sha256,"
-    " body_bytes, len(batch.snapshots), coalesce(batch.catalogue_version, 1)"  # format 1 means catalogue version 1
+    " body_bytes, len(batch.snapshots), coalesce(batch.catalogue_version, 1),"  # format 1: catalogue version 1
+    " list_min([s.taken_at FOR s IN batch.snapshots])"
     " FROM read_json(?, format='newline_delimited', columns=?)"
 )
 _INSERT_VALUES: Final = (

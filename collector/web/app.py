@@ -13,6 +13,7 @@ from aiohttp.web import BaseRequest, StreamResponse
 
 from collector.config import CollectorConfig
 from collector.errors import CollectorError, OverloadedError, RateLimitedError
+from collector.reports.rollup import PROGRESS_SQL, progress_of
 from collector.storage import Gauge, create_storage
 from collector.web import backup, routes
 from collector.web.ingest import post_batch
@@ -157,8 +158,13 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    health = request.app[STORE].health()
+    store = request.app[STORE]
+    health = store.health()
     if health.ready:
+        # Ingest is ready while the report pre-aggregates are being built (reports answer 503 meanwhile).
+        progress = progress_of(await store.read(PROGRESS_SQL))
+        if progress is not None:
+            return _public({"status": "ready", "reports": progress.describe()})
         return _public({"status": "ready"})
     # path names the part that failed: database, spool (embedded), catalog or object_store (lake).
     return _public({"error": {"code": "not_ready", "message": health.message, "path": health.part}}, 503)

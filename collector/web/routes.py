@@ -17,8 +17,9 @@ from typing import Final
 import orjson
 from aiohttp import web
 
-from collector.errors import BadRequestError, NotFoundError
+from collector.errors import BadRequestError, NotFoundError, UnavailableError
 from collector.reports import INTERVALS, REPORTS, ReportParams, ReportResult, first_day, list_products, run_report
+from collector.reports.rollup import PROGRESS_SQL, progress_of
 from collector.web.dashboard import dashboard_asset, dashboard_page, to_dashboard
 from collector.web.installs import delete_install, get_install
 from collector.web.jobs import periodic
@@ -35,13 +36,21 @@ log = logging.getLogger(__name__)
 
 _REFRESH_INTERVAL_S: Final = 5.0
 """How often new batches are folded into the report rollup in the background (requests also do it)."""
+_BUILD_RETRY_S: Final = 10
+"""Retry-After of a report asked while the pre-aggregates are being built (a step takes about a second)."""
 _REPORT_QUERY: Final = frozenset({"from", "to", "interval", "product", "format"})
 
 
 async def _fresh(request: web.Request) -> None:
-    # Fold in whatever was stored since the last refresh (a count comparison when nothing was).
+    # Fold in whatever was stored since the last refresh (a count comparison when nothing was). While
+    # the pre-aggregates are being built in the background (the first start after an upgrade), reports
+    # would be wrong: they wait, with the progress in the answer.
     store = request.app[STORE]
     store.check_readable()
+    progress = progress_of(await store.read(PROGRESS_SQL))
+    if progress is not None:
+        raise UnavailableError(f"{progress.describe()}; reports answer once it is done", retry_after_s=_BUILD_RETRY_S,
+                               part="rollup")  # fmt: skip
     await store.refresh_rollup()
 
 
@@ -126,7 +135,12 @@ async def _report(request: web.Request) -> web.Response:
 
 
 async def _refresh(app: web.Application) -> None:
-    await app[STORE].refresh_rollup(wait=False)  # on a lake, one collector refreshing is enough
+    store = app[STORE]
+    await store.refresh_rollup(wait=False)  # on a lake, one collector refreshing is enough
+    # A build of the pre-aggregates goes on step after step (each one a transaction of its own, so loads
+    # and other writes go in between), logging its progress, until it is done.
+    while await store.build_rollup(wait=False) is not None:
+        pass
 
 
 _refresh_ctx = periodic("report-refresh", _refresh, lambda _app: _REFRESH_INTERVAL_S)

@@ -216,6 +216,10 @@ class EmbeddedStore:
         """Like :meth:`refresh_rollup`, blocking."""
         return self.write_sync(reports_rollup.refresh)
 
+    async def build_rollup(self, *, wait: bool = True) -> reports_rollup.BuildProgress | None:
+        """One step of a pending build of the report pre-aggregates, in the writer thread (loads go between steps)."""
+        return await self.write(reports_rollup.build_step)
+
     async def install_data(self, install_id: str) -> dict[str, Any]:
         """Everything held about one install, after loading every batch acknowledged so far (else 503)."""
         # In the writer thread: ordered after every load and deletion, and consistent across tables.

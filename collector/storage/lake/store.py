@@ -63,6 +63,7 @@ _PARTITIONS: Final = {
     1: "ALTER TABLE batches SET PARTITIONED BY (year(created_at), month(created_at));"
     " ALTER TABLE snapshots SET PARTITIONED BY (year(taken_at), month(taken_at));",
     2: "ALTER TABLE report_days SET PARTITIONED BY (year(day), month(day));",
+    6: "ALTER TABLE report_periods SET PARTITIONED BY (period_kind, year(period));",
     4: "ALTER TABLE snapshot_values SET PARTITIONED BY (year(taken_at), month(taken_at));",
 }
 
@@ -449,12 +450,19 @@ class LakeStore:
 
         ``wait=False`` returns 0 at once when another collector holds the rollup lock (the schedule's case).
         """
+        return await self._under_rollup_lock(reports_rollup.refresh, wait=wait) or 0
 
-        def job(session: Session) -> int:
+    async def build_rollup(self, *, wait: bool = True) -> reports_rollup.BuildProgress | None:
+        """One step of a pending build of the report pre-aggregates, under the rollup lock."""
+        return await self._under_rollup_lock(reports_rollup.build_step, wait=wait)
+
+    async def _under_rollup_lock(self, fn: Callable[[Any], T], *, wait: bool) -> T | None:
+        # One collector at a time works on the rollup; the schedule (wait=False) skips a held lock.
+        def job(session: Session) -> T | None:
             if wait:
-                return in_transaction(session, locks.ROLLUP, reports_rollup.refresh)
+                return in_transaction(session, locks.ROLLUP, fn)
             with locks.try_advisory(session.pg(), locks.ROLLUP) as mine:
-                return transaction(session, locks.ROLLUP, reports_rollup.refresh) if mine else 0
+                return transaction(session, locks.ROLLUP, fn) if mine else None
 
         return await self._on(self._background, job)
 

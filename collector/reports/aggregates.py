@@ -1,0 +1,206 @@
+"""The pre-aggregates over ``report_days``: per install and period, per install, and per group.
+
+``report_days`` holds one row per install, product and day; a weekly report over six months of a
+500,000-install fleet would still group 17M of them. So three tables are kept beside it (created by
+``006_report_periods.sql``):
+
+- ``report_periods``: per install and week or month, each value as the install's last reading in the
+  period and the sums of its days, exactly as the reports' definitions take them from ``report_days``;
+  once per product and once for the install's products together (``product_name`` NULL).
+- ``report_installs``: each install's first and last day (new and lost installs).
+- ``report_groups``: how many installs each group holds per period (day, week, month), kept as signed
+  deltas; a report that counts installs per group sums a few thousand rows.
+
+All three follow ``report_days`` by install: :func:`retract` takes back what a set of installs
+contributes from some day on (their rows go, their counts are subtracted), the caller changes their
+``report_days`` rows, and :func:`extend` puts back what they contribute now. Each install's rows are
+therefore always a function of its ``report_days`` rows, whatever the order batches arrived in. Every
+function runs in the caller's transaction (the writer's, or the lake's under the rollup lock).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any, Final
+
+from collector.reports.sql import run, scalar
+
+__all__ = ["COMPACT_ROWS", "Touched", "compact", "extend", "retract"]
+
+Touched = Sequence[tuple[str, dt.date]]
+"""``(install_id, from_day)`` pairs: the installs whose ``report_days`` change from ``from_day`` on."""
+
+COMPACT_ROWS: Final = 20_000
+"""Delta rows of ``report_groups`` past which a refresh sums them up (a few ms per 10,000 rows)."""
+
+# The touched installs, from list parameters (no work table: on a lake its statistics would keep ids).
+# $earliest is the lowest period start any of them needs, as a constant so that scans skip old row groups.
+_TOUCHED: Final = """touched AS (
+    SELECT unnest($installs::UUID[]) AS install_id, unnest($froms::DATE[]) AS from_day
+)"""
+_GAUGES: Final = "os_family, os_version, cpu_cores, memory_gib, disk_total_gib, disk_free_gib"
+
+# One row per touched install, period and product key (NULL: all products) from the period's start on:
+# what the install contributes to each period's reports. Days come straight from report_days (one row
+# per product and day), except that an install-day with several products has its all-products row in
+# report_periods ('day'), and its report_days rows then count only under their product.
+_CONTRIBUTING: Final = f"""{_TOUCHED}, contributing AS (
+    SELECT p.period_kind, p.period, p.product_name, p.version_label, {", ".join("p." + g for g in _GAUGES.split(", "))}
+    FROM report_periods p JOIN touched t USING (install_id)
+    WHERE p.period >= $earliest AND p.period >= CAST(date_trunc(p.period_kind, t.from_day) AS DATE)
+    UNION ALL
+    SELECT 'day', d.day, d.product_name, d.product_version, {", ".join("d." + g for g in _GAUGES.split(", "))}
+    FROM report_days d JOIN touched t USING (install_id)
+    WHERE d.day >= $earliest AND d.day >= t.from_day
+    UNION ALL
+    SELECT 'day', d.day, NULL, d.product_name || ' ' || d.product_version,
+        {", ".join("d." + g for g in _GAUGES.split(", "))}
+    FROM report_days d JOIN touched t USING (install_id)
+    WHERE d.day >= $earliest AND d.day >= t.from_day AND NOT EXISTS (
+        SELECT 1 FROM report_periods m
+        WHERE m.period_kind = 'day' AND m.install_id = d.install_id AND m.period = d.day AND m.period >= $earliest
+    )
+)"""
+_BUCKET: Final = "CASE WHEN amount <= 1 THEN 1 ELSE CAST(pow(2, ceil(log2(amount))) AS BIGINT) END"
+# The groups each contributing row counts in, per report (the catalogue's group reports read them).
+_GROUPS: Final = f"""{_CONTRIBUTING}, grouped AS (
+    SELECT period_kind, period, product_name, 'active-installs' AS report, '' AS dimension, '' AS label
+    FROM contributing
+    UNION ALL SELECT period_kind, period, product_name, 'versions', '', version_label
+    FROM contributing WHERE version_label IS NOT NULL
+    UNION ALL SELECT period_kind, period, product_name, 'os-families', '', os_family
+    FROM contributing WHERE os_family IS NOT NULL
+    UNION ALL SELECT period_kind, period, product_name, 'os-versions', '', os_version
+    FROM contributing WHERE os_version IS NOT NULL
+    UNION ALL SELECT period_kind, period, product_name, 'hardware', dimension, CAST({_BUCKET} AS VARCHAR)
+    FROM (
+        UNPIVOT (SELECT period_kind, period, product_name, cpu_cores, memory_gib, disk_total_gib, disk_free_gib
+                 FROM contributing)
+        ON cpu_cores, memory_gib, disk_total_gib, disk_free_gib INTO NAME dimension VALUE amount
+    )
+)"""
+_COUNT_GROUPS: Final = f"""INSERT INTO report_groups
+WITH {_GROUPS}
+SELECT 0, period_kind, period, product_name, report, dimension, label, $sign * count(*)
+FROM grouped GROUP BY period_kind, period, product_name, report, dimension, label"""
+
+_LAST: Final = ", ".join(f"arg_max({g}, day)" for g in _GAUGES.split(", "))
+_SUMS: Final = (
+    "arg_max(projects, day), sum(cpu_pct_sum), sum(cpu_pct_count), sum(deployments_delta), sum(deployment_readings)"
+)
+# Weeks and months from their first day on (whole periods), per product and for all products together;
+# and the all-products row of each install-day that has several products.
+_INSERT_PERIODS: Final = f"""INSERT INTO report_periods
+WITH {_TOUCHED}, days AS (
+    SELECT k.period_kind, CAST(date_trunc(k.period_kind, d.day) AS DATE) AS period, d.*,
+        d.product_name || ' ' || d.product_version AS named_version
+    FROM report_days d JOIN touched t USING (install_id)
+    CROSS JOIN (VALUES ('week'), ('month')) k(period_kind)
+    WHERE d.day >= $earliest AND d.day >= CAST(date_trunc(k.period_kind, t.from_day) AS DATE)
+)
+SELECT * FROM (
+SELECT period_kind, period, install_id, product_name, max(day),
+    CASE WHEN grouping(product_name) = 0 THEN arg_max(product_version, day) ELSE arg_max(named_version, day) END,
+    {_LAST}, {_SUMS}
+FROM days GROUP BY GROUPING SETS ((period_kind, period, install_id, product_name), (period_kind, period, install_id))
+UNION ALL
+SELECT 'day', d.day, d.install_id, NULL, d.day, arg_max(d.product_name || ' ' || d.product_version, d.day),
+    {", ".join(f"arg_max(d.{g}, d.day)" for g in _GAUGES.split(", "))},
+    arg_max(d.projects, d.day), sum(d.cpu_pct_sum), sum(d.cpu_pct_count), sum(d.deployments_delta),
+    sum(d.deployment_readings)
+FROM report_days d JOIN touched t USING (install_id)
+WHERE d.day >= $earliest AND d.day >= t.from_day
+GROUP BY d.day, d.install_id HAVING count(*) > 1
+) ORDER BY period  -- in period order, for the same reason as report_days"""
+# Each touched install's first and last day, from its days since $earliest (days before it are unchanged by
+# the caller) and the row held: a first day before $earliest stands; the last day is the latest day since
+# $earliest, else the one held if it is older. Rows that cannot be told this way (every day since $earliest
+# gone while the held last day is later) are recomputed from all of the install's days.
+_INSTALL_DAYS: Final = f"""WITH {_TOUCHED}, recent AS (
+    SELECT d.install_id, d.product_name, min(d.day) AS first_day, max(d.day) AS last_day
+    FROM report_days d WHERE d.day >= $earliest AND d.install_id IN (SELECT install_id FROM touched)
+    GROUP BY GROUPING SETS ((d.install_id, d.product_name), (d.install_id))
+), held AS (
+    SELECT * FROM report_installs WHERE install_id IN (SELECT install_id FROM touched)
+)
+SELECT CAST(coalesce(r.install_id, h.install_id) AS VARCHAR), coalesce(r.product_name, h.product_name),
+    CASE WHEN h.first_day < $earliest THEN h.first_day ELSE r.first_day END,
+    CASE WHEN r.last_day IS NOT NULL THEN r.last_day WHEN h.last_day < $earliest THEN h.last_day END
+FROM recent r FULL JOIN held h
+    ON r.install_id = h.install_id AND r.product_name IS NOT DISTINCT FROM h.product_name"""
+_ALL_DAYS: Final = """SELECT CAST(install_id AS VARCHAR), product_name, min(day), max(day) FROM report_days
+WHERE install_id IN (SELECT unnest($installs::UUID[])) GROUP BY GROUPING SETS ((install_id, product_name), (install_id))"""
+_PUT_INSTALLS: Final = """INSERT INTO report_installs SELECT unnest($i::UUID[]), unnest($p::VARCHAR[]),
+    unnest($f::DATE[]), unnest($l::DATE[])"""
+
+
+def _refresh_installs(con: Any, touched: Touched) -> None:
+    values = _values(touched)
+    rows = run(con, _INSTALL_DAYS, **values).fetchall()
+    # No first day: the install has no day left. A first day but no last: its days since $earliest went.
+    unclear = sorted({r[0] for r in rows if r[2] is not None and r[3] is None})
+    rows = [r for r in rows if r[0] not in unclear and r[2] is not None and r[3] is not None]
+    if unclear:
+        rows += run(con, _ALL_DAYS, installs=unclear).fetchall()
+    run(con, f"DELETE FROM report_installs WHERE install_id IN (WITH {_TOUCHED} SELECT install_id FROM touched)",
+        **values)  # fmt: skip
+    if rows:
+        run(con, _PUT_INSTALLS, i=[r[0] for r in rows], p=[r[1] for r in rows], f=[r[2] for r in rows],
+            l=[r[3] for r in rows])  # fmt: skip
+
+
+def _values(touched: Touched, sign: int | None = None) -> dict[str, Any]:
+    froms = [day for _, day in touched]
+    # The lowest start of a week or a month holding a from_day (a week can begin in the previous month).
+    first = min(froms)
+    earliest = (
+        first if first < dt.date(1, 1, 8) else min(first - dt.timedelta(days=first.weekday()), first.replace(day=1))
+    )
+    values: dict[str, Any] = {"installs": [i for i, _ in touched], "froms": froms, "earliest": earliest}
+    if sign is not None:
+        values["sign"] = sign
+    return values
+
+
+def retract(con: Any, touched: Touched) -> None:
+    """Take back what ``touched`` installs contribute from each one's ``from_day`` on (whole periods).
+
+    Their ``report_installs`` rows stay until :func:`extend`, which reads them.
+    """
+    if not touched:
+        return
+    run(con, _COUNT_GROUPS, **_values(touched, -1))
+    run(
+        con,
+        f"""DELETE FROM report_periods p USING (WITH {_TOUCHED} SELECT * FROM touched) t
+        WHERE p.install_id = t.install_id AND p.period >= $earliest
+            AND p.period >= CAST(date_trunc(p.period_kind, t.from_day) AS DATE)""",
+        **_values(touched),
+    )
+
+
+def extend(con: Any, touched: Touched) -> None:
+    """Add what ``touched`` installs contribute now (after their ``report_days`` rows changed), from ``from_day``."""
+    if not touched:
+        return
+    run(con, _INSERT_PERIODS, **_values(touched))
+    _refresh_installs(con, touched)
+    run(con, _COUNT_GROUPS, **_values(touched, 1))
+
+
+def compact(con: Any, *, force: bool = False) -> bool:
+    """Sum ``report_groups`` up when its deltas pass :data:`COMPACT_ROWS` (or ``force``); True when it did."""
+    deltas = scalar(con, "SELECT count(*) FROM report_groups WHERE generation = 0")
+    if not deltas or (deltas < COMPACT_ROWS and not force):
+        return False
+    generation = scalar(con, "SELECT coalesce(max(generation), 0) FROM report_groups")
+    con.execute(
+        """INSERT INTO report_groups
+        SELECT ? + 1, period_kind, period, product_name, report, dimension, label, sum(installs)
+        FROM report_groups WHERE generation <= ?
+        GROUP BY period_kind, period, product_name, report, dimension, label HAVING sum(installs) <> 0""",
+        [generation, generation],
+    )
+    con.execute("DELETE FROM report_groups WHERE generation <= ?", [generation])
+    return True
