@@ -17,12 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import functools
 import logging
-import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -31,20 +28,21 @@ import duckdb
 import psycopg
 
 from collector.config import CollectorConfig
-from collector.errors import CollectorError, OverloadedError, UnavailableError
+from collector.errors import CollectorError
 from collector.reports import rollup as reports_rollup
-from collector.storage.base import Gauge, Health, Receipt, answer, naive_utc, spool_line
+from collector.storage.base import Gauge, Health, Receipt, opened
 from collector.storage.migrations import migrate
 from collector.storage.reads import ReadPool
 from collector.storage.retention import purge
 from collector.storage.rows import other_metric_keys
 from collector.storage.subjects import erase_install, install_data
 from collector.storage.worker import Worker
-from schema import Batch, parse_hour
 
 from . import claims, locks, outage
-from .commit import Item, Session, commit_group, in_transaction, transaction
+from .commit import Item, Session, in_transaction, transaction
 from .connect import CATALOG_NAME, LakeSettings, open_duckdb
+from .health import LakeHealth
+from .ingest import LakeIngest
 from .maintenance import maintain
 
 __all__ = ["LakeStore"]
@@ -52,12 +50,9 @@ __all__ = ["LakeStore"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_GROUP_MAX_ITEMS: Final = 2000
-"""Batches in one group commit at most (~48k snapshot rows: one Parquet file of a few MiB)."""
 _PROBE_INTERVAL_S: Final = 2.0
 _LOCK_TIMEOUT_S: Final = 10.0
 """A commit waits this long for the lake's write lock before its requests get 503."""
-_OFFLINE_CHUNK: Final = 2000
 _PARTITIONS: Final = {
     # Month partitions: retention drops whole files and a rewrite touches one month (DuckLake: year=/month= paths).
     1: "ALTER TABLE batches SET PARTITIONED BY (year(created_at), month(created_at));"
@@ -72,7 +67,7 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class LakeStore:
+class LakeStore(LakeHealth, LakeIngest):
     """The :class:`~collector.storage.base.Storage` of a collector on a shared DuckLake."""
 
     def __init__(self, config: CollectorConfig, *, clock: Callable[[], dt.datetime] = _utcnow) -> None:
@@ -108,12 +103,8 @@ class LakeStore:
     @contextlib.contextmanager
     def open(cls, config: CollectorConfig, *, clock: Callable[[], dt.datetime] = _utcnow) -> Any:
         """Open synchronously for CLI use (``import``, ``token``, ``report``, ``copy-to-lake``)."""
-        store = cls(config, clock=clock)
-        store.open_sync()
-        try:
+        with opened(cls(config, clock=clock)) as store:
             yield store
-        finally:
-            store.close_sync()
 
     def open_sync(self) -> None:
         """Attach the lake, create or migrate its tables (one collector at a time), start the threads."""
@@ -211,45 +202,6 @@ class LakeStore:
             raise CollectorError(f"cannot set up the lake ({self.settings.where}), {part}: "
                                  f"{self._health.message.split(': ', 1)[-1]}") from None  # fmt: skip
 
-    # -- health --------------------------------------------------------------------------------
-
-    def health(self) -> Health:
-        """The last probe's verdict (or a failure seen since): which part of the lake is down."""
-        return self._health
-
-    def _down(self, part: str, message: str) -> UnavailableError:
-        what = {"catalog": "the lake's catalog (PostgreSQL)", "object_store": "the lake's object store"}.get(part, part)
-        self._health = Health(ready=False, part=part, message=f"{what} is unavailable: {message}")
-        return UnavailableError(f"{what} is unavailable", retry_after_s=self.config.retry_after_s, part=part)
-
-    def _classify(self, exc: BaseException) -> UnavailableError:
-        if outage.invalidated(exc):
-            self._invalid = True  # the probe opens a new instance
-        return self._down(outage.classify(exc), outage.describe(exc, self.settings))
-
-    async def _check(self) -> None:
-        try:
-            if self._invalid:
-                await asyncio.to_thread(self._reattach)
-            assert self._probe is not None
-            await self._probe.run(self._probe_once)
-        except Exception as exc:  # noqa: BLE001  # any failure of a part is reported, never raised
-            self._classify(exc)
-        else:
-            self._health = Health(ready=True)
-
-    def _probe_once(self, session: Session) -> None:
-        try:
-            session.pg().execute("SELECT 1")
-        except psycopg.Error:
-            session.drop_pg()
-            raise
-        if self.settings.on_s3:
-            # A prefix that matches nothing: one cheap LIST request, whatever the size of the lake.
-            session.duck.execute("SELECT count(*) FROM glob(?)", [self.settings.data_path + ".probe-*"]).fetchall()
-        elif not os.access(self.settings.data_path, os.W_OK | os.X_OK):
-            raise OSError(f"data_path {self.settings.data_path} is not a writable directory")
-
     async def _every(self, interval_s: float, step: Callable[[], Any]) -> None:
         while True:
             try:
@@ -273,123 +225,6 @@ class LakeStore:
                                dedup_window_days=config.dedup_window_days)
         )  # fmt: skip
         self.maintenance_passes += result.ran
-
-    # -- ingest --------------------------------------------------------------------------------
-
-    @property
-    def pending_batches(self) -> int:
-        """Batches accepted and not yet answered (queued for, or in, a group commit)."""
-        return len(self._inflight)
-
-    def check_readable(self) -> None:
-        """Raise UnavailableError (503) while a part of the lake is down."""
-        if not self._health.ready:
-            raise UnavailableError(self._health.message or "the lake is unavailable",
-                                   retry_after_s=self.config.retry_after_s, part=self._health.part)  # fmt: skip
-
-    def admit(self) -> None:
-        """Raise 503 when a part of the lake is down (UnavailableError) or too many batches wait for a commit."""
-        self.check_readable()
-        if len(self._inflight) >= self.config.max_pending_batches:
-            raise OverloadedError("too many batches waiting to be stored", retry_after_s=self.config.retry_after_s)
-
-    async def ingest(self, batch: Batch, obj: Any, sha256: str, body_bytes: int) -> Receipt:
-        """Store a validated batch once (committed to the lake before this returns); see :mod:`.claims`."""
-        self.admit()
-        batch_id = batch.batch_id
-        loop = asyncio.get_running_loop()
-        while batch_id in self._inflight:
-            waiter = loop.create_future()
-            waiters = self._inflight[batch_id]
-            if waiters is None:
-                waiters = self._inflight[batch_id] = []
-            waiters.append(waiter)
-            await waiter
-        self.admit()
-        self._inflight[batch_id] = None
-        try:
-            now = self.clock()
-            created = naive_utc(parse_hour(batch.created_at, "created_at"))
-            item = Item(batch_id=batch_id, sha256=sha256, snapshots=len(batch.snapshots), created=created,
-                        line=spool_line(now, sha256, body_bytes, obj, self._other))  # fmt: skip
-            future: asyncio.Future[Receipt] = loop.create_future()
-            self._queue.append((item, future))
-            if self._committing is None:
-                self._committing = loop.create_task(self._commit_loop())
-            return await asyncio.shield(future)
-        finally:
-            for waiter in self._inflight.pop(batch_id) or ():
-                if not waiter.done():
-                    waiter.set_result(None)
-
-    def _window_start(self) -> dt.datetime:
-        return naive_utc(self.clock() - dt.timedelta(days=self.config.dedup_window_days))
-
-    async def _commit_loop(self) -> None:
-        # One group commit at a time per collector: what arrives meanwhile forms the next group. Measured here,
-        # two in flight made each group half as big and held the cluster's write lock longer (a commit beside
-        # another's Parquet writing waits for CPU): 314 batches/s against 436 for one at a time.
-        try:
-            while self._queue:
-                group, self._queue = self._queue[:_GROUP_MAX_ITEMS], self._queue[_GROUP_MAX_ITEMS:]
-                items = [item for item, _ in group]
-                started = time.perf_counter()
-                worker = self._committer
-                try:
-                    if worker is None or self._tmp is None:
-                        raise UnavailableError("the lake store is reopening", part="lake")
-                    job = functools.partial(commit_group, items=items, tmp_dir=self._tmp,
-                                            window_start=self._window_start())  # fmt: skip
-                    outcomes = await worker.run(job)
-                except Exception as exc:  # noqa: BLE001  # every request of the group gets a 503, nothing is lost
-                    error = exc if isinstance(exc, UnavailableError) else self._classify(exc)
-                    self.commit_failures += 1
-                    log.warning("lake group commit of %d batch(es) failed: %s", len(items), self._health.message)
-                    if worker is not None:
-                        worker.session.drop_pg()
-                    for _, future in group:
-                        if not future.done():
-                            future.set_exception(error)
-                    continue
-                self.commits += 1
-                self.last_commit_s = time.perf_counter() - started
-                for (_, future), outcome in zip(group, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(outcome, Receipt):
-                        future.set_result(outcome)
-                    else:
-                        future.set_exception(outcome)
-        finally:
-            self._committing = None
-
-    # -- offline import ------------------------------------------------------------------------
-
-    @property
-    def offline_chunk(self) -> int:
-        """How many new batches the offline import stages before :meth:`commit_staged`."""
-        return _OFFLINE_CHUNK
-
-    def import_batch(self, batch: Batch, obj: Any, sha256: str, body_bytes: int, staged: list[Any]) -> Receipt | None:
-        """Stage one validated batch (a repeat within this run is answered at once, like the API would)."""
-        known = self._staged_ids.get(batch.batch_id)
-        if known is not None:
-            return answer(batch, sha256, known == sha256)
-        self._staged_ids[batch.batch_id] = sha256
-        created = naive_utc(parse_hour(batch.created_at, "created_at"))
-        staged.append(Item(batch_id=batch.batch_id, sha256=sha256, snapshots=len(batch.snapshots), created=created,
-                           line=spool_line(self.clock(), sha256, body_bytes, obj, self._other)))  # fmt: skip
-        return None
-
-    def commit_staged(self, staged: list[Any]) -> list[Receipt | CollectorError]:
-        """Commit the staged batches as one group (dedup against the lake happens here); one outcome each."""
-        if not staged:
-            return []
-        assert self._writer is not None
-        assert self._tmp is not None
-        tmp, window, items = self._tmp, self._window_start(), list(staged)
-        staged.clear()
-        return list(self._writer.run_sync(lambda s: commit_group(s, items, tmp_dir=tmp, window_start=window)))
 
     # -- reads and writes ----------------------------------------------------------------------
 
