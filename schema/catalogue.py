@@ -163,6 +163,26 @@ class Catalogue:
         return [e for e in self.metrics.values() if e.removed_in == version]
 
 
+ENTRY_FIELDS: Final = (
+    "key",
+    "type",
+    "unit",
+    "kind",
+    "description",
+    "purpose",
+    "category",
+    "clause",
+    "coarsening",
+    "since",
+    "removed_in",
+    "min",
+    "max",
+    "values",
+    "pattern",
+)
+"""The fields a catalogue entry may have (in a catalogue TOML file and in a policy document)."""
+
+
 def _entry(raw: Mapping[str, Any], where: str, clauses: Mapping[str, str], version: int, *, header: bool) -> Entry:
     def need(name: str, kind: type) -> Any:
         if name not in raw:
@@ -172,25 +192,8 @@ def _entry(raw: Mapping[str, Any], where: str, clauses: Mapping[str, str], versi
             raise SchemaError(f"{where}.{name}", "wrong_type", f"must be {kind.__name__}")
         return value
 
-    allowed = {
-        "key",
-        "type",
-        "unit",
-        "kind",
-        "description",
-        "purpose",
-        "category",
-        "clause",
-        "coarsening",
-        "since",
-        "removed_in",
-        "min",
-        "max",
-        "values",
-        "pattern",
-    }
     for name in raw:
-        if name not in allowed:
+        if name not in ENTRY_FIELDS:
             raise SchemaError(f"{where}.{name}", "unknown_field", "not a catalogue field")
     key = need("key", str)
     if not _KEY.fullmatch(key):

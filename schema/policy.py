@@ -12,28 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from .batch import MAX_SNAPSHOTS, SUPPORTED_VERSIONS
-from .catalogue import Catalogue, Entry, build_catalogue
+from .catalogue import ENTRY_FIELDS, Catalogue, Entry, build_catalogue
 from .errors import SchemaError
 
 __all__ = ["parse_policy", "policy_document"]
-
-_ENTRY_FIELDS = (
-    "key",
-    "type",
-    "unit",
-    "kind",
-    "description",
-    "purpose",
-    "category",
-    "clause",
-    "coarsening",
-    "since",
-    "removed_in",
-    "min",
-    "max",
-    "values",
-    "pattern",
-)
 
 
 def _entry_json(entry: Entry) -> dict[str, Any]:
@@ -80,7 +62,7 @@ def _entries(doc: dict[str, Any], name: str) -> list[dict[str, Any]]:
         if not isinstance(item, dict):
             raise SchemaError(f"{name}[{i}]", "wrong_type", "expected an object")
         # None is how JSON writes "not retired"; fields this reader does not know are a newer collector's.
-        out.append({k: item[k] for k in _ENTRY_FIELDS if k in item and item[k] is not None})
+        out.append({k: item[k] for k in ENTRY_FIELDS if k in item and item[k] is not None})
     return out
 
 

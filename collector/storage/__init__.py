@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 from collector.config import CollectorConfig
 
-from .base import Gauge, Health, Receipt, Storage
+from .base import Gauge, Health, Receipt, Storage, opened
 from .rows import check_catalogue
 
 __all__ = ["Gauge", "Health", "Receipt", "Storage", "create_storage", "open_storage"]
@@ -38,9 +38,5 @@ def create_storage(config: CollectorConfig, *, clock: Callable[[], dt.datetime] 
 @contextlib.contextmanager
 def open_storage(config: CollectorConfig, *, clock: Callable[[], dt.datetime] = _utcnow) -> Iterator[Storage]:
     """Open the configured backend synchronously for command-line use; closed on exit."""
-    store = create_storage(config, clock=clock)
-    store.open_sync()
-    try:
+    with opened(create_storage(config, clock=clock)) as store:
         yield store
-    finally:
-        store.close_sync()

@@ -8,8 +8,9 @@ so reports, the rollup, tokens and data-subject requests are written once, again
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol, TypeVar
 
@@ -22,7 +23,7 @@ from schema import Batch, format_hour
 
 from .rows import other_values
 
-__all__ = ["OLD_BATCH_SQL", "Gauge", "Health", "Receipt", "Storage", "answer", "naive_utc", "spool_line"]
+__all__ = ["OLD_BATCH_SQL", "Gauge", "Health", "Receipt", "Storage", "answer", "naive_utc", "opened", "spool_line"]
 
 T = TypeVar("T")
 
@@ -189,3 +190,16 @@ class Storage(Protocol):
 
     async def purge(self, cutoff: dt.date) -> tuple[int, int]:
         """Retention: delete data dated before ``cutoff``; returns ``(batches, snapshots)`` deleted."""
+
+
+S = TypeVar("S", bound="Storage")
+
+
+@contextlib.contextmanager
+def opened(store: S) -> Iterator[S]:
+    """``store`` opened synchronously (command-line use) and closed on exit, whatever happens inside."""
+    store.open_sync()
+    try:
+        yield store
+    finally:
+        store.close_sync()

@@ -22,7 +22,7 @@ import duckdb
 from collector.config import CollectorConfig
 from collector.errors import CollectorError, ConflictError, OverloadedError, UnavailableError
 from collector.reports import rollup as reports_rollup
-from collector.storage.base import OLD_BATCH_SQL, Gauge, Health, Receipt, answer, naive_utc, spool_line
+from collector.storage.base import OLD_BATCH_SQL, Gauge, Health, Receipt, answer, naive_utc, opened, spool_line
 from collector.storage.embedded.dedup import DedupIndex
 from collector.storage.migrations import migrate
 from collector.storage.reads import ReadPool
@@ -95,12 +95,8 @@ class EmbeddedStore:
         Raises :class:`InUseError` ("database ... is in use by another process") when a running
         collector holds the file. Any spool left by a crash is loaded first.
         """
-        store = cls(config, clock=clock)
-        store.open_sync()
-        try:
+        with opened(cls(config, clock=clock)) as store:
             yield store
-        finally:
-            store.close_sync()
 
     def open_sync(self) -> None:
         """Open the file, apply migrations, replay the spool, fill the dedup index, start the writer thread."""
