@@ -143,11 +143,20 @@ def _refresh_installs(con: Any, touched: Touched) -> None:
     rows = [r for r in rows if r[0] not in unclear and r[2] is not None and r[3] is not None]
     if unclear:
         rows += run(con, _ALL_DAYS, installs=unclear).fetchall()
-    run(con, f"DELETE FROM report_installs WHERE install_id IN (WITH {_TOUCHED} SELECT install_id FROM touched)",
-        **values)  # fmt: skip
+    run(
+        con,
+        f"DELETE FROM report_installs WHERE install_id IN (WITH {_TOUCHED} SELECT install_id FROM touched)",
+        **values,
+    )
     if rows:
-        run(con, _PUT_INSTALLS, i=[r[0] for r in rows], p=[r[1] for r in rows], f=[r[2] for r in rows],
-            l=[r[3] for r in rows])  # fmt: skip
+        run(
+            con,
+            _PUT_INSTALLS,
+            i=[r[0] for r in rows],
+            p=[r[1] for r in rows],
+            f=[r[2] for r in rows],
+            l=[r[3] for r in rows],
+        )
 
 
 def _values(touched: Touched, sign: int | None = None) -> dict[str, Any]:

@@ -306,9 +306,17 @@ def suppress(
                 rows.append(row)
     for row in rows:
         row.update(period_progress(row["period"], params.interval, today))
-    return ReportResult(report=report, params=params, today=today, rows=rows, min_group_size=k,
-                        merged_groups=merged[0], merged_installs=merged[1],
-                        withheld_groups=withheld[0], withheld_installs=withheld[1])  # fmt: skip
+    return ReportResult(
+        report=report,
+        params=params,
+        today=today,
+        rows=rows,
+        min_group_size=k,
+        merged_groups=merged[0],
+        merged_installs=merged[1],
+        withheld_groups=withheld[0],
+        withheld_installs=withheld[1],
+    )
 
 
 async def run_report(

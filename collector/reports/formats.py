@@ -80,8 +80,10 @@ def range_line(answer: Mapping[str, Any]) -> str:
     partial = [row for row in answer["rows"] if row.get("partial") and row.get("days_elapsed")]
     if today and partial:
         last = partial[-1]
-        line += (f" (today is {today}: the {interval} from {last['period']} is partial,"
-                 f" {last['days_elapsed']} of {last['days_total']} days)")  # fmt: skip
+        line += (
+            f" (today is {today}: the {interval} from {last['period']} is partial,"
+            f" {last['days_elapsed']} of {last['days_total']} days)"
+        )
     elif today and answer["to"] > today:
         line += f" (today is {today})"
     return line + (f", product {answer['product']}" if answer["product"] else ", all products")

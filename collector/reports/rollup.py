@@ -185,9 +185,12 @@ def refresh(con: Any) -> int:
             _fold_days(con, rebuild)
             aggregates.extend(con, aggregated)
             aggregates.compact(con)
-        run(con, f"""INSERT INTO report_batches WITH {_PENDING} SELECT batch_id, received_at FROM batches
+        run(
+            con,
+            f"""INSERT INTO report_batches WITH {_PENDING} SELECT batch_id, received_at FROM batches
             WHERE received_at >= $since AND batch_id IN (SELECT batch_id FROM pending)""",
-            since=since)  # fmt: skip
+            since=since,
+        )
     return int(pending)
 
 
@@ -202,9 +205,13 @@ def _new_snapshots(con: Any, since: dt.datetime) -> list[tuple[str, str, dt.date
     batches stored before that column existed: 31 days is a batch of 744 hourly snapshots). When that
     misses snapshots (counted against ``snapshot_count``), every snapshot is scanned.
     """
-    bound, expected = run(con, f"""WITH {_PENDING} SELECT
+    bound, expected = run(
+        con,
+        f"""WITH {_PENDING} SELECT
         min(coalesce(first_taken_at, created_at - INTERVAL 32 DAY)), coalesce(sum(snapshot_count), 0)
-        FROM batches WHERE batch_id IN (SELECT batch_id FROM pending)""", since=since).fetchone()  # fmt: skip
+        FROM batches WHERE batch_id IN (SELECT batch_id FROM pending)""",
+        since=since,
+    ).fetchone()
     rows = run(con, _NEW_SNAPSHOTS, since=since, bound=bound or dt.datetime.min).fetchall()
     if sum(r[3] for r in rows) != expected and bound is not None:
         rows = run(con, _NEW_SNAPSHOTS, since=since, bound=dt.datetime.min).fetchall()
@@ -212,11 +219,17 @@ def _new_snapshots(con: Any, since: dt.datetime) -> list[tuple[str, str, dt.date
 
 
 def _fold_days(con: Any, rebuild: list[tuple[str, str, dt.date]]) -> None:
-    values = {"r_installs": [r[0] for r in rebuild], "r_products": [r[1] for r in rebuild],
-              "r_froms": [r[2] for r in rebuild]}  # fmt: skip
-    run(con, f"""DELETE FROM report_days d USING (WITH {_REBUILD} SELECT * FROM rebuild) r
+    values = {
+        "r_installs": [r[0] for r in rebuild],
+        "r_products": [r[1] for r in rebuild],
+        "r_froms": [r[2] for r in rebuild],
+    }
+    run(
+        con,
+        f"""DELETE FROM report_days d USING (WITH {_REBUILD} SELECT * FROM rebuild) r
         WHERE d.install_id = r.install_id AND d.product_name = r.product_name AND d.day >= r.from_day""",
-        **values)  # fmt: skip
+        **values,
+    )
     earliest = dt.datetime.combine(min(r[2] for r in rebuild), dt.time())
     run(con, _INSERT_DAYS, earliest=earliest, **values)
 
@@ -232,9 +245,14 @@ def build_step(con: Any, *, installs: int = BUILD_SLICE_INSTALLS) -> BuildProgre
     if progress is None:
         return None
     _, through = _built_through(con)
-    ids = [row[0] for row in con.execute(
-        "SELECT DISTINCT install_id FROM report_days WHERE ?::UUID IS NULL OR install_id > ?::UUID"
-        " ORDER BY install_id LIMIT ?", [through, through, installs]).fetchall()]  # fmt: skip
+    ids = [
+        row[0]
+        for row in con.execute(
+            "SELECT DISTINCT install_id FROM report_days WHERE ?::UUID IS NULL OR install_id > ?::UUID"
+            " ORDER BY install_id LIMIT ?",
+            [through, through, installs],
+        ).fetchall()
+    ]
     if not ids:
         con.execute("DELETE FROM report_builds WHERE name = 'periods'")
         aggregates.compact(con, force=True)
@@ -242,8 +260,9 @@ def build_step(con: Any, *, installs: int = BUILD_SLICE_INSTALLS) -> BuildProgre
         log.info("report pre-aggregates built: %s installs", f"{done.installs:,}")
         return done
     aggregates.extend(con, [(str(i), dt.date.min) for i in ids])
-    con.execute("UPDATE report_builds SET done_through = ?, done = done + ? WHERE name = 'periods'",
-                [ids[-1], len(ids)])  # fmt: skip
+    con.execute(
+        "UPDATE report_builds SET done_through = ?, done = done + ? WHERE name = 'periods'", [ids[-1], len(ids)]
+    )
     now = BuildProgress(done=min(progress.installs, progress.done + len(ids)), installs=progress.installs)
     log.info("%s", now.describe())
     return now
@@ -269,8 +288,12 @@ def expire(con: Any, cutoff: dt.date) -> None:
     rows would say once they are deleted).
     """
     start = min(cutoff - dt.timedelta(days=cutoff.weekday()), cutoff.replace(day=1))
-    straddling = {str(r[0]): start for r in con.execute(
-        "SELECT DISTINCT install_id FROM report_days WHERE day >= ? AND day < ?", [start, cutoff]).fetchall()}  # fmt: skip
+    straddling = {
+        str(r[0]): start
+        for r in con.execute(
+            "SELECT DISTINCT install_id FROM report_days WHERE day >= ? AND day < ?", [start, cutoff]
+        ).fetchall()
+    }
     aggregated = _with_aggregates(con, straddling)
     aggregates.retract(con, aggregated)
     con.execute(

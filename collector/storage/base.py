@@ -39,8 +39,12 @@ class Receipt:
 
     def to_json(self) -> dict[str, Any]:
         """The receipt as the wire's JSON object."""
-        return {"batch_id": self.batch_id, "sha256": self.sha256, "snapshots": self.snapshots,
-                "duplicate": self.duplicate}  # fmt: skip
+        return {
+            "batch_id": self.batch_id,
+            "sha256": self.sha256,
+            "snapshots": self.snapshots,
+            "duplicate": self.duplicate,
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -24,8 +24,15 @@ from typing import Any, Final
 from collector.errors import ConfigError
 from schema import Catalogue
 
-__all__ = ["LINE_FIELDS", "TYPED_METRICS", "check_catalogue", "insert_lines", "other_metric_keys", "other_values",
-           "spool_columns"]  # fmt: skip
+__all__ = [
+    "LINE_FIELDS",
+    "TYPED_METRICS",
+    "check_catalogue",
+    "insert_lines",
+    "other_metric_keys",
+    "other_values",
+    "spool_columns",
+]
 
 LINE_FIELDS: Final = ("received_at", "sha256", "body_bytes", "batch", "values")
 """The keys of one line: arrival hour, hex SHA-256 and size of the decompressed body, the batch object, and
@@ -69,8 +76,11 @@ def check_catalogue(catalogue: Catalogue) -> None:
             fits = entry.type == "int" and entry.min is not None and entry.max is not None
             fits = fits and lo <= (entry.min or 0) and (entry.max or 0) <= hi
         if not fits:
-            raise ConfigError(f"catalogue: {key} does not fit its stored column ({sql_type}); give a metric of "
-                              "another type a new key", path="catalogue")  # fmt: skip
+            raise ConfigError(
+                f"catalogue: {key} does not fit its stored column ({sql_type}); give a metric of "
+                "another type a new key",
+                path="catalogue",
+            )
 
 
 def other_metric_keys(catalogue: Catalogue) -> frozenset[str]:

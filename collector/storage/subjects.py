@@ -18,9 +18,17 @@ __all__ = ["erase_install", "install_data"]
 
 _TYPED: Final = tuple(TYPED_METRICS)
 _BATCH_COLUMNS: Final = (
-    "batch_id", "product_name", "product_version", "agent_version", "created_at", "received_at", "sha256",
-    "body_bytes", "snapshot_count", "catalogue_version",
-)  # fmt: skip
+    "batch_id",
+    "product_name",
+    "product_version",
+    "agent_version",
+    "created_at",
+    "received_at",
+    "sha256",
+    "body_bytes",
+    "snapshot_count",
+    "catalogue_version",
+)
 _BATCH_SELECT: Final = ", ".join(
     "coalesce(catalogue_version, 1)" if c == "catalogue_version" else c for c in _BATCH_COLUMNS
 )  # rows stored before migration 004 are format 1: catalogue version 1

@@ -42,8 +42,9 @@ def check_label(label: object) -> str | None:
     if label is None:
         return None
     if not isinstance(label, str) or _LABEL.fullmatch(label) is None:
-        raise BadRequestError("label: 1-40 letters, digits, spaces and . _ - (starting with a letter or digit)",
-                              path="label")  # fmt: skip
+        raise BadRequestError(
+            "label: 1-40 letters, digits, spaces and . _ - (starting with a letter or digit)", path="label"
+        )
     return label
 
 

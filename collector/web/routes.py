@@ -49,8 +49,9 @@ async def _fresh(request: web.Request) -> None:
     store.check_readable()
     progress = progress_of(await store.read(PROGRESS_SQL))
     if progress is not None:
-        raise UnavailableError(f"{progress.describe()}; reports answer once it is done", retry_after_s=_BUILD_RETRY_S,
-                               part="rollup")  # fmt: skip
+        raise UnavailableError(
+            f"{progress.describe()}; reports answer once it is done", retry_after_s=_BUILD_RETRY_S, part="rollup"
+        )
     await store.refresh_rollup()
 
 

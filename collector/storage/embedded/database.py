@@ -83,8 +83,9 @@ def in_transaction(fn: Callable[[Any], T], *, retry_after_s: int) -> Callable[[A
             con.execute("COMMIT")
         except duckdb.Error as exc:  # the transaction is gone already: nothing to roll back
             log.error("the database refused a commit: %s", str(exc).splitlines()[0])
-            raise UnavailableError("the database refused the write", retry_after_s=retry_after_s,
-                                   part="database") from None  # fmt: skip
+            raise UnavailableError(
+                "the database refused the write", retry_after_s=retry_after_s, part="database"
+            ) from None
         return result
 
     return job

@@ -89,8 +89,9 @@ class LoadTracker:
             self._waiters.append((seq, waiter))
             await waiter
 
-    async def all_loaded(self, write: Callable[[Callable[[Any], T]], Awaitable[T]], fn: Callable[[Any], T],
-                         *, retry_after_s: int) -> T:  # fmt: skip
+    async def all_loaded(
+        self, write: Callable[[Callable[[Any], T]], Awaitable[T]], fn: Callable[[Any], T], *, retry_after_s: int
+    ) -> T:
         """``await write(fn)`` once no segment is set aside (retrying them now first); else UnavailableError (503)."""
         if self._loader.set_aside_segments:
             await asyncio.wrap_future(self._submit(self._loader.retry))

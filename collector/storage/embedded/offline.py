@@ -65,8 +65,9 @@ class OfflineImport:
             return answer(batch, sha256, known)
         staged.append(spool_line(now, sha256, body_bytes, obj, self._other))
         self._index.add(batch_id, sha256, created_s=created.timestamp(), now_s=now.timestamp())
-        self._receipts.append(Receipt(batch_id=batch_id, sha256=sha256, snapshots=len(batch.snapshots),
-                                      duplicate=False))  # fmt: skip
+        self._receipts.append(
+            Receipt(batch_id=batch_id, sha256=sha256, snapshots=len(batch.snapshots), duplicate=False)
+        )
         return None
 
     def commit(self, staged: list[Any]) -> list[Receipt | CollectorError]:

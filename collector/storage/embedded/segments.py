@@ -209,8 +209,11 @@ class SegmentLoader:
         else:
             path = target
         self._set_aside[seq] = (path, lines)
-        log.error("spool segment %s set aside as *%s and retried; its batches are not in the database yet",
-                  segment_name(seq), SET_ASIDE_SUFFIX)  # fmt: skip
+        log.error(
+            "spool segment %s set aside as *%s and retried; its batches are not in the database yet",
+            segment_name(seq),
+            SET_ASIDE_SUFFIX,
+        )
 
     def _count(self) -> None:
         # Plain ints, read by the event loop's thread: the dict itself is only touched in the writer thread.

@@ -34,10 +34,11 @@ from schema import Batch, parse_hour
 
 from .backup import open_snapshot, remove_leftovers, snapshot
 from .database import connect, fill_index, in_transaction, with_threads
+from .gauges import embedded_gauges
 from .loads import LoadTracker
 from .offline import OfflineImport
 from .segments import SegmentLoader
-from .spool import SpoolLock, SpoolWriter, list_segments
+from .spool import SpoolLock, SpoolWriter
 
 __all__ = ["EmbeddedStore"]
 
@@ -78,9 +79,16 @@ class EmbeddedStore:
             self._loader, self._submit, on_loaded=lambda: self._index.prune(self.clock().timestamp())
         )
         self._other = other_metric_keys(config.catalogue_in_force)  # their values go to snapshot_values
-        self._offline = OfflineImport(spool_dir=config.spool_path, index=self._index, loader=self._loader,
-                                      clock=clock, read_sync=self.read_sync, submit=self._submit,
-                                      take_seq=self._take_seq, other=self._other)  # fmt: skip
+        self._offline = OfflineImport(
+            spool_dir=config.spool_path,
+            index=self._index,
+            loader=self._loader,
+            clock=clock,
+            read_sync=self.read_sync,
+            submit=self._submit,
+            take_seq=self._take_seq,
+            other=self._other,
+        )
         self._backing_up = False
         self.inflight_requests = 0
         """Ingest requests between acceptance of their headers and their answer (counted by the handler)."""
@@ -239,8 +247,9 @@ class EmbeddedStore:
             return await self._loads.all_loaded(self.write, fn, retry_after_s=retry_after_s)
         except duckdb.Error as exc:  # e.g. a full disk refused the commit
             log.error("a data-subject request failed in the database: %s", type(exc).__name__)
-            raise UnavailableError("the database refused the request", retry_after_s=retry_after_s,
-                                   part="database") from None  # fmt: skip
+            raise UnavailableError(
+                "the database refused the request", retry_after_s=retry_after_s, part="database"
+            ) from None
 
     @contextlib.asynccontextmanager
     async def backup(self) -> AsyncIterator[tuple[BinaryIO, int]]:
@@ -286,8 +295,11 @@ class EmbeddedStore:
         if self._con is None:
             return Health(ready=False, part="database", message="the database is closed")
         if self._loader.set_aside_segments:
-            return Health(ready=False, part="database",
-                          message="a spool segment failed to load; set aside as *.failed and retried")  # fmt: skip
+            return Health(
+                ready=False,
+                part="database",
+                message="a spool segment failed to load; set aside as *.failed and retried",
+            )
         if self._spool is not None and self._spool.failed:
             return Health(ready=False, part="spool", message="the spool disk refused the last write")
         return Health(ready=True)
@@ -369,19 +381,10 @@ class EmbeddedStore:
 
     # -- monitoring ----------------------------------------------------------------------------
 
+    def writer_depth(self) -> int:
+        """Jobs queued for the writer thread."""
+        return self._writer.depth if self._writer else 0
+
     def gauges(self) -> dict[str, Gauge]:
         """Embedded gauges for ``/metrics``."""
-        loader, spool_dir = self._loader, self.config.spool_path
-        return {
-            "telemetry_pending_batches": Gauge("Batches acknowledged or awaiting fsync, not yet loaded into DuckDB.",
-                                               lambda: self.pending_batches),
-            "telemetry_writer_queue_depth": Gauge("Jobs queued for the DuckDB writer thread.",
-                                                  lambda: self._writer.depth if self._writer else 0),
-            "telemetry_spool_segments": Gauge("Spool segment files on disk.", lambda: len(list_segments(spool_dir))),
-            "telemetry_dedup_index_entries": Gauge("Batch ids in the in-memory dedup index.", lambda: len(self._index)),
-            "telemetry_segments_loaded_total": Gauge("Spool segments loaded since start.",
-                                                     lambda: loader.segments_loaded, kind="counter"),
-            "telemetry_segment_load_failures": Gauge("Spool segments set aside after failed loads, awaiting a retry.",
-                                                     lambda: loader.set_aside_segments),
-            "telemetry_last_load_seconds": Gauge("Duration of the latest segment load.", lambda: loader.last_load_s),
-        }  # fmt: skip
+        return embedded_gauges(self, self._loader, self._index)

@@ -165,8 +165,7 @@ def _attempt(
         # After the lock: a rival that sees these claims still pending meanwhile finds the rows in the lake.
         claims.mark_stored(pg, new)
         for n, item in candidates:
-            outcomes[n] = Receipt(batch_id=item.batch_id, sha256=item.sha256,
-                                  snapshots=item.snapshots, duplicate=False)  # fmt: skip
+            outcomes[n] = Receipt(batch_id=item.batch_id, sha256=item.sha256, snapshots=item.snapshots, duplicate=False)
     return [outcomes[n] for n in range(len(items))]
 
 
@@ -185,8 +184,9 @@ def _claim(
     absent = [item for item in written if item.batch_id not in before]
     reused = [item for item in written if item.batch_id in before]  # pending before step 1
     # One statement in the common case: the lock check and the claims (its check runs just before the COMMIT).
-    inserted = claims.claim_absent(pg, [(i.batch_id, i.sha256, i.created) for i in absent],
-                                   lock_check=locks.held_query(locks.WRITE))  # fmt: skip
+    inserted = claims.claim_absent(
+        pg, [(i.batch_id, i.sha256, i.created) for i in absent], lock_check=locks.held_query(locks.WRITE)
+    )
     mine = [item.batch_id for item in absent if item.batch_id in inserted]
     if len(inserted) != len(absent):  # a rival claimed one of them since step 1
         claims.delete(pg, mine, pending_only=True)

@@ -97,8 +97,14 @@ class LakeSettings:
 
     def conninfo(self) -> str:
         """A libpq keyword string for psycopg (values quoted as libpq wants)."""
-        values = {"host": self.host, "port": str(self.port), "dbname": self.dbname, "user": self.user,
-                  "application_name": "telemetry-collector", **_PG_TIMEOUTS}  # fmt: skip
+        values = {
+            "host": self.host,
+            "port": str(self.port),
+            "dbname": self.dbname,
+            "user": self.user,
+            "application_name": "telemetry-collector",
+            **_PG_TIMEOUTS,
+        }
         if self.password:
             values["password"] = self.password
         return " ".join(f"{key}={_libpq_quote(value)}" for key, value in values.items())
@@ -117,8 +123,11 @@ class LakeSettings:
             if self.s3_endpoint is not None:
                 # Non-AWS endpoints (SeaweedFS, MinIO, Ceph) want path-style addressing.
                 parts = urllib.parse.urlsplit(self.s3_endpoint)
-                options += [f"ENDPOINT {_sql(parts.netloc)}", "URL_STYLE 'path'",
-                            f"USE_SSL {'true' if parts.scheme == 'https' else 'false'}"]  # fmt: skip
+                options += [
+                    f"ENDPOINT {_sql(parts.netloc)}",
+                    "URL_STYLE 'path'",
+                    f"USE_SSL {'true' if parts.scheme == 'https' else 'false'}",
+                ]
             statements.append(f"CREATE OR REPLACE TEMPORARY SECRET telemetry_data (TYPE s3, {', '.join(options)})")
         return statements
 

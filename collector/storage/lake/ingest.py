@@ -67,8 +67,11 @@ class LakeIngest:
     def check_readable(self) -> None:
         """Raise UnavailableError (503) while a part of the lake is down."""
         if not self._health.ready:
-            raise UnavailableError(self._health.message or "the lake is unavailable",
-                                   retry_after_s=self.config.retry_after_s, part=self._health.part)  # fmt: skip
+            raise UnavailableError(
+                self._health.message or "the lake is unavailable",
+                retry_after_s=self.config.retry_after_s,
+                part=self._health.part,
+            )
 
     def admit(self) -> None:
         """Raise 503 when a part of the lake is down (UnavailableError) or too many batches wait for a commit."""
@@ -93,8 +96,13 @@ class LakeIngest:
         try:
             now = self.clock()
             created = naive_utc(parse_hour(batch.created_at, "created_at"))
-            item = Item(batch_id=batch_id, sha256=sha256, snapshots=len(batch.snapshots), created=created,
-                        line=spool_line(now, sha256, body_bytes, obj, self._other))  # fmt: skip
+            item = Item(
+                batch_id=batch_id,
+                sha256=sha256,
+                snapshots=len(batch.snapshots),
+                created=created,
+                line=spool_line(now, sha256, body_bytes, obj, self._other),
+            )
             future: asyncio.Future[Receipt] = loop.create_future()
             self._queue.append((item, future))
             if self._committing is None:
@@ -121,8 +129,9 @@ class LakeIngest:
                 try:
                     if worker is None or self._tmp is None:
                         raise UnavailableError("the lake store is reopening", part="lake")
-                    job = functools.partial(commit_group, items=items, tmp_dir=self._tmp,
-                                            window_start=self._window_start())  # fmt: skip
+                    job = functools.partial(
+                        commit_group, items=items, tmp_dir=self._tmp, window_start=self._window_start()
+                    )
                     outcomes = await worker.run(job)
                 except Exception as exc:  # noqa: BLE001  # every request of the group gets a 503, nothing is lost
                     error = exc if isinstance(exc, UnavailableError) else self._classify(exc)
@@ -160,8 +169,15 @@ class LakeIngest:
             return answer(batch, sha256, known == sha256)
         self._staged_ids[batch.batch_id] = sha256
         created = naive_utc(parse_hour(batch.created_at, "created_at"))
-        staged.append(Item(batch_id=batch.batch_id, sha256=sha256, snapshots=len(batch.snapshots), created=created,
-                           line=spool_line(self.clock(), sha256, body_bytes, obj, self._other)))  # fmt: skip
+        staged.append(
+            Item(
+                batch_id=batch.batch_id,
+                sha256=sha256,
+                snapshots=len(batch.snapshots),
+                created=created,
+                line=spool_line(self.clock(), sha256, body_bytes, obj, self._other),
+            )
+        )
         return None
 
     def commit_staged(self, staged: list[Any]) -> list[Receipt | CollectorError]:

@@ -22,8 +22,14 @@ class CatalogLostError(Exception):
     """DuckLake lost its PostgreSQL connection mid-statement, which DuckDB reports as a plain ``duckdb.Error``."""
 
 
-_LOST: Final = ("server closed the connection", "could not connect to server", "connection to server",
-                "terminating connection", "connection refused", "no connection to the server")  # fmt: skip
+_LOST: Final = (
+    "server closed the connection",
+    "could not connect to server",
+    "connection to server",
+    "terminating connection",
+    "connection refused",
+    "no connection to the server",
+)
 
 
 def catalog_lost(exc: duckdb.Error) -> CatalogLostError | None:
@@ -33,9 +39,15 @@ def catalog_lost(exc: duckdb.Error) -> CatalogLostError | None:
 
 
 OUTAGES: Final = (
-    psycopg.Error, LockLostError, CatalogLostError, duckdb.IOException, duckdb.HTTPException,
-    duckdb.FatalException, duckdb.TransactionException, OSError,
-)  # fmt: skip
+    psycopg.Error,
+    LockLostError,
+    CatalogLostError,
+    duckdb.IOException,
+    duckdb.HTTPException,
+    duckdb.FatalException,
+    duckdb.TransactionException,
+    OSError,
+)
 """Errors that mean a part of the lake is down or a commit lost a race: 503 and retry, never a 500."""
 
 

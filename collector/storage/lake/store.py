@@ -199,8 +199,9 @@ class LakeStore(LakeHealth, LakeIngest):
         except (psycopg.Error, duckdb.Error) as exc:
             # Creating the tables of a new lake writes to both parts: a refusal here is one line, exit 1.
             part = self._classify(exc).path or "lake"
-            raise CollectorError(f"cannot set up the lake ({self.settings.where}), {part}: "
-                                 f"{self._health.message.split(': ', 1)[-1]}") from None  # fmt: skip
+            raise CollectorError(
+                f"cannot set up the lake ({self.settings.where}), {part}: {self._health.message.split(': ', 1)[-1]}"
+            ) from None
 
     async def _every(self, interval_s: float, step: Callable[[], Any]) -> None:
         while True:
@@ -220,10 +221,14 @@ class LakeStore(LakeHealth, LakeIngest):
             return
         config = self.config
         result = await self._background.run(
-            lambda s: maintain(s, now=self.clock(), interval_s=config.maintenance_interval_s,
-                               erasure_max_hours=config.erasure_max_hours,
-                               dedup_window_days=config.dedup_window_days)
-        )  # fmt: skip
+            lambda s: maintain(
+                s,
+                now=self.clock(),
+                interval_s=config.maintenance_interval_s,
+                erasure_max_hours=config.erasure_max_hours,
+                dedup_window_days=config.dedup_window_days,
+            )
+        )
         self.maintenance_passes += result.ran
 
     # -- reads and writes ----------------------------------------------------------------------
@@ -331,8 +336,7 @@ class LakeStore(LakeHealth, LakeIngest):
         def job(session: Session) -> tuple[int, int]:
             pg = session.pg()
             with locks.advisory(pg, locks.ROLLUP), locks.advisory(pg, locks.WRITE):
-                ids, batches, snapshots = transaction(session, locks.WRITE,
-                                                      lambda con: erase_install(con, install_id))  # fmt: skip
+                ids, batches, snapshots = transaction(session, locks.WRITE, lambda con: erase_install(con, install_id))
                 claims.delete(pg, ids)
                 pg.execute("INSERT INTO telemetry_collector.erasures DEFAULT VALUES")
             return batches, snapshots
@@ -356,17 +360,23 @@ class LakeStore(LakeHealth, LakeIngest):
     def gauges(self) -> dict[str, Gauge]:
         """Lake gauges for ``/metrics``."""
         return {
-            "telemetry_pending_batches": Gauge("Batches accepted and waiting for their lake commit.",
-                                               lambda: len(self._queue)),
-            "telemetry_writer_queue_depth": Gauge("Jobs queued for the lake writer thread.",
-                                                  lambda: self._writer.depth if self._writer else 0),
-            "telemetry_lake_commits_total": Gauge("Group commits to the lake since start.", lambda: self.commits,
-                                                  kind="counter"),
-            "telemetry_lake_commit_failures_total": Gauge("Group commits that failed (their requests got 503).",
-                                                          lambda: self.commit_failures, kind="counter"),
+            "telemetry_pending_batches": Gauge(
+                "Batches accepted and waiting for their lake commit.", lambda: len(self._queue)
+            ),
+            "telemetry_writer_queue_depth": Gauge(
+                "Jobs queued for the lake writer thread.", lambda: self._writer.depth if self._writer else 0
+            ),
+            "telemetry_lake_commits_total": Gauge(
+                "Group commits to the lake since start.", lambda: self.commits, kind="counter"
+            ),
+            "telemetry_lake_commit_failures_total": Gauge(
+                "Group commits that failed (their requests got 503).", lambda: self.commit_failures, kind="counter"
+            ),
             "telemetry_last_commit_seconds": Gauge("Duration of the latest group commit.", lambda: self.last_commit_s),
-            "telemetry_lake_ready": Gauge("1 when PostgreSQL and the object store answered the last probe.",
-                                          lambda: float(self._health.ready)),
-            "telemetry_lake_maintenance_passes_total": Gauge("Maintenance passes this collector ran.",
-                                                             lambda: self.maintenance_passes, kind="counter"),
-        }  # fmt: skip
+            "telemetry_lake_ready": Gauge(
+                "1 when PostgreSQL and the object store answered the last probe.", lambda: float(self._health.ready)
+            ),
+            "telemetry_lake_maintenance_passes_total": Gauge(
+                "Maintenance passes this collector ran.", lambda: self.maintenance_passes, kind="counter"
+            ),
+        }
