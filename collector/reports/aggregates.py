@@ -52,14 +52,14 @@ _CONTRIBUTING: Final = f"""{_TOUCHED}, contributing AS (
     UNION ALL
     SELECT 'day', d.day, d.product_name, d.product_version, {", ".join("d." + g for g in _GAUGES.split(", "))}
     FROM report_days d JOIN touched t USING (install_id)
-    WHERE d.day >= $earliest AND d.day >= t.from_day
+    WHERE d.day >= $earliest_day AND d.day >= t.from_day
     UNION ALL
     SELECT 'day', d.day, NULL, d.product_name || ' ' || d.product_version,
         {", ".join("d." + g for g in _GAUGES.split(", "))}
     FROM report_days d JOIN touched t USING (install_id)
-    WHERE d.day >= $earliest AND d.day >= t.from_day AND NOT EXISTS (
+    WHERE d.day >= $earliest_day AND d.day >= t.from_day AND NOT EXISTS (
         SELECT 1 FROM report_periods m
-        WHERE m.period_kind = 'day' AND m.install_id = d.install_id AND m.period = d.day AND m.period >= $earliest
+        WHERE m.period_kind = 'day' AND m.install_id = d.install_id AND m.period = d.day AND m.period >= $earliest_day
     )
 )"""
 _BUCKET: Final = "CASE WHEN amount <= 1 THEN 1 ELSE CAST(pow(2, ceil(log2(amount))) AS BIGINT) END"
@@ -110,23 +110,23 @@ SELECT 'day', d.day, d.install_id, NULL, d.day, arg_max(d.product_name || ' ' ||
     arg_max(d.projects, d.day), sum(d.cpu_pct_sum), sum(d.cpu_pct_count), sum(d.deployments_delta),
     sum(d.deployment_readings)
 FROM report_days d JOIN touched t USING (install_id)
-WHERE d.day >= $earliest AND d.day >= t.from_day
+WHERE d.day >= $earliest_day AND d.day >= t.from_day
 GROUP BY d.day, d.install_id HAVING count(*) > 1
 ) ORDER BY period  -- in period order, for the same reason as report_days"""
-# Each touched install's first and last day, from its days since $earliest (days before it are unchanged by
-# the caller) and the row held: a first day before $earliest stands; the last day is the latest day since
-# $earliest, else the one held if it is older. Rows that cannot be told this way (every day since $earliest
-# gone while the held last day is later) are recomputed from all of the install's days.
+# Each touched install's first and last day, from its days since $earliest_day (the earliest from_day: days
+# before it are unchanged by the caller) and the row held: a first day before it stands; the last day is the
+# latest day since it, else the one held if older. Rows that cannot be told this way (every day since
+# $earliest_day gone while the held last day is later) are recomputed from all of the install's days.
 _INSTALL_DAYS: Final = f"""WITH {_TOUCHED}, recent AS (
     SELECT d.install_id, d.product_name, min(d.day) AS first_day, max(d.day) AS last_day
-    FROM report_days d WHERE d.day >= $earliest AND d.install_id IN (SELECT install_id FROM touched)
+    FROM report_days d WHERE d.day >= $earliest_day AND d.install_id IN (SELECT install_id FROM touched)
     GROUP BY GROUPING SETS ((d.install_id, d.product_name), (d.install_id))
 ), held AS (
     SELECT * FROM report_installs WHERE install_id IN (SELECT install_id FROM touched)
 )
 SELECT CAST(coalesce(r.install_id, h.install_id) AS VARCHAR), coalesce(r.product_name, h.product_name),
-    CASE WHEN h.first_day < $earliest THEN h.first_day ELSE r.first_day END,
-    CASE WHEN r.last_day IS NOT NULL THEN r.last_day WHEN h.last_day < $earliest THEN h.last_day END
+    CASE WHEN h.first_day < $earliest_day THEN h.first_day ELSE r.first_day END,
+    CASE WHEN r.last_day IS NOT NULL THEN r.last_day WHEN h.last_day < $earliest_day THEN h.last_day END
 FROM recent r FULL JOIN held h
     ON r.install_id = h.install_id AND r.product_name IS NOT DISTINCT FROM h.product_name"""
 _ALL_DAYS: Final = """SELECT CAST(install_id AS VARCHAR), product_name, min(day), max(day) FROM report_days
@@ -166,7 +166,12 @@ def _values(touched: Touched, sign: int | None = None) -> dict[str, Any]:
     earliest = (
         first if first < dt.date(1, 1, 8) else min(first - dt.timedelta(days=first.weekday()), first.replace(day=1))
     )
-    values: dict[str, Any] = {"installs": [i for i, _ in touched], "froms": froms, "earliest": earliest}
+    values: dict[str, Any] = {
+        "installs": [i for i, _ in touched],
+        "froms": froms,
+        "earliest": earliest,
+        "earliest_day": first,
+    }
     if sign is not None:
         values["sign"] = sign
     return values

@@ -65,11 +65,12 @@ INSERT INTO report_days (
 )
 WITH {_REBUILD}, recent_baseline AS (
     -- The last counter reading before from_day: kept in report_days (deployments_last), older days are not
-    -- redone. Looked for in the 35 days before the earliest from_day first (a scan that skips old row groups).
+    -- redone. Looked for in the 3 days before the earliest from_day first (installs that report daily: a scan
+    -- that skips every older row group), and in the whole history only for the others.
     SELECT d.install_id, d.product_name, arg_max(d.deployments_last, d.day) AS baseline
     FROM report_days d JOIN rebuild r
         ON d.install_id = r.install_id AND d.product_name = r.product_name AND d.day < r.from_day
-    WHERE d.day >= CAST($earliest AS DATE) - 35 AND d.deployments_last IS NOT NULL
+    WHERE d.day >= CAST($earliest AS DATE) - 3 AND d.deployments_last IS NOT NULL
     GROUP BY d.install_id, d.product_name
 ), baseline AS (
     SELECT * FROM recent_baseline
