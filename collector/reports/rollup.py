@@ -57,30 +57,38 @@ _REBUILD: Final = """rebuild AS (
         unnest($r_froms::DATE[]) AS from_day
 )"""
 
+# The last counter reading before from_day: kept in report_days (deployments_last), older days are not
+# redone. Looked for in the 3 days before the earliest from_day (installs that report daily; a scan that
+# skips every older row group); only when some install needs more is its whole history read (_OLDER).
+_RECENT_BASELINE: Final = """recent_baseline AS (
+    SELECT d.install_id, d.product_name, arg_max(d.deployments_last, d.day) AS baseline
+    FROM report_days d JOIN rebuild r
+        ON d.install_id = r.install_id AND d.product_name = r.product_name AND d.day < r.from_day
+    WHERE d.day >= CAST($earliest AS DATE) - 3 AND d.deployments_last IS NOT NULL
+    GROUP BY d.install_id, d.product_name
+)"""
+_OLDER: Final = """
+    UNION ALL  -- installs silent for longer: their whole history
+    SELECT d.install_id, d.product_name, arg_max(d.deployments_last, d.day)
+    FROM report_days d JOIN (
+        SELECT install_id, product_name, from_day FROM rebuild ANTI JOIN recent_baseline USING (install_id, product_name)
+    ) r ON d.install_id = r.install_id AND d.product_name = r.product_name AND d.day < r.from_day
+    WHERE d.deployments_last IS NOT NULL
+    GROUP BY d.install_id, d.product_name"""
+# Rebuilt installs without a recent baseline that may have an older one: held since before the 3 days
+# (report_installs), or not known there yet while a build is in progress. New installs have none.
+_NEED_OLDER: Final = f"""WITH {_REBUILD}, {_RECENT_BASELINE}
+SELECT count(*) FROM (SELECT * FROM rebuild ANTI JOIN recent_baseline USING (install_id, product_name)) l
+LEFT JOIN report_installs i ON i.install_id = l.install_id AND i.product_name = l.product_name
+WHERE i.first_day < l.from_day - 3 OR (i.first_day IS NULL AND $building)"""
 _INSERT_DAYS: Final = f"""
 INSERT INTO report_days (
     install_id, product_name, day, snapshots, product_version, os_family, os_version, cpu_cores, memory_gib,
     disk_total_gib, disk_free_gib, projects, cpu_pct_sum, cpu_pct_count, deployments_delta, deployment_readings,
     deployments_last
 )
-WITH {_REBUILD}, recent_baseline AS (
-    -- The last counter reading before from_day: kept in report_days (deployments_last), older days are not
-    -- redone. Looked for in the 3 days before the earliest from_day first (installs that report daily: a scan
-    -- that skips every older row group), and in the whole history only for the others.
-    SELECT d.install_id, d.product_name, arg_max(d.deployments_last, d.day) AS baseline
-    FROM report_days d JOIN rebuild r
-        ON d.install_id = r.install_id AND d.product_name = r.product_name AND d.day < r.from_day
-    WHERE d.day >= CAST($earliest AS DATE) - 3 AND d.deployments_last IS NOT NULL
-    GROUP BY d.install_id, d.product_name
-), baseline AS (
-    SELECT * FROM recent_baseline
-    UNION ALL  -- installs silent for longer: their whole history (an empty join, so no scan, when there are none)
-    SELECT d.install_id, d.product_name, arg_max(d.deployments_last, d.day)
-    FROM report_days d JOIN (
-        SELECT install_id, product_name, from_day FROM rebuild ANTI JOIN recent_baseline USING (install_id, product_name)
-    ) r ON d.install_id = r.install_id AND d.product_name = r.product_name AND d.day < r.from_day
-    WHERE d.deployments_last IS NOT NULL
-    GROUP BY d.install_id, d.product_name
+WITH {_REBUILD}, {_RECENT_BASELINE}, baseline AS (
+    SELECT * FROM recent_baseline{{older}}
 ), readings AS (
     SELECT
         s.install_id, s.product_name, s.taken_at, s.product_version, s.os_family, s.os_version,
@@ -210,7 +218,7 @@ def _new_snapshots(con: Any, since: dt.datetime) -> list[tuple[str, str, dt.date
         con,
         f"""WITH {_PENDING} SELECT
         min(coalesce(first_taken_at, created_at - INTERVAL 32 DAY)), coalesce(sum(snapshot_count), 0)
-        FROM batches WHERE batch_id IN (SELECT batch_id FROM pending)""",
+        FROM batches WHERE received_at >= $since AND batch_id IN (SELECT batch_id FROM pending)""",
         since=since,
     ).fetchone()
     rows = run(con, _NEW_SNAPSHOTS, since=since, bound=bound or dt.datetime.min).fetchall()
@@ -232,7 +240,9 @@ def _fold_days(con: Any, rebuild: list[tuple[str, str, dt.date]]) -> None:
         **values,
     )
     earliest = dt.datetime.combine(min(r[2] for r in rebuild), dt.time())
-    run(con, _INSERT_DAYS, earliest=earliest, **values)
+    building, _ = _built_through(con)
+    older = scalar(con, _NEED_OLDER, earliest=earliest, building=building, **values)
+    run(con, _INSERT_DAYS.replace("{older}", _OLDER if older else ""), earliest=earliest, **values)
 
 
 def build_step(con: Any, *, installs: int = BUILD_SLICE_INSTALLS) -> BuildProgress | None:
