@@ -90,7 +90,9 @@ _SUMS: Final = (
     "arg_max(projects, day), sum(cpu_pct_sum), sum(cpu_pct_count), sum(deployments_delta), sum(deployment_readings)"
 )
 # Weeks and months from their first day on (whole periods), per product and for all products together;
-# and the all-products row of each install-day that has several products.
+# and the all-products row of each install-day that has several products. An install with one product in
+# a period (nearly all) has the same all-products row but for the version label: it is copied from the
+# per-product row rather than aggregated twice (the one heavy step of a build).
 _INSERT_PERIODS: Final = f"""INSERT INTO report_periods
 WITH {_TOUCHED}, days AS (
     SELECT k.period_kind, CAST(date_trunc(k.period_kind, d.day) AS DATE) AS period, d.*,
@@ -98,12 +100,28 @@ WITH {_TOUCHED}, days AS (
     FROM report_days d JOIN touched t USING (install_id)
     CROSS JOIN (VALUES ('week'), ('month')) k(period_kind)
     WHERE d.day >= $earliest AND d.day >= CAST(date_trunc(k.period_kind, t.from_day) AS DATE)
+), per_product AS MATERIALIZED (
+    SELECT period_kind, period, install_id, product_name, max(day) AS last_day,
+        arg_max(product_version, day) AS version_label, arg_max(named_version, day) AS named_label,
+        {", ".join(f"arg_max({g}, day) AS {g}" for g in _GAUGES.split(", "))}, arg_max(projects, day) AS projects,
+        sum(cpu_pct_sum) AS cpu_pct_sum, sum(cpu_pct_count) AS cpu_pct_count,
+        sum(deployments_delta) AS deployments_delta, sum(deployment_readings) AS deployment_readings
+    FROM days GROUP BY period_kind, period, install_id, product_name
+), shared AS (
+    SELECT period_kind, period, install_id FROM per_product GROUP BY ALL HAVING count(*) > 1
 )
 SELECT * FROM (
-SELECT period_kind, period, install_id, product_name, max(day),
-    CASE WHEN grouping(product_name) = 0 THEN arg_max(product_version, day) ELSE arg_max(named_version, day) END,
-    {_LAST}, {_SUMS}
-FROM days GROUP BY GROUPING SETS ((period_kind, period, install_id, product_name), (period_kind, period, install_id))
+SELECT period_kind, period, install_id, product_name, last_day, version_label, {_GAUGES}, projects,
+    cpu_pct_sum, cpu_pct_count, deployments_delta, deployment_readings
+FROM per_product
+UNION ALL
+SELECT period_kind, period, install_id, NULL, last_day, named_label, {_GAUGES}, projects,
+    cpu_pct_sum, cpu_pct_count, deployments_delta, deployment_readings
+FROM per_product ANTI JOIN shared USING (period_kind, period, install_id)
+UNION ALL
+SELECT period_kind, period, install_id, NULL, max(day), arg_max(named_version, day), {_LAST}, {_SUMS}
+FROM days SEMI JOIN shared USING (period_kind, period, install_id)
+GROUP BY period_kind, period, install_id
 UNION ALL
 SELECT 'day', d.day, d.install_id, NULL, d.day, arg_max(d.product_name || ' ' || d.product_version, d.day),
     {", ".join(f"arg_max(d.{g}, d.day)" for g in _GAUGES.split(", "))},
@@ -131,23 +149,25 @@ FROM recent r FULL JOIN held h
     ON r.install_id = h.install_id AND r.product_name IS NOT DISTINCT FROM h.product_name"""
 _ALL_DAYS: Final = """SELECT CAST(install_id AS VARCHAR), product_name, min(day), max(day) FROM report_days
 WHERE install_id IN (SELECT unnest($installs::UUID[])) GROUP BY GROUPING SETS ((install_id, product_name), (install_id))"""
+"""Every day of the installs: their rows from scratch."""
 _PUT_INSTALLS: Final = """INSERT INTO report_installs SELECT unnest($i::UUID[]), unnest($p::VARCHAR[]),
     unnest($f::DATE[]), unnest($l::DATE[])"""
 
 
 def _refresh_installs(con: Any, touched: Touched) -> None:
     values = _values(touched)
+    delete = f"DELETE FROM report_installs WHERE install_id IN (WITH {_TOUCHED} SELECT install_id FROM touched)"
+    if values["earliest_day"] <= dt.date(1, 1, 8):  # whole histories (a build): straight from report_days
+        run(con, delete, **values)
+        run(con, f"INSERT INTO report_installs WITH {_TOUCHED} {_ALL_DAYS}", **values)
+        return
     rows = run(con, _INSTALL_DAYS, **values).fetchall()
     # No first day: the install has no day left. A first day but no last: its days since $earliest went.
     unclear = sorted({r[0] for r in rows if r[2] is not None and r[3] is None})
     rows = [r for r in rows if r[0] not in unclear and r[2] is not None and r[3] is not None]
     if unclear:
         rows += run(con, _ALL_DAYS, installs=unclear).fetchall()
-    run(
-        con,
-        f"DELETE FROM report_installs WHERE install_id IN (WITH {_TOUCHED} SELECT install_id FROM touched)",
-        **values,
-    )
+    run(con, delete, **values)
     if rows:
         run(
             con,

@@ -4,6 +4,7 @@ they equal the definitions computed from the raw snapshots, and every report ans
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import random
 from typing import Any
@@ -18,11 +19,24 @@ from collector.reports import rollup as reports_rollup
 from collector.storage.migrations import migrate
 from collector.storage.retention import purge
 from collector.storage.subjects import erase_install
-from tests.analytics.fleet import batches, make_fleet
+from tests.analytics.fleet import Install, batches, make_fleet
 from tests.analytics.test_rollup import _insert
 
 _FLEET = make_fleet()
-_SENDS = [body for install in _FLEET[2:10] for body in batches(install)]
+
+
+def _two_products(install: Install) -> list[Install]:
+    """The install as two products on alternate days (a product renamed back and forth): periods that hold
+    both, so the all-products rows are aggregated over them (no day has both: a day-level rollup cannot tell
+    which of two same-day readings is the later, and the raw definitions can)."""
+    on = {d: [s for s in install.snapshots if s[0].day % 2 == d] for d in (0, 1)}
+    return [
+        dataclasses.replace(install, snapshots=on[0]),
+        dataclasses.replace(install, product="buildfarm", snapshots=on[1]),
+    ]
+
+
+_SENDS = [body for install in (*_FLEET[2:9], *_two_products(_FLEET[9])) for body in batches(install)]
 _TODAY = dt.date(2026, 7, 1)
 
 # The definitions, from the raw snapshots (written apart from collector/reports/*.py): per install and
@@ -81,11 +95,13 @@ def _answers(con: Any) -> dict[str, Any]:
     for name in REPORTS:
         for interval in INTERVALS:
             for product in (None, "deployserver", "buildfarm"):
-                params = ReportParams(date_from=dt.date(2026, 5, 1), date_to=dt.date(2026, 6, 30), interval=interval,
-                                      product=product)  # fmt: skip
+                params = ReportParams(
+                    date_from=dt.date(2026, 5, 1), date_to=dt.date(2026, 6, 30), interval=interval, product=product
+                )
                 try:
-                    result = asyncio.run(run_report(name, params, fetch=fetch, min_group_size=1, lost_after_days=30,
-                                                    today=_TODAY))  # fmt: skip
+                    result = asyncio.run(
+                        run_report(name, params, fetch=fetch, min_group_size=1, lost_after_days=30, today=_TODAY)
+                    )
                 except NotFoundError as exc:  # a product whose installs were all erased or expired
                     out[f"{name} {interval} {product}"] = exc.message
                 else:
@@ -181,7 +197,7 @@ def test_a_build_in_slices_equals_folding_as_batches_arrive(tmp_path: Any) -> No
     steps = []
     while (progress := reports_rollup.build_step(con, installs=3)) is not None:
         steps.append((progress.done, progress.installs))
-    total = len({i.install_id for i in _FLEET[2:10]})
+    total = len({i.install_id for i in _FLEET[2:10]})  # the two products of _FLEET[9] are one install
     assert steps[-1] == (total, total)
     assert len(steps) == -(-total // 3) + 1  # one step per slice of 3, and the one that ends the build
     assert [done for done, _ in steps] == sorted(done for done, _ in steps)

@@ -46,6 +46,9 @@ def connect(path: Path) -> Any:
         # DuckDB creates the file (and later its .wal) with the process umask: the CLI sets 077, and this
         # keeps the file itself private in an application that embeds the collector with a looser umask.
         os.chmod(path, 0o600)
+    # No progress bar (on by default): a long query, such as a fleet-sized rollup build, would draw one
+    # into the service's log. It is a session setting, so every cursor sets it too.
+    con.execute("SET enable_progress_bar = false")
     return con
 
 

@@ -162,7 +162,9 @@ class EmbeddedStore:
     def _cursor(self) -> Any:
         if self._con is None:
             raise RuntimeError("store is not open")
-        return self._con.cursor()
+        cursor = self._con.cursor()
+        cursor.execute("SET enable_progress_bar = false")  # a session setting: see database.connect
+        return cursor
 
     # -- the writer thread ---------------------------------------------------------------------
 

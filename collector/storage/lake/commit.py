@@ -50,6 +50,7 @@ class Session:
         """A new DuckDB cursor on the lake, outside any open transaction of :attr:`duck` (sees the latest commit)."""
         cursor = self._db.cursor()
         cursor.execute(f"USE {CATALOG_NAME}")
+        cursor.execute("SET enable_progress_bar = false")  # no progress bar in the service's log
         return cursor
 
     def pg(self) -> psycopg.Connection[Any]:

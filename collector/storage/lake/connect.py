@@ -218,6 +218,7 @@ def open_duckdb(settings: LakeSettings, *, threads: int = 0) -> Any:
     if threads:
         config["threads"] = str(threads)
     con = duckdb.connect(config=config)
+    con.execute("SET enable_progress_bar = false")  # a long query would draw a progress bar into the service's log
     try:
         try:
             _load_extensions(con, scratch)

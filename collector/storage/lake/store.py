@@ -184,6 +184,7 @@ class LakeStore(LakeHealth, LakeIngest):
         cursor = self._db.cursor()
         try:
             cursor.execute(f"USE {CATALOG_NAME}")
+            cursor.execute("SET enable_progress_bar = false")  # no progress bar in the service's log
         except duckdb.Error as exc:
             cursor.close()
             raise outage.catalog_lost(exc) or exc from None
