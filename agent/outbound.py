@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import random
@@ -167,18 +168,15 @@ class Outbound(abc.ABC):
     # -- sending ---------------------------------------------------------------------------------
 
     def _record(self, entry: OutboxEntry, attempt: Attempt) -> None:
+        fields = {f.name: getattr(attempt, f.name) for f in dataclasses.fields(attempt)}
+        if attempt.wait_s is not None:
+            fields["wait_s"] = round(attempt.wait_s, 3)  # milliseconds are plenty in the admin's history
         self.state.record(
             HistoryEntry(
-                at=attempt.at,
+                **fields,
                 batch_id=entry.batch_id,
                 sha256=hashlib.sha256(entry.data).hexdigest(),
                 size=len(entry.data),
-                status=attempt.status,
-                outcome=attempt.outcome,
-                error=attempt.error,
-                wait_s=None if attempt.wait_s is None else round(attempt.wait_s, 3),
-                endpoint=attempt.endpoint,
-                exported_to=attempt.exported_to,
             ),
             max_entries=self.config.max_history_entries,
         )

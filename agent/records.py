@@ -25,6 +25,7 @@ __all__ = [
     "CpuSample",
     "EndpointChoice",
     "ErrorInfo",
+    "Attempt",
     "HistoryEntry",
     "OpenBatch",
     "ProviderRecord",
@@ -83,24 +84,30 @@ class ErrorInfo:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class HistoryEntry:
-    """One entry of ``history.json``: one delivery attempt, or one export, of one batch."""
+class Attempt:
+    """One POST (or export) of one batch and what came of it."""
 
     at: str
-    batch_id: str
-    sha256: str
-    size: int
-    """The batch's length in bytes (``bytes`` in the file)."""
     status: int | None
     """The HTTP status of the answer; None when there was none (or for an export)."""
     outcome: AttemptOutcome
     error: ErrorInfo | None = None
     wait_s: float | None = None
-    """The wait before the next attempt (0: failed over at once); None when none followed."""
+    """The wait before the next attempt: 0 when it fails over at once, None when none follows."""
     endpoint: str | None = None
     """The endpoint's label (host and port); None for an export, and in entries older than failover."""
     exported_to: str | None = None
     """The directory an export wrote the batch to (a local path: history is for the admin, never sent)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryEntry(Attempt):
+    """One entry of ``history.json``: an :class:`Attempt`, and which batch it carried."""
+
+    batch_id: str
+    sha256: str
+    size: int
+    """The batch's length in bytes (``bytes`` in the file)."""
 
     @classmethod
     def from_json(cls, saved: object, path: str) -> HistoryEntry:

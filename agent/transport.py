@@ -18,27 +18,11 @@ from schema import format_instant
 
 from .errors import StateIOError
 from .files import atomic_write
-from .records import AttemptOutcome, ErrorInfo
+from .records import Attempt, ErrorInfo
 
 __all__ = ["Attempt", "Delivery", "DeliveryOutcome", "ExportTransport", "Transport"]
 
 DeliveryOutcome = Literal["delivered", "rejected", "failed"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Attempt:
-    """One POST (or export) of one batch and what came of it."""
-
-    at: str
-    status: int | None
-    outcome: AttemptOutcome
-    error: ErrorInfo | None = None
-    wait_s: float | None = None
-    """The wait before the next attempt: 0 when it fails over at once, None when none follows."""
-    endpoint: str | None = None
-    """The label (host and port) of the endpoint it went to; None for an export."""
-    exported_to: str | None = None
-    """The directory an export wrote the batch to; None for a POST."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
