@@ -294,8 +294,8 @@ def main() -> int:
             say(f"\ndashboard: ten charts drawn in {seconds:.2f} s in headless Chromium (target < 3 s:"
                 f" {_verdict(seconds < 3)})")  # fmt: skip
     if not args.no_write:
-        write_doc(args, tables, [line for line in LOG if not line.startswith(("\n", "report ")) and "|" not in line
-                                 and not line.startswith(tuple(reports.REPORTS))])  # fmt: skip
+        skip = ("report ", "week periods", "day periods", *reports.REPORTS)  # the tables say these
+        write_doc(args, tables, [line.strip() for line in LOG if line.strip() and not line.strip().startswith(skip)])
     return 0
 
 
