@@ -60,7 +60,7 @@ MAINTENANCE_S: Final = 3600.0
 """maintenance_interval_s of the lake collectors: the pass at start-up, then none during the run."""
 WARMUP_S: Final = 1.0
 PAUSE_S: Final = 5.0
-"""Between a saturated and a paced run: one report-rollup refresh (every 5 s) folds the saturated run in first."""
+"""Between a saturated and a paced run (the paced run then lasts long enough to include a rollup fold)."""
 _T0 = time.perf_counter()
 
 
@@ -92,14 +92,15 @@ class Bench:
     parts: dict[str, list[int]] = field(default_factory=dict)
 
     def measure(self, name: str, urls: list[str], *, rate: float = 0.0, first: int = 0, reuse: bool = False,
-                lake: str = "") -> Row:  # fmt: skip
+                lake: str = "", seconds: float = 0.0) -> Row:  # fmt: skip
         """One run over ``urls``; ``lake`` (a database name) adds the WRITE-lock samples and the commit counts."""
         kind = f"paced at {rate:,.0f}/s" if rate else "saturated"
-        say(f"{name}: {kind} for {self.args.seconds:g} s ...")
+        seconds = seconds or self.args.seconds
+        say(f"{name}: {kind} for {seconds:g} s ...")
         before = [scrape(url) for url in urls] if lake else []
         meter = CpuMeter(self.parts)
         with LockProbe(self.pg.url(lake)) if lake else contextlib.nullcontext() as probe:
-            load = self.gen.run(urls, connections=self.args.connections, seconds=self.args.seconds, rate=rate,
+            load = self.gen.run(urls, connections=self.args.connections, seconds=seconds, rate=rate,
                                 first=first, reuse=reuse)  # fmt: skip
         row = Row(name=name, load=load, cpu=meter.shares(), rate=rate)
         if lake:
@@ -183,8 +184,11 @@ def lake(bench: Bench, s3: SeaweedServer, n: int, *, paced: bool) -> tuple[list[
         if paced:
             used += rows[0].load.used
             time.sleep(PAUSE_S)
+            # Long enough to hold at least one background fold of the rollup (every rollup_interval_s: 30 s on
+            # a lake by default), so that its cost is in the paced latency rather than between the windows.
+            paced_s = max(bench.args.seconds, config.rollup_interval_in_force_s + 5)
             rows.append(bench.measure(f"lake, {n} collector{'s' if n > 1 else ''}", urls, first=used, lake=name,
-                                      rate=rows[0].load.rate / 2))  # fmt: skip
+                                      rate=rows[0].load.rate / 2, seconds=paced_s))  # fmt: skip
         for c in collectors:
             code, err = c.stop()
             if code or err.strip():

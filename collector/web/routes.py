@@ -34,8 +34,6 @@ __all__ = ["OPENAPI_PATHS", "setup"]
 
 log = logging.getLogger(__name__)
 
-_REFRESH_INTERVAL_S: Final = 5.0
-"""How often new batches are folded into the report rollup in the background (requests also do it)."""
 _BUILD_RETRY_S: Final = 10
 """Retry-After of a report asked while the pre-aggregates are being built (a step takes about a second)."""
 _REPORT_QUERY: Final = frozenset({"from", "to", "interval", "product", "format"})
@@ -144,7 +142,7 @@ async def _refresh(app: web.Application) -> None:
         pass
 
 
-_refresh_ctx = periodic("report-refresh", _refresh, lambda _app: _REFRESH_INTERVAL_S)
+_refresh_ctx = periodic("report-refresh", _refresh, lambda app: app[CONFIG].rollup_interval_in_force_s)
 
 
 def setup(app: web.Application) -> None:
