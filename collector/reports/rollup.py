@@ -161,9 +161,11 @@ def _built_through(con: Any) -> tuple[bool, uuid.UUID | None]:
     return True, (row[0] if row[0] is None or isinstance(row[0], uuid.UUID) else uuid.UUID(str(row[0])))
 
 
-def _with_aggregates(con: Any, touched: dict[str, dt.date]) -> aggregates.Touched:
+def _with_aggregates(
+    con: Any, touched: dict[str, dt.date], state: tuple[bool, uuid.UUID | None] | None = None
+) -> aggregates.Touched:
     # During a build, installs past its cursor have no pre-aggregates yet: the build makes them whole later.
-    building, through = _built_through(con)
+    building, through = state or _built_through(con)
     if building:
         return [(i, d) for i, d in touched.items() if through is not None and uuid.UUID(i) <= through]
     return list(touched.items())
@@ -189,9 +191,10 @@ def refresh(con: Any) -> int:
             touched: dict[str, dt.date] = {}
             for install_id, _, from_day in rebuild:
                 touched[install_id] = min(from_day, touched.get(install_id, from_day))
-            aggregated = _with_aggregates(con, touched)
+            state = _built_through(con)  # read once: the build's cursor does not move within a refresh
+            aggregated = _with_aggregates(con, touched, state)
             aggregates.retract(con, aggregated)
-            _fold_days(con, rebuild)
+            _fold_days(con, rebuild, building=state[0])
             aggregates.extend(con, aggregated)
             aggregates.compact(con)
         run(
@@ -227,7 +230,7 @@ def _new_snapshots(con: Any, since: dt.datetime) -> list[tuple[str, str, dt.date
     return [(str(r[0]), str(r[1]), r[2]) for r in rows]
 
 
-def _fold_days(con: Any, rebuild: list[tuple[str, str, dt.date]]) -> None:
+def _fold_days(con: Any, rebuild: list[tuple[str, str, dt.date]], *, building: bool) -> None:
     values = {
         "r_installs": [r[0] for r in rebuild],
         "r_products": [r[1] for r in rebuild],
@@ -240,7 +243,6 @@ def _fold_days(con: Any, rebuild: list[tuple[str, str, dt.date]]) -> None:
         **values,
     )
     earliest = dt.datetime.combine(min(r[2] for r in rebuild), dt.time())
-    building, _ = _built_through(con)
     older = scalar(con, _NEED_OLDER, earliest=earliest, building=building, **values)
     run(con, _INSERT_DAYS.replace("{older}", _OLDER if older else ""), earliest=earliest, **values)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 
 import psycopg
 
@@ -35,8 +36,8 @@ class LakeHealth:
     _invalid: bool
     _probe: Worker[Session] | None
 
-    def _reattach(self) -> None:
-        raise NotImplementedError  # the store's: a new DuckDB instance
+    _reattach: Callable[[], None]
+    """Open a new DuckDB instance (the store's)."""
 
     def health(self) -> Health:
         """The last probe's verdict (or a failure seen since): which part of the lake is down."""

@@ -53,9 +53,8 @@ class LakeIngest:
     _committing: asyncio.Task[None] | None
     _inflight: dict[str, list[asyncio.Future[None]] | None]
     _staged_ids: dict[str, str]
-
-    def _classify(self, exc: BaseException) -> UnavailableError:
-        raise NotImplementedError  # the store's: which part of the lake failed
+    _classify: Callable[[BaseException], UnavailableError]
+    """Which part of the lake failed (:class:`~collector.storage.lake.health.LakeHealth`)."""
 
     # -- ingest --------------------------------------------------------------------------------
 
