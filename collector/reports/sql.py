@@ -1,19 +1,39 @@
-"""Running the rollup's SQL: parameters named ``$name`` in the text, for the reader, numbered for DuckDB."""
+"""Running the rollup's SQL: parameters named ``$name`` in the text, for the reader, numbered for DuckDB.
+
+A list value (``$installs::UUID[]``) goes to DuckDB as one JSON text, parsed in SQL: DuckDB's Python
+binding converts a list parameter element by element, holding the GIL, at about 0.1 ms per element with
+DuckDB 1.5 (it tries to import numpy and pandas for each one when they are not installed). A fold of
+1,000 installs passes some 30 such lists: about 3 s during which ingest in the same process waited.
+As JSON text the same lists cost a few ms in all. Elements are strings, dates, UUIDs or None, each
+cast by the statement (``::UUID[]``, ``::DATE[]``).
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Final
+
+import orjson
 
 __all__ = ["run", "scalar"]
+
+_AS_LIST: Final = """from_json(${n}, '["VARCHAR"]')"""
+"""A list parameter's placeholder: its JSON text parsed into a VARCHAR[] (which the statement casts)."""
 
 
 def _numbered(sql: str, values: dict[str, Any]) -> tuple[str, list[Any]]:
     # DuckDB takes $1, $2, ... and rejects values a statement does not use.
     names = [name for name in values if re.search(rf"\${name}\b", sql)]
+    params: list[Any] = []
     for n, name in enumerate(names, 1):
-        sql = re.sub(rf"\${name}\b", f"${n}", sql)
-    return sql, [values[name] for name in names]
+        value = values[name]
+        if isinstance(value, list | tuple):
+            placeholder, value = _AS_LIST.format(n=n), orjson.dumps(value).decode()
+        else:
+            placeholder = f"${n}"
+        sql = re.sub(rf"\${name}\b", lambda _: placeholder, sql)  # noqa: B023 (used at once)
+        params.append(value)
+    return sql, params
 
 
 def run(con: Any, sql: str, **values: Any) -> Any:
