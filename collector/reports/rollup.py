@@ -44,10 +44,18 @@ _PENDING: Final = """pending AS (
     SELECT batch_id FROM (SELECT batch_id FROM batches WHERE received_at >= $since)
     ANTI JOIN (SELECT batch_id FROM report_batches WHERE received_at >= $since) USING (batch_id)
 )"""
+# The same batches as found once (_FIND_PENDING) and passed back as a list: on a lake, each scan of the
+# day's batches reads every small file committed since the last merge (about a second at 100 batches/s).
+_PENDING_LISTED: Final = "pending AS (SELECT unnest($pending::UUID[]) AS batch_id)"
+_FIND_PENDING: Final = f"""WITH {_PENDING}
+SELECT count(*), min(coalesce(first_taken_at, created_at - INTERVAL 32 DAY)), coalesce(sum(snapshot_count), 0),
+    CASE WHEN count(*) <= $most THEN list(CAST(batch_id AS VARCHAR)) END,
+    CASE WHEN count(*) <= $most THEN list(received_at) END
+FROM batches WHERE received_at >= $since AND batch_id IN (SELECT batch_id FROM pending)"""
 # Per install and product with new snapshots: the day to rebuild from (the earliest new snapshot's day).
 # Snapshots are appended in roughly time order, so the lower bound $bound on taken_at (the new batches'
 # earliest snapshot) lets DuckDB skip old row groups.
-_NEW_SNAPSHOTS: Final = f"""WITH {_PENDING}
+_NEW_SNAPSHOTS: Final = """WITH {pending}
 SELECT install_id, product_name, CAST(min(taken_at) AS DATE) AS from_day, count(*) AS new_snapshots
 FROM snapshots WHERE taken_at >= $bound AND batch_id IN (SELECT batch_id FROM pending)
 GROUP BY install_id, product_name"""
@@ -178,15 +186,14 @@ def refresh(con: Any) -> int:
     if expected == 0:
         return 0
     since = scalar(con, "SELECT max(received_at) - INTERVAL 1 DAY FROM report_batches") or dt.datetime.min
-    pending = _count_pending(con, since)
-    if pending != expected:
+    pending = _Pending.find(con, since)
+    if pending.count != expected:
         # Rare: a batch loaded long after later ones were folded, or report_batches lists batches deleted
         # elsewhere. Compare everything, and drop the stale rows so the cheap test works again.
         con.execute("DELETE FROM report_batches WHERE batch_id NOT IN (SELECT batch_id FROM batches)")
-        since = dt.datetime.min
-        pending = _count_pending(con, since)
-    if pending:
-        rebuild = _new_snapshots(con, since)
+        pending = _Pending.find(con, dt.datetime.min)
+    if pending.count:
+        rebuild = _new_snapshots(con, pending)
         if rebuild:  # empty: the new batches' snapshots were already deleted
             touched: dict[str, dt.date] = {}
             for install_id, _, from_day in rebuild:
@@ -197,36 +204,63 @@ def refresh(con: Any) -> int:
             _fold_days(con, rebuild, building=state[0])
             aggregates.extend(con, aggregated)
             aggregates.compact(con)
-        run(
-            con,
-            f"""INSERT INTO report_batches WITH {_PENDING} SELECT batch_id, received_at FROM batches
-            WHERE received_at >= $since AND batch_id IN (SELECT batch_id FROM pending)""",
-            since=since,
-        )
-    return int(pending)
+        if pending.ids is None:
+            run(
+                con,
+                f"""INSERT INTO report_batches WITH {_PENDING} SELECT batch_id, received_at FROM batches
+                WHERE received_at >= $since AND batch_id IN (SELECT batch_id FROM pending)""",
+                since=pending.since,
+            )
+        else:
+            run(
+                con,
+                "INSERT INTO report_batches SELECT unnest($ids::UUID[]), unnest($received::TIMESTAMP[])",
+                ids=pending.ids,
+                received=pending.received,
+            )
+    return pending.count
 
 
-def _count_pending(con: Any, since: dt.datetime) -> int:
-    return int(run(con, f"WITH {_PENDING} SELECT count(*) FROM pending", since=since).fetchone()[0])
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Pending:
+    """The batches a refresh folds in: how many, and (up to :data:`_LISTED_MOST`) which, found in one scan."""
+
+    since: dt.datetime
+    count: int
+    bound: dt.datetime | None
+    """Their earliest snapshot (``first_taken_at``; 32 days before their creation for batches stored before
+    that column existed: 31 days is a batch of 744 hourly snapshots)."""
+    snapshots: int
+    ids: list[str] | None
+    """Their ids, None past :data:`_LISTED_MOST` (a fold from scratch: the statements then find them again)."""
+    received: list[dt.datetime] | None
+
+    @classmethod
+    def find(cls, con: Any, since: dt.datetime) -> _Pending:
+        count, bound, snapshots, ids, received = run(con, _FIND_PENDING, since=since, most=_LISTED_MOST).fetchone()
+        return cls(since=since, count=int(count), bound=bound, snapshots=int(snapshots), ids=ids, received=received)
+
+    def statement(self, sql: str) -> tuple[str, dict[str, Any]]:
+        """``sql`` with its ``{pending}`` CTE, and the values that CTE takes."""
+        if self.ids is None:
+            return sql.replace("{pending}", _PENDING), {"since": self.since}
+        return sql.replace("{pending}", _PENDING_LISTED), {"pending": self.ids}
 
 
-def _new_snapshots(con: Any, since: dt.datetime) -> list[tuple[str, str, dt.date]]:
+_LISTED_MOST: Final = 100_000
+"""Pending batches passed back to the statements as a list (4 MB of JSON); more are found again by each."""
+
+
+def _new_snapshots(con: Any, pending: _Pending) -> list[tuple[str, str, dt.date]]:
     """``(install_id, product_name, from_day)`` of every install and product the pending batches touch.
 
-    Read from the new batches' earliest snapshot on (``first_taken_at``; 32 days before their creation for
-    batches stored before that column existed: 31 days is a batch of 744 hourly snapshots). When that
-    misses snapshots (counted against ``snapshot_count``), every snapshot is scanned.
+    Read from the batches' earliest snapshot on (:attr:`_Pending.bound`). When that misses snapshots
+    (counted against ``snapshot_count``), every snapshot is scanned.
     """
-    bound, expected = run(
-        con,
-        f"""WITH {_PENDING} SELECT
-        min(coalesce(first_taken_at, created_at - INTERVAL 32 DAY)), coalesce(sum(snapshot_count), 0)
-        FROM batches WHERE received_at >= $since AND batch_id IN (SELECT batch_id FROM pending)""",
-        since=since,
-    ).fetchone()
-    rows = run(con, _NEW_SNAPSHOTS, since=since, bound=bound or dt.datetime.min).fetchall()
-    if sum(r[3] for r in rows) != expected and bound is not None:
-        rows = run(con, _NEW_SNAPSHOTS, since=since, bound=dt.datetime.min).fetchall()
+    sql, values = pending.statement(_NEW_SNAPSHOTS)
+    rows = run(con, sql, bound=pending.bound or dt.datetime.min, **values).fetchall()
+    if sum(r[3] for r in rows) != pending.snapshots and pending.bound is not None:
+        rows = run(con, sql, bound=dt.datetime.min, **values).fetchall()
     return [(str(r[0]), str(r[1]), r[2]) for r in rows]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 
 from collector.reports import rollup as reports_rollup
 from collector.storage.migrations import migrate
@@ -52,8 +53,16 @@ def _days(con: Any) -> list[tuple[Any, ...]]:
     return sorted(con.execute("SELECT * FROM report_days").fetchall(), key=str)
 
 
-def test_incremental_refresh_equals_a_rebuild_from_scratch(tmp_path: Path) -> None:
-    """Batches folded in shuffled order, some arriving 'late' or after other batches vanished, match a full rebuild."""
+@pytest.mark.parametrize("listed_most", [100_000, 0], ids=["pending-listed", "pending-found-by-each"])
+def test_incremental_refresh_equals_a_rebuild_from_scratch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listed_most: int
+) -> None:
+    """Batches folded in shuffled order, some arriving 'late' or after other batches vanished, match a full rebuild.
+
+    Both ways a refresh passes its pending batches to its statements: as a list (found once), and past the
+    list's limit (a fold from scratch) as a subquery each statement runs again.
+    """
+    monkeypatch.setattr(reports_rollup, "_LISTED_MOST", listed_most)
     con = duckdb.connect(str(tmp_path / "r.duckdb"))
     migrate(con)
     sends = [body for install in make_fleet()[4:9] for body in batches(install)]
