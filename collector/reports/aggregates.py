@@ -45,19 +45,21 @@ _GAUGES: Final = "os_family, os_version, cpu_cores, memory_gib, disk_total_gib, 
 # what the install contributes to each period's reports. Days come straight from report_days (one row
 # per product and day), except that an install-day with several products has its all-products row in
 # report_periods ('day'), and its report_days rows then count only under their product.
-_CONTRIBUTING: Final = f"""{_TOUCHED}, contributing AS (
+_CONTRIBUTING: Final = f"""{_TOUCHED}, touched_days AS MATERIALIZED (  -- one scan of report_days, read twice
+    SELECT d.* FROM report_days d JOIN touched t USING (install_id)
+    WHERE d.day >= $earliest_day AND d.day >= t.from_day
+), contributing AS (
     SELECT p.period_kind, p.period, p.product_name, p.version_label, {", ".join("p." + g for g in _GAUGES.split(", "))}
     FROM report_periods p JOIN touched t USING (install_id)
     WHERE p.period >= $earliest AND p.period >= CAST(date_trunc(p.period_kind, t.from_day) AS DATE)
     UNION ALL
     SELECT 'day', d.day, d.product_name, d.product_version, {", ".join("d." + g for g in _GAUGES.split(", "))}
-    FROM report_days d JOIN touched t USING (install_id)
-    WHERE d.day >= $earliest_day AND d.day >= t.from_day
+    FROM touched_days d
     UNION ALL
     SELECT 'day', d.day, NULL, d.product_name || ' ' || d.product_version,
         {", ".join("d." + g for g in _GAUGES.split(", "))}
-    FROM report_days d JOIN touched t USING (install_id)
-    WHERE d.day >= $earliest_day AND d.day >= t.from_day AND NOT EXISTS (
+    FROM touched_days d
+    WHERE NOT EXISTS (
         SELECT 1 FROM report_periods m
         WHERE m.period_kind = 'day' AND m.install_id = d.install_id AND m.period = d.day AND m.period >= $earliest_day
     )
@@ -94,12 +96,13 @@ _SUMS: Final = (
 # a period (nearly all) has the same all-products row but for the version label: it is copied from the
 # per-product row rather than aggregated twice (the one heavy step of a build).
 _INSERT_PERIODS: Final = f"""INSERT INTO report_periods
-WITH {_TOUCHED}, days AS (
-    SELECT k.period_kind, CAST(date_trunc(k.period_kind, d.day) AS DATE) AS period, d.*,
+WITH {_TOUCHED}, touched_days AS MATERIALIZED (  -- one scan of report_days, read three times
+    SELECT d.*, t.from_day FROM report_days d JOIN touched t USING (install_id) WHERE d.day >= $earliest
+), days AS (
+    SELECT k.period_kind, CAST(date_trunc(k.period_kind, d.day) AS DATE) AS period, d.* EXCLUDE (from_day),
         d.product_name || ' ' || d.product_version AS named_version
-    FROM report_days d JOIN touched t USING (install_id)
-    CROSS JOIN (VALUES ('week'), ('month')) k(period_kind)
-    WHERE d.day >= $earliest AND d.day >= CAST(date_trunc(k.period_kind, t.from_day) AS DATE)
+    FROM touched_days d CROSS JOIN (VALUES ('week'), ('month')) k(period_kind)
+    WHERE d.day >= CAST(date_trunc(k.period_kind, d.from_day) AS DATE)
 ), per_product AS MATERIALIZED (
     SELECT period_kind, period, install_id, product_name, max(day) AS last_day,
         arg_max(product_version, day) AS version_label, arg_max(named_version, day) AS named_label,
@@ -127,9 +130,11 @@ SELECT 'day', d.day, d.install_id, NULL, d.day, arg_max(d.product_name || ' ' ||
     {", ".join(f"arg_max(d.{g}, d.day)" for g in _GAUGES.split(", "))},
     arg_max(d.projects, d.day), sum(d.cpu_pct_sum), sum(d.cpu_pct_count), sum(d.deployments_delta),
     sum(d.deployment_readings)
-FROM report_days d JOIN touched t USING (install_id)
-WHERE d.day >= $earliest_day AND d.day >= t.from_day
-GROUP BY d.day, d.install_id HAVING count(*) > 1
+FROM touched_days d SEMI JOIN (  -- the rare install-days with several products, found by a count alone
+    SELECT day, install_id FROM touched_days WHERE day >= $earliest_day AND day >= from_day
+    GROUP BY day, install_id HAVING count(*) > 1
+) USING (day, install_id)
+GROUP BY d.day, d.install_id
 ) ORDER BY period  -- in period order, for the same reason as report_days"""
 # Each touched install's first and last day, from its days since $earliest_day (the earliest from_day: days
 # before it are unchanged by the caller) and the row held: a first day before it stands; the last day is the
