@@ -64,27 +64,39 @@ _CONTRIBUTING: Final = f"""{_TOUCHED}, touched_days AS MATERIALIZED (  -- one sc
         WHERE m.period_kind = 'day' AND m.install_id = d.install_id AND m.period = d.day AND m.period >= $earliest_day
     )
 )"""
-_BUCKET: Final = "CASE WHEN amount <= 1 THEN 1 ELSE CAST(pow(2, ceil(log2(amount))) AS BIGINT) END"
-# The groups each contributing row counts in, per report (the catalogue's group reports read them).
-_GROUPS: Final = f"""{_CONTRIBUTING}, grouped AS (
-    SELECT period_kind, period, product_name, 'active-installs' AS report, '' AS dimension, '' AS label
-    FROM contributing
-    UNION ALL SELECT period_kind, period, product_name, 'versions', '', version_label
-    FROM contributing WHERE version_label IS NOT NULL
-    UNION ALL SELECT period_kind, period, product_name, 'os-families', '', os_family
-    FROM contributing WHERE os_family IS NOT NULL
-    UNION ALL SELECT period_kind, period, product_name, 'os-versions', '', os_version
-    FROM contributing WHERE os_version IS NOT NULL
-    UNION ALL SELECT period_kind, period, product_name, 'hardware', dimension, CAST({_BUCKET} AS VARCHAR)
+_HARDWARE: Final = ("cpu_cores", "memory_gib", "disk_total_gib", "disk_free_gib")
+
+
+def _bucket(amount: str) -> str:
+    # The hardware report's power-of-two bucket (NULL stays NULL, and the UNPIVOT below drops it).
+    return f"CASE WHEN {amount} <= 1 THEN 1 ELSE CAST(pow(2, ceil(log2({amount}))) AS BIGINT) END"
+
+
+# The groups each contributing row counts in, per report (the catalogue's group reports read them). Rows
+# are tallied first by everything a group is made of (hardware already in buckets): many installs share
+# one tuple on a day, so each report's expansion reads a fraction of the rows.
+_GROUPS: Final = f"""{_CONTRIBUTING}, tallied AS (
+    SELECT period_kind, period, product_name, version_label, os_family, os_version,
+        {", ".join(f"{_bucket(h)} AS {h}" for h in _HARDWARE)}, count(*) AS n
+    FROM contributing GROUP BY ALL
+), grouped AS (
+    SELECT period_kind, period, product_name, 'active-installs' AS report, '' AS dimension, '' AS label, n
+    FROM tallied
+    UNION ALL SELECT period_kind, period, product_name, 'versions', '', version_label, n
+    FROM tallied WHERE version_label IS NOT NULL
+    UNION ALL SELECT period_kind, period, product_name, 'os-families', '', os_family, n
+    FROM tallied WHERE os_family IS NOT NULL
+    UNION ALL SELECT period_kind, period, product_name, 'os-versions', '', os_version, n
+    FROM tallied WHERE os_version IS NOT NULL
+    UNION ALL SELECT period_kind, period, product_name, 'hardware', dimension, CAST(amount AS VARCHAR), n
     FROM (
-        UNPIVOT (SELECT period_kind, period, product_name, cpu_cores, memory_gib, disk_total_gib, disk_free_gib
-                 FROM contributing)
-        ON cpu_cores, memory_gib, disk_total_gib, disk_free_gib INTO NAME dimension VALUE amount
+        UNPIVOT (SELECT period_kind, period, product_name, n, {", ".join(_HARDWARE)} FROM tallied)
+        ON {", ".join(_HARDWARE)} INTO NAME dimension VALUE amount
     )
 )"""
 _COUNT_GROUPS: Final = f"""INSERT INTO report_groups
 WITH {_GROUPS}
-SELECT 0, period_kind, period, product_name, report, dimension, label, $sign * count(*)
+SELECT 0, period_kind, period, product_name, report, dimension, label, $sign * sum(n)
 FROM grouped GROUP BY period_kind, period, product_name, report, dimension, label"""
 
 _LAST: Final = ", ".join(f"arg_max({g}, day)" for g in _GAUGES.split(", "))
