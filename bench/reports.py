@@ -133,7 +133,10 @@ def write_doc(args: argparse.Namespace, tables: list[str], notes: list[str]) -> 
         "  `report_installs`; daily stats reports read `report_days` itself (docs/reports.md, How reports stay fast).\n"
         "- *build* is the pre-aggregates built from an existing `report_days`, slice by slice, as the first start\n"
         "  after the upgrade does in the background; *from scratch* folds every raw snapshot (only a database\n"
-        "  whose snapshots were loaded without the collector needs it).\n"
+        "  whose snapshots were loaded without the collector needs it). The build and the refreshes run on the\n"
+        "  database closed and opened again after the generation and the fold, as in a collector started on it:\n"
+        "  in the process that had just generated and folded 100M rows, the refresh after 1,000 installs took\n"
+        "  0.30-0.31 s in two runs (with or without a CHECKPOINT between), against 0.17 s in a fresh one.\n"
         "- Not met at this size: the build (target 60 s) and the refresh after 1,000 installs' batches (target\n"
         "  0.2 s). The build runs once per database, on the first start after the upgrade that adds the\n"
         "  pre-aggregates, in the background: ingest goes on and reports answer 503 with its progress. A slice of\n"
@@ -285,6 +288,11 @@ def main() -> int:
             days = con.execute("SELECT count(*) FROM report_days").fetchone()
             assert days is not None
             say(f"rollup folded from scratch (every raw snapshot) in {scratch:.1f} s: {days[0]:,} install-days")
+            # The build and the refreshes then run as in a collector started on this database. In the process
+            # that had just generated and folded 100M rows, the refresh after 1,000 installs took 0.30-0.31 s
+            # in two runs, against 0.17 s in a fresh one (--reuse), even with a CHECKPOINT in between.
+            con.close()
+            con = duckdb.connect(str(path))
         build = _time_build(con)
         periods_rows = con.execute("SELECT count(*) FROM report_periods").fetchone()[0]  # type: ignore[index]
         groups_rows = con.execute("SELECT count(*) FROM report_groups").fetchone()[0]  # type: ignore[index]
