@@ -204,20 +204,7 @@ def refresh(con: Any) -> int:
             _fold_days(con, rebuild, building=state[0])
             aggregates.extend(con, aggregated)
             aggregates.compact(con)
-        if pending.ids is None:
-            run(
-                con,
-                f"""INSERT INTO report_batches WITH {_PENDING} SELECT batch_id, received_at FROM batches
-                WHERE received_at >= $since AND batch_id IN (SELECT batch_id FROM pending)""",
-                since=pending.since,
-            )
-        else:
-            run(
-                con,
-                "INSERT INTO report_batches SELECT unnest($ids::UUID[]), unnest($received::TIMESTAMP[])",
-                ids=pending.ids,
-                received=pending.received,
-            )
+        pending.mark_folded(con)
     return pending.count
 
 
@@ -239,6 +226,23 @@ class _Pending:
     def find(cls, con: Any, since: dt.datetime) -> _Pending:
         count, bound, snapshots, ids, received = run(con, _FIND_PENDING, since=since, most=_LISTED_MOST).fetchone()
         return cls(since=since, count=int(count), bound=bound, snapshots=int(snapshots), ids=ids, received=received)
+
+    def mark_folded(self, con: Any) -> None:
+        """List these batches in ``report_batches`` (from the list when there is one: no second scan)."""
+        if self.ids is None:
+            run(
+                con,
+                f"""INSERT INTO report_batches WITH {_PENDING} SELECT batch_id, received_at FROM batches
+                WHERE received_at >= $since AND batch_id IN (SELECT batch_id FROM pending)""",
+                since=self.since,
+            )
+        else:
+            run(
+                con,
+                "INSERT INTO report_batches SELECT unnest($ids::UUID[]), unnest($received::TIMESTAMP[])",
+                ids=self.ids,
+                received=self.received,
+            )
 
     def statement(self, sql: str) -> tuple[str, dict[str, Any]]:
         """``sql`` with its ``{pending}`` CTE, and the values that CTE takes."""
