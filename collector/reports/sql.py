@@ -4,8 +4,9 @@ A list value (``$installs::UUID[]``) goes to DuckDB as one JSON text, parsed in 
 binding converts a list parameter element by element, holding the GIL, at about 0.1 ms per element with
 DuckDB 1.5 (it tries to import numpy and pandas for each one when they are not installed). A fold of
 1,000 installs passes some 30 such lists: about 3 s during which ingest in the same process waited.
-As JSON text the same lists cost a few ms in all. Elements are strings, dates, UUIDs or None, each
-cast by the statement (``::UUID[]``, ``::DATE[]``).
+As JSON text the same lists cost a few ms in all. Elements are strings, dates, UUIDs or None. A list
+placeholder written with its element type (``$ids::UUID[]``) is parsed straight into that type; that
+saves a VARCHAR[] and its cast (about 0.5 ms for 1,000 UUIDs, and a refresh passes some 30 lists).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import orjson
 
 __all__ = ["run", "scalar"]
 
-_AS_LIST: Final = """from_json(${n}, '["VARCHAR"]')"""
-"""A list parameter's placeholder: its JSON text parsed into a VARCHAR[] (which the statement casts)."""
+_AS_LIST: Final = """from_json(${n}, '["{type}"]')"""
+"""A list parameter's placeholder: its JSON text parsed into a list of ``type`` (VARCHAR when not written)."""
 
 
 def _numbered(sql: str, values: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -28,7 +29,10 @@ def _numbered(sql: str, values: dict[str, Any]) -> tuple[str, list[Any]]:
     for n, name in enumerate(names, 1):
         value = values[name]
         if isinstance(value, list | tuple):
-            placeholder, value = _AS_LIST.format(n=n), orjson.dumps(value).decode()
+            value = orjson.dumps(value).decode()
+            # `$name::TYPE[]` (a bare type name) becomes one typed parse; any other use parses VARCHARs.
+            sql = re.sub(rf"\${name}::([A-Z]+)\[\]", lambda m: _AS_LIST.format(n=n, type=m[1]), sql)  # noqa: B023
+            placeholder = _AS_LIST.format(n=n, type="VARCHAR")
         else:
             placeholder = f"${n}"
         sql = re.sub(rf"\${name}\b", lambda _: placeholder, sql)  # noqa: B023 (used at once)

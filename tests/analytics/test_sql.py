@@ -38,6 +38,24 @@ def test_lists_round_trip_through_their_casts(con: duckdb.DuckDBPyConnection) ->
         (uuid.UUID(ids[2]), days[2], 'it\'s, "quoted"', uuid.UUID(ids[2])),
     ]
     assert scalar(con, "SELECT len($e::UUID[])", e=[]) == 0
+    stamps = [dt.datetime(2026, 5, 7, 12, 30, 1, 250), dt.datetime(2026, 5, 7), None]
+    assert [r[0] for r in run(con, "SELECT unnest($t::TIMESTAMP[])", t=stamps).fetchall()] == stamps
+    # Used untyped, or beside a typed use, a list is a VARCHAR[].
+    assert run(con, "SELECT $d, $d::DATE[]", d=days[:1]).fetchone() == (["2026-01-01"], days[:1])
+
+
+def test_a_typed_list_is_parsed_straight_into_its_type() -> None:
+    seen: list[str] = []
+
+    class Recording:
+        def execute(self, sql: str, params: list[object]) -> None:
+            seen.append(sql)
+
+    run(Recording(), "SELECT unnest($ids::UUID[]), unnest($days::DATE[]), $ids", ids=["a"], days=[dt.date.min])
+    assert seen == [
+        """SELECT unnest(from_json($1, '["UUID"]')), unnest(from_json($2, '["DATE"]')), """
+        """from_json($1, '["VARCHAR"]')"""
+    ]
 
 
 def test_a_list_goes_to_duckdb_as_one_text_not_as_a_list_parameter() -> None:
