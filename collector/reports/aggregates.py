@@ -41,47 +41,52 @@ _TOUCHED: Final = """touched AS (
 )"""
 _GAUGES: Final = "os_family, os_version, cpu_cores, memory_gib, disk_total_gib, disk_free_gib"
 
-# One row per touched install, period and product key (NULL: all products) from the period's start on:
-# what the install contributes to each period's reports. Days come straight from report_days (one row
-# per product and day), except that an install-day with several products has its all-products row in
-# report_periods ('day'), and its report_days rows then count only under their product.
-_CONTRIBUTING: Final = f"""{_TOUCHED}, touched_days AS MATERIALIZED (  -- one scan of report_days, read twice
-    SELECT d.* FROM report_days d JOIN touched t USING (install_id)
-    WHERE d.day >= $earliest_day AND d.day >= t.from_day
-), contributing AS (
-    SELECT p.period_kind, p.period, p.product_name, p.version_label, {", ".join("p." + g for g in _GAUGES.split(", "))}
-    FROM report_periods p JOIN touched t USING (install_id)
-    WHERE p.period >= $earliest AND p.period >= CAST(date_trunc(p.period_kind, t.from_day) AS DATE)
-    UNION ALL
-    SELECT 'day', d.day, d.product_name, d.product_version, {", ".join("d." + g for g in _GAUGES.split(", "))}
-    FROM touched_days d
-    UNION ALL
-    SELECT 'day', d.day, NULL, d.product_name || ' ' || d.product_version,
-        {", ".join("d." + g for g in _GAUGES.split(", "))}
-    FROM touched_days d
-    WHERE NOT EXISTS (
-        SELECT 1 FROM report_periods m
-        WHERE m.period_kind = 'day' AND m.install_id = d.install_id AND m.period = d.day AND m.period >= $earliest_day
-    )
-)"""
 _HARDWARE: Final = ("cpu_cores", "memory_gib", "disk_total_gib", "disk_free_gib")
 
 
 def _bucket(amount: str) -> str:
-    # The hardware report's power-of-two bucket (NULL stays NULL: such a group is not counted).
-    return f"CASE WHEN {amount} <= 1 THEN 1 ELSE CAST(pow(2, ceil(log2({amount}))) AS BIGINT) END"
+    # The hardware report's power-of-two bucket (NULL stays NULL: such a group is not counted). A shift,
+    # not pow(): half the time over the millions of rows a build tallies (log2 of a power of two is exact).
+    return f"CASE WHEN {amount} <= 1 THEN 1 ELSE 1::BIGINT << CAST(ceil(log2({amount})) AS INTEGER) END"
 
 
-# The groups each contributing row counts in, per report (the catalogue's group reports read them). Rows
-# are tallied first by everything a group is made of (hardware already in buckets): many installs share
-# one tuple on a day. Each tally then becomes its row in every report at once (one unnest; a group with a
-# NULL label is not counted), which measured 5-8 ms less a refresh than one UNION branch per report.
+def _group_parts(table: str) -> str:
+    # What a group is made of, from rows of ``table`` (an alias): labels as they are, hardware in buckets.
+    hardware = ", ".join(f"{_bucket(f'{table}.{h}')} AS {h}" for h in _HARDWARE)
+    return f"{table}.os_family, {table}.os_version, {hardware}"
+
+
+# What each touched install contributes to each period's reports from the period's start on, tallied by
+# everything a group is made of (many installs share one tuple on a day): once per product and once for
+# all products (product_name NULL). Weeks and months come from report_periods. Days come from report_days
+# (one row per product and day), each counted under its product and, with its version named, under all
+# products; but an install-day with several products has its all-products row in report_periods ('day').
+_TALLIED: Final = f"""{_TOUCHED}, period_tallies AS (
+    SELECT p.period_kind, p.period, p.product_name, p.version_label, {_group_parts("p")}, count(*) AS n
+    FROM report_periods p JOIN touched t USING (install_id)
+    WHERE p.period >= $earliest AND p.period >= CAST(date_trunc(p.period_kind, t.from_day) AS DATE)
+    GROUP BY ALL
+), day_tallies AS (  -- one scan of report_days, each day tallied once for both of its rows
+    SELECT d.day, d.product_name, d.product_version, {_group_parts("d")}, m.install_id IS NULL AS alone,
+        count(*) AS n
+    FROM report_days d JOIN touched t USING (install_id)
+    LEFT JOIN (SELECT install_id, period FROM report_periods WHERE period_kind = 'day' AND period >= $earliest_day) m
+        ON m.install_id = d.install_id AND m.period = d.day
+    WHERE d.day >= $earliest_day AND d.day >= t.from_day
+    GROUP BY ALL
+), tallied AS (
+    SELECT * FROM period_tallies
+    UNION ALL
+    SELECT 'day', day, product_name, product_version, {_GAUGES}, n FROM day_tallies
+    UNION ALL
+    SELECT 'day', day, NULL, product_name || ' ' || product_version, {_GAUGES}, n FROM day_tallies WHERE alone
+)"""
+
+# The groups each tally counts in, per report (the catalogue's group reports read them): each tally becomes
+# its row in every report at once (one unnest; a group with a NULL label is not counted), which measured
+# 5-8 ms less a refresh than one UNION branch per report.
 _HARDWARE_GROUPS: Final = ", ".join(f"{{'r': 'hardware', 'd': '{h}', 'l': CAST({h} AS VARCHAR)}}" for h in _HARDWARE)
-_GROUPS: Final = f"""{_CONTRIBUTING}, tallied AS (
-    SELECT period_kind, period, product_name, version_label, os_family, os_version,
-        {", ".join(f"{_bucket(h)} AS {h}" for h in _HARDWARE)}, count(*) AS n
-    FROM contributing GROUP BY ALL
-), grouped AS (
+_GROUPS: Final = f"""{_TALLIED}, grouped AS (
     SELECT period_kind, period, product_name, n, unnest([
         {{'r': 'active-installs', 'd': '', 'l': ''}}, {{'r': 'versions', 'd': '', 'l': version_label}},
         {{'r': 'os-families', 'd': '', 'l': os_family}}, {{'r': 'os-versions', 'd': '', 'l': os_version}},
@@ -98,47 +103,67 @@ _LAST: Final = ", ".join(f"arg_max({g}, day)" for g in _GAUGES.split(", "))
 _SUMS: Final = (
     "arg_max(projects, day), sum(cpu_pct_sum), sum(cpu_pct_count), sum(deployments_delta), sum(deployment_readings)"
 )
+_SUMMED: Final = ", ".join(
+    f"sum({c}) AS {c}" for c in ("cpu_pct_sum", "cpu_pct_count", "deployments_delta", "deployment_readings")
+)
 # Weeks and months from their first day on (whole periods), per product and for all products together;
-# and the all-products row of each install-day that has several products. An install with one product in
-# a period (nearly all) has the same all-products row but for the version label: it is copied from the
-# per-product row rather than aggregated twice (the one heavy step of a build).
+# and the all-products row of each install-day that has several products. Each product's days are first
+# grouped by week and month together (a week across a month's end is two fragments); its weeks and its
+# months are then grouped from those: half the rows of grouping every day once per kind (the one heavy
+# step of a build). A period's last reading is its latest fragment's: one product's fragments share no
+# day, and arg_max skips NULLs at both steps. An install with one product in a period (nearly all) has
+# the same all-products row but for the version label, so it is copied from the per-product row; the
+# rare installs with several products have theirs grouped from their days.
+_PERIOD_OF: Final = "CASE k.period_kind WHEN 'week' THEN f.week ELSE f.month END"
 _INSERT_PERIODS: Final = f"""INSERT INTO report_periods
-WITH {_TOUCHED}, touched_days AS MATERIALIZED (  -- one scan of report_days, read three times
+WITH {_TOUCHED}, touched_days AS MATERIALIZED (  -- one scan of report_days
     SELECT d.*, t.from_day FROM report_days d JOIN touched t USING (install_id) WHERE d.day >= $earliest
-), days AS (
-    SELECT k.period_kind, CAST(date_trunc(k.period_kind, d.day) AS DATE) AS period, d.* EXCLUDE (from_day),
-        d.product_name || ' ' || d.product_version AS named_version
-    FROM touched_days d CROSS JOIN (VALUES ('week'), ('month')) k(period_kind)
-    WHERE d.day >= CAST(date_trunc(k.period_kind, d.from_day) AS DATE)
-), per_product AS MATERIALIZED (
-    SELECT period_kind, period, install_id, product_name, max(day) AS last_day,
-        arg_max(product_version, day) AS version_label, arg_max(named_version, day) AS named_label,
+), fragments AS (
+    SELECT install_id, product_name, CAST(date_trunc('week', day) AS DATE) AS week,
+        CAST(date_trunc('month', day) AS DATE) AS month, any_value(from_day) AS from_day, max(day) AS last_day,
+        arg_max(product_version, day) AS product_version,
         {", ".join(f"arg_max({g}, day) AS {g}" for g in _GAUGES.split(", "))}, arg_max(projects, day) AS projects,
-        sum(cpu_pct_sum) AS cpu_pct_sum, sum(cpu_pct_count) AS cpu_pct_count,
-        sum(deployments_delta) AS deployments_delta, sum(deployment_readings) AS deployment_readings
-    FROM days GROUP BY period_kind, period, install_id, product_name
+        {_SUMMED}
+    FROM touched_days
+    WHERE day >= least(CAST(date_trunc('week', from_day) AS DATE), CAST(date_trunc('month', from_day) AS DATE))
+    GROUP BY install_id, product_name, week, month
+), per_product AS MATERIALIZED (
+    SELECT k.period_kind, {_PERIOD_OF} AS period, f.install_id, f.product_name, max(f.last_day) AS last_day,
+        arg_max(f.product_version, f.last_day) AS version_label,
+        {", ".join(f"arg_max(f.{g}, f.last_day) AS {g}" for g in _GAUGES.split(", "))},
+        arg_max(f.projects, f.last_day) AS projects, {_SUMMED}
+    FROM fragments f CROSS JOIN (VALUES ('week'), ('month')) k(period_kind)
+    WHERE {_PERIOD_OF} >= CAST(date_trunc(k.period_kind, f.from_day) AS DATE)
+    GROUP BY k.period_kind, period, f.install_id, f.product_name
 ), shared AS (
     SELECT period_kind, period, install_id FROM per_product GROUP BY ALL HAVING count(*) > 1
+), shared_days AS (  -- the days of the installs with several products in some period
+    SELECT k.period_kind, CAST(date_trunc(k.period_kind, d.day) AS DATE) AS period, d.*
+    FROM touched_days d CROSS JOIN (VALUES ('week'), ('month')) k(period_kind)
+    WHERE d.install_id IN (SELECT install_id FROM shared) AND d.day >= CAST(date_trunc(k.period_kind, d.from_day) AS DATE)
 )
 SELECT * FROM (
 SELECT period_kind, period, install_id, product_name, last_day, version_label, {_GAUGES}, projects,
     cpu_pct_sum, cpu_pct_count, deployments_delta, deployment_readings
 FROM per_product
 UNION ALL
-SELECT period_kind, period, install_id, NULL, last_day, named_label, {_GAUGES}, projects,
+SELECT period_kind, period, install_id, NULL, last_day, product_name || ' ' || version_label, {_GAUGES}, projects,
     cpu_pct_sum, cpu_pct_count, deployments_delta, deployment_readings
 FROM per_product ANTI JOIN shared USING (period_kind, period, install_id)
 UNION ALL
-SELECT period_kind, period, install_id, NULL, max(day), arg_max(named_version, day), {_LAST}, {_SUMS}
-FROM days SEMI JOIN shared USING (period_kind, period, install_id)
+SELECT period_kind, period, install_id, NULL, max(day), arg_max(product_name || ' ' || product_version, day),
+    {_LAST}, {_SUMS}
+FROM shared_days SEMI JOIN shared USING (period_kind, period, install_id)
 GROUP BY period_kind, period, install_id
 UNION ALL
 SELECT 'day', d.day, d.install_id, NULL, d.day, arg_max(d.product_name || ' ' || d.product_version, d.day),
     {", ".join(f"arg_max(d.{g}, d.day)" for g in _GAUGES.split(", "))},
     arg_max(d.projects, d.day), sum(d.cpu_pct_sum), sum(d.cpu_pct_count), sum(d.deployments_delta),
     sum(d.deployment_readings)
-FROM touched_days d SEMI JOIN (  -- the rare install-days with several products, found by a count alone
-    SELECT day, install_id FROM touched_days WHERE day >= $earliest_day AND day >= from_day
+FROM touched_days d SEMI JOIN (  -- the rare install-days with several products (their week has several)
+    SELECT day, install_id FROM touched_days
+    WHERE install_id IN (SELECT install_id FROM shared WHERE period_kind = 'week')
+        AND day >= $earliest_day AND day >= from_day
     GROUP BY day, install_id HAVING count(*) > 1
 ) USING (day, install_id)
 GROUP BY d.day, d.install_id
