@@ -34,7 +34,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BUILD_SLICE_INSTALLS: Final = 50_000
-"""Installs whose pre-aggregates one :func:`build_step` builds (about a second of writer time at 100M snapshots)."""
+"""Installs whose pre-aggregates one :func:`build_step` builds (5-7 s of writer time with 2 DuckDB threads:
+a tenth of the 100M-snapshot fleet in bench/reports.py)."""
 
 # The batches not yet folded that arrived since $since (a day before the newest folded arrival on the
 # cheap path, or the beginning of time when counts disagree). Every statement of one refresh runs in the

@@ -35,7 +35,7 @@ __all__ = ["OPENAPI_PATHS", "setup"]
 log = logging.getLogger(__name__)
 
 _BUILD_RETRY_S: Final = 10
-"""Retry-After of a report asked while the pre-aggregates are being built (a step takes about a second)."""
+"""Retry-After of a report asked while the pre-aggregates are being built (a step of the build takes seconds)."""
 _REPORT_QUERY: Final = frozenset({"from", "to", "interval", "product", "format"})
 
 
