@@ -99,13 +99,16 @@ WITH {_GROUPS}
 SELECT 0, period_kind, period, product_name, g.r, g.d, g.l, $sign * sum(n)
 FROM grouped WHERE g.l IS NOT NULL GROUP BY period_kind, period, product_name, g.r, g.d, g.l"""
 
-_LAST: Final = ", ".join(f"arg_max({g}, day)" for g in _GAUGES.split(", "))
-_SUMS: Final = (
-    "arg_max(projects, day), sum(cpu_pct_sum), sum(cpu_pct_count), sum(deployments_delta), sum(deployment_readings)"
-)
-_SUMMED: Final = ", ".join(
-    f"sum({c}) AS {c}" for c in ("cpu_pct_sum", "cpu_pct_count", "deployments_delta", "deployment_readings")
-)
+_SUMMED_COLUMNS: Final = ("cpu_pct_sum", "cpu_pct_count", "deployments_delta", "deployment_readings")
+
+
+def _readings(table: str, by: str) -> str:
+    # A period's columns from the rows of ``table`` (an alias) grouped into it, in report_periods' order:
+    # each gauge's and the projects' last reading (latest ``by``), and the sums of its days.
+    last = ", ".join(f"arg_max({table}.{c}, {table}.{by}) AS {c}" for c in (*_GAUGES.split(", "), "projects"))
+    return f"{last}, " + ", ".join(f"sum({table}.{c}) AS {c}" for c in _SUMMED_COLUMNS)
+
+
 # Weeks and months from their first day on (whole periods), per product and for all products together;
 # and the all-products row of each install-day that has several products. Each product's days are first
 # grouped by week and month together (a week across a month's end is two fragments); its weeks and its
@@ -121,17 +124,13 @@ WITH {_TOUCHED}, touched_days AS MATERIALIZED (  -- one scan of report_days
 ), fragments AS (
     SELECT install_id, product_name, CAST(date_trunc('week', day) AS DATE) AS week,
         CAST(date_trunc('month', day) AS DATE) AS month, any_value(from_day) AS from_day, max(day) AS last_day,
-        arg_max(product_version, day) AS product_version,
-        {", ".join(f"arg_max({g}, day) AS {g}" for g in _GAUGES.split(", "))}, arg_max(projects, day) AS projects,
-        {_SUMMED}
+        arg_max(product_version, day) AS product_version, {_readings("touched_days", "day")}
     FROM touched_days
     WHERE day >= least(CAST(date_trunc('week', from_day) AS DATE), CAST(date_trunc('month', from_day) AS DATE))
     GROUP BY install_id, product_name, week, month
 ), per_product AS MATERIALIZED (
     SELECT k.period_kind, {_PERIOD_OF} AS period, f.install_id, f.product_name, max(f.last_day) AS last_day,
-        arg_max(f.product_version, f.last_day) AS version_label,
-        {", ".join(f"arg_max(f.{g}, f.last_day) AS {g}" for g in _GAUGES.split(", "))},
-        arg_max(f.projects, f.last_day) AS projects, {_SUMMED}
+        arg_max(f.product_version, f.last_day) AS version_label, {_readings("f", "last_day")}
     FROM fragments f CROSS JOIN (VALUES ('week'), ('month')) k(period_kind)
     WHERE {_PERIOD_OF} >= CAST(date_trunc(k.period_kind, f.from_day) AS DATE)
     GROUP BY k.period_kind, period, f.install_id, f.product_name
@@ -152,14 +151,12 @@ SELECT period_kind, period, install_id, NULL, last_day, product_name || ' ' || v
 FROM per_product ANTI JOIN shared USING (period_kind, period, install_id)
 UNION ALL
 SELECT period_kind, period, install_id, NULL, max(day), arg_max(product_name || ' ' || product_version, day),
-    {_LAST}, {_SUMS}
+    {_readings("shared_days", "day")}
 FROM shared_days SEMI JOIN shared USING (period_kind, period, install_id)
 GROUP BY period_kind, period, install_id
 UNION ALL
 SELECT 'day', d.day, d.install_id, NULL, d.day, arg_max(d.product_name || ' ' || d.product_version, d.day),
-    {", ".join(f"arg_max(d.{g}, d.day)" for g in _GAUGES.split(", "))},
-    arg_max(d.projects, d.day), sum(d.cpu_pct_sum), sum(d.cpu_pct_count), sum(d.deployments_delta),
-    sum(d.deployment_readings)
+    {_readings("d", "day")}
 FROM touched_days d SEMI JOIN (  -- the rare install-days with several products (their week has several)
     SELECT day, install_id FROM touched_days
     WHERE install_id IN (SELECT install_id FROM shared WHERE period_kind = 'week')
