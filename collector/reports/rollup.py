@@ -47,7 +47,7 @@ _PENDING: Final = """pending AS (
 )"""
 # The same batches as found once (_FIND_PENDING) and passed back as a list: on a lake, each scan of the
 # day's batches reads every small file committed since the last merge (about a second at 100 batches/s).
-_PENDING_LISTED: Final = "pending AS (SELECT unnest($pending::UUID[]) AS batch_id)"
+_PENDING_LISTED: Final = "pending AS MATERIALIZED (SELECT unnest($pending::UUID[]) AS batch_id)"
 _FIND_PENDING: Final = f"""WITH {_PENDING}
 SELECT count(*), min(coalesce(first_taken_at, created_at - INTERVAL 32 DAY)), coalesce(sum(snapshot_count), 0),
     CASE WHEN count(*) <= $most THEN list(CAST(batch_id AS VARCHAR)) END,
@@ -60,8 +60,9 @@ _NEW_SNAPSHOTS: Final = """WITH {pending}
 SELECT install_id, product_name, CAST(min(taken_at) AS DATE) AS from_day, count(*) AS new_snapshots
 FROM snapshots WHERE taken_at >= $bound AND batch_id IN (SELECT batch_id FROM pending)
 GROUP BY install_id, product_name"""
-# The result of _NEW_SNAPSHOTS, as list parameters (computed once per refresh, in Python).
-_REBUILD: Final = """rebuild AS (
+# The result of _NEW_SNAPSHOTS, as list parameters (computed once per refresh, in Python); MATERIALIZED for
+# the reason given at aggregates._TOUCHED.
+_REBUILD: Final = """rebuild AS MATERIALIZED (
     SELECT unnest($r_installs::UUID[]) AS install_id, unnest($r_products::VARCHAR[]) AS product_name,
         unnest($r_froms::DATE[]) AS from_day
 )"""
