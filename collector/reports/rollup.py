@@ -306,14 +306,10 @@ def build_step(con: Any, *, installs: int = BUILD_SLICE_INSTALLS) -> BuildProgre
     if progress is None:
         return None
     _, through = _built_through(con)
-    ids = [
-        row[0]
-        for row in con.execute(
-            "SELECT DISTINCT install_id FROM report_days WHERE ?::UUID IS NULL OR install_id > ?::UUID"
-            " ORDER BY install_id LIMIT ?",
-            [through, through, installs],
-        ).fetchall()
-    ]
+    upper = _slice_end(through, progress, installs)
+    ids = _next_installs(con, through, upper, installs)
+    if not ids and upper is not None:  # ids not spread evenly: nothing in the range, look past it
+        ids = _next_installs(con, through, None, installs)
     if not ids:
         con.execute("DELETE FROM report_builds WHERE name = 'periods'")
         aggregates.compact(con, force=True)
@@ -327,6 +323,28 @@ def build_step(con: Any, *, installs: int = BUILD_SLICE_INSTALLS) -> BuildProgre
     now = BuildProgress(done=min(progress.installs, progress.done + len(ids)), installs=progress.installs)
     log.info("%s", now.describe())
     return now
+
+
+def _slice_end(through: uuid.UUID | None, progress: BuildProgress, installs: int) -> uuid.UUID | None:
+    # The id below which about 5/4 x ``installs`` of the installs left lie if their ids are spread evenly
+    # (random UUIDs are), so that the step's query only groups their rows: ordering every remaining
+    # install's rows took 0.6-0.9 s of each 50,000-install step over 17M install-days. None: to the end.
+    left = progress.installs - progress.done
+    if left <= installs:
+        return None
+    start = through.int if through is not None else 0
+    end = start + ((1 << 128) - start) * installs * 5 // (left * 4)
+    return uuid.UUID(int=end) if end < (1 << 128) - 1 else None
+
+
+def _next_installs(con: Any, through: uuid.UUID | None, upper: uuid.UUID | None, installs: int) -> list[Any]:
+    # The next ``installs`` install ids after ``through`` (at most ``upper``), in id order.
+    where = " AND ".join(
+        c for c, v in (("install_id > ?::UUID", through), ("install_id <= ?::UUID", upper)) if v is not None
+    )
+    values = [v for v in (through, upper) if v is not None]
+    sql = f"SELECT DISTINCT install_id FROM report_days {'WHERE ' + where if where else ''} ORDER BY install_id LIMIT ?"
+    return [row[0] for row in con.execute(sql, [*values, installs]).fetchall()]
 
 
 def forget_install(con: Any, install_id: str) -> None:
