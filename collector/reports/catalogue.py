@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from collector.reports import aggregates
+
 __all__ = ["INTERVALS", "OTHER", "PERIOD_COLUMNS", "REPORTS", "Fetch", "Report", "Shape"]
 
 INTERVALS: Final = ("day", "week", "month")
@@ -55,9 +57,22 @@ SOURCES: Final = {
 )""",
 }
 """The ``periods`` rows each stats report reads, by the source its interval uses (:func:`source_of`)."""
-_GROUPS: Final = f"""FROM report_groups
+# The per-group counts: of closed periods as counted in report_groups, of open ones as tallied now
+# (collector.reports.aggregates: the newest days, and the weeks and months that hold them).
+_GROUPS: Final = f"""FROM (
+    SELECT period_kind, period, product_name, report, dimension, label, installs FROM report_groups
+    UNION ALL
+    SELECT * FROM ({{open}})
+)
 WHERE report = '{{report}}' AND period_kind = $interval AND period BETWEEN $from AND $to
     AND product_name IS NOT DISTINCT FROM {_PRODUCT}"""
+
+
+def _groups(report: str) -> str:
+    # _GROUPS for one report (str.replace: the open tally's SQL holds braces).
+    return _GROUPS.replace("{report}", report).replace("{open}", aggregates.OPEN_GROUPS)
+
+
 _INSTALLS: Final = f"FROM report_installs WHERE product_name IS NOT DISTINCT FROM {_PRODUCT}"
 _QUANTILES: Final = "quantile_cont(value, [0.5, 0.9, 0.99])"
 
@@ -132,8 +147,7 @@ def _latest(report: str) -> str:
     # Each install counts once per period, in the group it reported last in that period (report_groups
     # holds those counts: collector.reports.periods).
     return (
-        f"SELECT period, label, NULL, sum(installs) {_GROUPS.format(report=report)} GROUP BY period, label"
-        " HAVING sum(installs) > 0"
+        f"SELECT period, label, NULL, sum(installs) {_groups(report)} GROUP BY period, label HAVING sum(installs) > 0"
     )
 
 
@@ -155,8 +169,7 @@ REPORTS: Final[dict[str, Report]] = {
             title="Active installs",
             definition="Distinct installs that sent at least one snapshot dated in the period.",
             shape="count",
-            sql=f"SELECT period, sum(installs) {_GROUPS.format(report='active-installs')} GROUP BY period"
-            " HAVING sum(installs) > 0",
+            sql=f"SELECT period, sum(installs) {_groups('active-installs')} GROUP BY period HAVING sum(installs) > 0",
         ),
         _report(
             name="new-installs",
@@ -216,7 +229,7 @@ WHERE lost_day BETWEEN $from AND $to AND lost_day <= $today GROUP BY 1""",
             ),
             shape="groups",
             has_dimension=True,
-            sql=f"""SELECT period, CAST(label AS BIGINT), dimension, sum(installs) {_GROUPS.format(report="hardware")}
+            sql=f"""SELECT period, CAST(label AS BIGINT), dimension, sum(installs) {_groups("hardware")}
 GROUP BY period, label, dimension HAVING sum(installs) > 0""",
         ),
         _report(

@@ -57,7 +57,8 @@ FROM batches WHERE received_at >= $since AND batch_id IN (SELECT batch_id FROM p
 # Snapshots are appended in roughly time order, so the lower bound $bound on taken_at (the new batches'
 # earliest snapshot) lets DuckDB skip old row groups.
 _NEW_SNAPSHOTS: Final = """WITH {pending}
-SELECT install_id, product_name, CAST(min(taken_at) AS DATE) AS from_day, count(*) AS new_snapshots
+SELECT install_id, product_name, CAST(min(taken_at) AS DATE) AS from_day, count(*) AS new_snapshots,
+    CAST(max(taken_at) AS DATE) AS to_day
 FROM snapshots WHERE taken_at >= $bound AND batch_id IN (SELECT batch_id FROM pending)
 GROUP BY install_id, product_name"""
 # The result of _NEW_SNAPSHOTS, as list parameters (computed once per refresh, in Python); MATERIALIZED for
@@ -192,9 +193,9 @@ def refresh(con: Any) -> int:
     if expected == 0:
         return 0
     # One statement for what the rest reads once (each statement costs a few ms to plan).
-    since, *build = con.execute(
+    since, open_since, *build = con.execute(
         "SELECT (SELECT received_at - INTERVAL 1 DAY FROM report_batches ORDER BY received_at DESC LIMIT 1),"
-        f" {_BUILT_THROUGH}"
+        f" (SELECT since FROM report_open), {_BUILT_THROUGH}"
     ).fetchone()
     since = since or dt.datetime.min
     pending = _Pending.find(con, since)
@@ -204,16 +205,18 @@ def refresh(con: Any) -> int:
         con.execute("DELETE FROM report_batches WHERE batch_id NOT IN (SELECT batch_id FROM batches)")
         pending = _Pending.find(con, dt.datetime.min)
     if pending.count:
-        rebuild = _new_snapshots(con, pending)
+        rebuild, newest_day = _new_snapshots(con, pending)
         if rebuild:  # empty: the new batches' snapshots were already deleted
             touched: dict[str, dt.date] = {}
             for install_id, _, from_day in rebuild:
                 touched[install_id] = min(from_day, touched.get(install_id, from_day))
             state = _built_through(con, tuple(build))  # the build's cursor does not move within a refresh
             aggregated = _with_aggregates(con, touched, state)
-            aggregates.retract(con, aggregated)
+            aggregates.retract(con, aggregated, closed=open_since)
             _fold_days(con, rebuild, building=state[0])
-            aggregates.extend(con, aggregated, grown=True)  # snapshots only add days
+            aggregates.extend(con, aggregated, grown=True, closed=open_since)  # snapshots only add days
+            if not state[0]:  # during a build, installs past its cursor have no rows to count yet
+                aggregates.close(con, since=open_since, newest_day=newest_day)
             aggregates.compact(con)
         pending.mark_folded(con)
     return pending.count
@@ -266,8 +269,9 @@ _LISTED_MOST: Final = 100_000
 """Pending batches passed back to the statements as a list (4 MB of JSON); more are found again by each."""
 
 
-def _new_snapshots(con: Any, pending: _Pending) -> list[tuple[str, str, dt.date]]:
-    """``(install_id, product_name, from_day)`` of every install and product the pending batches touch.
+def _new_snapshots(con: Any, pending: _Pending) -> tuple[list[tuple[str, str, dt.date]], dt.date]:
+    """``(install_id, product_name, from_day)`` of every install and product the pending batches touch,
+    and the newest day of their snapshots (``date.min`` without any).
 
     Read from the batches' earliest snapshot on (:attr:`_Pending.bound`). When that misses snapshots
     (counted against ``snapshot_count``), every snapshot is scanned.
@@ -276,7 +280,7 @@ def _new_snapshots(con: Any, pending: _Pending) -> list[tuple[str, str, dt.date]
     rows = run(con, sql, bound=pending.bound or dt.datetime.min, **values).fetchall()
     if sum(r[3] for r in rows) != pending.snapshots and pending.bound is not None:
         rows = run(con, sql, bound=dt.datetime.min, **values).fetchall()
-    return [(str(r[0]), str(r[1]), r[2]) for r in rows]
+    return [(str(r[0]), str(r[1]), r[2]) for r in rows], max((r[4] for r in rows), default=dt.date.min)
 
 
 def _fold_days(con: Any, rebuild: list[tuple[str, str, dt.date]], *, building: bool) -> None:

@@ -76,8 +76,12 @@ def _held_periods(con: Any) -> list[tuple[Any, ...]]:
 
 
 def _tables(con: Any) -> dict[str, list[tuple[Any, ...]]]:
-    groups = con.execute("""SELECT period_kind, period, product_name, report, dimension, label, sum(installs)
-        FROM report_groups GROUP BY ALL HAVING sum(installs) <> 0""").fetchall()
+    # The groups as the reports see them: counted (closed periods) and tallied as read (open ones).
+    groups = con.execute(
+        f"""SELECT period_kind, period, product_name, report, dimension, label, sum(installs)
+        FROM (SELECT * EXCLUDE (generation) FROM report_groups UNION ALL SELECT * FROM ({aggregates.OPEN_GROUPS}))
+        GROUP BY ALL HAVING sum(installs) <> 0""".replace("$open_floor", "DATE '0001-01-01'")
+    ).fetchall()
     installs = con.execute(
         "SELECT CAST(install_id AS VARCHAR), product_name, first_day, last_day FROM report_installs"
     ).fetchall()
@@ -118,6 +122,8 @@ def _rebuilt(con: Any, *, from_days: bool) -> tuple[dict[str, list[tuple[Any, ..
     kept = ("report_periods", "report_installs", "report_groups")
     for table in kept if from_days else ("report_days", "report_batches", *kept):
         con.execute(f"DELETE FROM {table}")
+    if not from_days:  # every period open at first, as in a new database: the fold closes them
+        con.execute("UPDATE report_open SET since = DATE '0001-01-01'")
     if from_days:
         con.execute("INSERT INTO report_builds SELECT 'periods', NULL, 0, count(DISTINCT install_id) FROM report_days")
         while reports_rollup.build_step(con) is not None:
@@ -215,4 +221,73 @@ def test_a_build_in_slices_equals_folding_as_batches_arrive(tmp_path: Any, ids: 
     assert done[-2:] == [total, total]  # the last step only ends the build
     assert reports_rollup.build_progress(con) is None
     assert _tables(con) == expected
+    con.close()
+
+
+def _fold(con: Any) -> None:
+    con.execute("BEGIN")
+    reports_rollup.refresh(con)
+    con.execute("COMMIT")
+
+
+def _folded() -> Any:
+    con = duckdb.connect()
+    migrate(con, checkpoint=False)
+    for n, body in enumerate(_SENDS):
+        _insert(con, body, dt.datetime(2026, 6, 20) + dt.timedelta(hours=n))
+    _fold(con)
+    return con
+
+
+def _send_on_the_newest_day(con: Any) -> None:
+    # Two more snapshots of one install on the newest day held (after its snapshots of that day), just sent.
+    newest = con.execute("SELECT max(taken_at) FROM snapshots").fetchone()[0]
+    _, version, metrics = _FLEET[2].snapshots[-1]
+    later = [(newest + dt.timedelta(hours=h), version, metrics) for h in (1, 2)]
+    assert later[-1][0].date() == newest.date()
+    for body in batches(dataclasses.replace(_FLEET[2], snapshots=later)):
+        _insert(con, body, dt.datetime(2026, 6, 30))
+
+
+def test_batches_of_the_newest_days_fold_in_without_counting_groups() -> None:
+    """The newest days' periods stay open: their batches add no report_groups row, and reports still equal
+    a fold from scratch (which counts the periods that close as it goes)."""
+    con = _folded()
+    newest = con.execute("SELECT max(day) FROM report_days").fetchone()[0]
+    since = aggregates.open_since(con)
+    assert since == newest - dt.timedelta(days=aggregates.OPEN_DAYS - 1)
+    _send_on_the_newest_day(con)
+    counted = con.execute("SELECT count(*) FROM report_groups").fetchone()
+    _fold(con)
+    assert con.execute("SELECT count(*) FROM report_groups").fetchone() == counted
+    assert (_tables(con), _answers(con)) == _rebuilt(con, from_days=False)
+    con.close()
+
+
+def test_an_older_database_keeps_its_counts_through_migration_007() -> None:
+    """A database whose report_groups counts every period (before 007) starts with all of them closed."""
+    con = _folded()
+    expected = _answers(con)
+    # As 007 finds it: every period counted in report_groups, no report_open.
+    con.execute("UPDATE report_open SET since = DATE '9999-01-01'")
+    for table in ("report_periods", "report_installs", "report_groups"):
+        con.execute(f"DELETE FROM {table}")
+    con.execute("INSERT INTO report_builds SELECT 'periods', NULL, 0, count(DISTINCT install_id) FROM report_days")
+    while reports_rollup.build_step(con) is not None:
+        pass
+    con.execute("DROP TABLE report_open")
+    con.execute("DELETE FROM schema_migrations WHERE version = 7")
+    assert migrate(con, checkpoint=False) == ["007_report_open.sql"]
+    newest = con.execute("SELECT max(day) FROM report_days").fetchone()[0]
+    after_week = newest - dt.timedelta(days=newest.weekday()) + dt.timedelta(days=7)
+    after_month = (newest.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+    assert aggregates.open_since(con) == max(after_week, after_month)
+    assert _answers(con) == expected
+    # Later batches fold in as before, counted, until the data passes report_open.since.
+    counted = con.execute("SELECT count(*) FROM report_groups").fetchone()[0]
+    _send_on_the_newest_day(con)
+    _fold(con)
+    assert con.execute("SELECT count(*) FROM report_groups").fetchone()[0] > counted
+    assert aggregates.open_since(con) == max(after_week, after_month)
+    assert (_tables(con), _answers(con)) == _rebuilt(con, from_days=False)
     con.close()
