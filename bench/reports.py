@@ -34,7 +34,7 @@ import duckdb
 from docsection import write_section
 
 from collector import reports
-from collector.reports import aggregates
+from collector.reports import groups
 from collector.reports import rollup as reports_rollup
 from collector.storage.migrations import migrate
 
@@ -316,7 +316,7 @@ def main() -> int:
             say(f"rollup refresh after new batches from {installs:,} install(s): {seconds:.3f} s{target}")
             if installs == 1000 and seconds > 0.2:
                 misses.append(f"the refresh after 1,000 installs' batches ({seconds:.3f} s, target 0.2 s)")
-        aggregates.compact(con, force=True)
+        groups.compact(con, force=True)
         con.execute("CHECKPOINT")
         tables = []
         for interval in ("week", "day"):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from collector.errors import BadRequestError, NotFoundError
-from collector.reports import aggregates
+from collector.reports import groups
 from collector.reports.catalogue import INTERVALS, OTHER, PERIOD_COLUMNS, REPORTS, Fetch, Report
 from collector.reports.formats import result_csv, result_table
 from schema import CATALOGUE, SchemaError
@@ -354,7 +354,7 @@ async def run_report(
     }
     sql, names = report.statement(params.interval)
     if "open_floor" in names:  # a group report: where its open periods begin, as a constant for its scans
-        values["open_floor"] = (await fetch(aggregates.OPEN_FLOOR_SQL, []))[0][0]
+        values["open_floor"] = (await fetch(groups.OPEN_FLOOR_SQL, []))[0][0]
     raw = await fetch(sql, [values[p] for p in names])
     return suppress(report, params, raw, min_group_size, today)
 

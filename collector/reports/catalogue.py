@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from collector.reports import aggregates
+from collector.reports import groups
 
 __all__ = ["INTERVALS", "OTHER", "PERIOD_COLUMNS", "REPORTS", "Fetch", "Report", "Shape"]
 
@@ -70,7 +70,7 @@ WHERE report = '{{report}}' AND period_kind = $interval AND period BETWEEN $from
 
 def _groups(report: str) -> str:
     # _GROUPS for one report (str.replace: the open tally's SQL holds braces).
-    return _GROUPS.replace("{report}", report).replace("{open}", aggregates.OPEN_GROUPS)
+    return _GROUPS.replace("{report}", report).replace("{open}", groups.OPEN_GROUPS)
 
 
 _INSTALLS: Final = f"FROM report_installs WHERE product_name IS NOT DISTINCT FROM {_PRODUCT}"

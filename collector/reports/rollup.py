@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
-from collector.reports import aggregates
+from collector.reports import aggregates, groups
 from collector.reports.sql import run, scalar
 
 __all__ = [
@@ -216,8 +216,8 @@ def refresh(con: Any) -> int:
             _fold_days(con, rebuild, building=state[0])
             aggregates.extend(con, aggregated, grown=True, closed=open_since)  # snapshots only add days
             if not state[0]:  # during a build, installs past its cursor have no rows to count yet
-                aggregates.close(con, since=open_since, newest_day=newest_day)
-            aggregates.compact(con)
+                groups.close(con, since=open_since, newest_day=newest_day)
+            groups.compact(con)
         pending.mark_folded(con)
     return pending.count
 
@@ -316,7 +316,7 @@ def build_step(con: Any, *, installs: int = BUILD_SLICE_INSTALLS) -> BuildProgre
         ids = _next_installs(con, through, None, installs)
     if not ids:
         con.execute("DELETE FROM report_builds WHERE name = 'periods'")
-        aggregates.compact(con, force=True)
+        groups.compact(con, force=True)
         done = BuildProgress(done=progress.installs, installs=progress.installs)
         log.info("report pre-aggregates built: %s installs", f"{done.installs:,}")
         return done
@@ -343,12 +343,10 @@ def _slice_end(through: uuid.UUID | None, progress: BuildProgress, installs: int
 
 def _next_installs(con: Any, through: uuid.UUID | None, upper: uuid.UUID | None, installs: int) -> list[Any]:
     # The next ``installs`` install ids after ``through`` (at most ``upper``), in id order.
-    where = " AND ".join(
-        c for c, v in (("install_id > ?::UUID", through), ("install_id <= ?::UUID", upper)) if v is not None
-    )
-    values = [v for v in (through, upper) if v is not None]
-    sql = f"SELECT DISTINCT install_id FROM report_days {'WHERE ' + where if where else ''} ORDER BY install_id LIMIT ?"
-    return [row[0] for row in con.execute(sql, [*values, installs]).fetchall()]
+    bounds = [(c, v) for c, v in (("install_id > ?::UUID", through), ("install_id <= ?::UUID", upper)) if v]
+    where = " AND ".join(["TRUE", *(c for c, _ in bounds)])
+    sql = f"SELECT DISTINCT install_id FROM report_days WHERE {where} ORDER BY install_id LIMIT ?"
+    return [row[0] for row in con.execute(sql, [*(v for _, v in bounds), installs]).fetchall()]
 
 
 def forget_install(con: Any, install_id: str) -> None:
@@ -398,4 +396,4 @@ def expire(con: Any, cutoff: dt.date) -> None:
         [cutoff, cutoff],
     )
     con.execute("DELETE FROM report_installs WHERE last_day < ?", [cutoff])
-    aggregates.compact(con)
+    groups.compact(con)

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from collector.errors import NotFoundError
-from collector.reports import INTERVALS, REPORTS, ReportParams, aggregates, run_report
+from collector.reports import INTERVALS, REPORTS, ReportParams, run_report
+from collector.reports import groups as group_counts
 from collector.reports import rollup as reports_rollup
 from collector.storage.migrations import migrate
 from collector.storage.retention import purge
@@ -79,7 +80,7 @@ def _tables(con: Any) -> dict[str, list[tuple[Any, ...]]]:
     # The groups as the reports see them: counted (closed periods) and tallied as read (open ones).
     groups = con.execute(
         f"""SELECT period_kind, period, product_name, report, dimension, label, sum(installs)
-        FROM (SELECT * EXCLUDE (generation) FROM report_groups UNION ALL SELECT * FROM ({aggregates.OPEN_GROUPS}))
+        FROM (SELECT * EXCLUDE (generation) FROM report_groups UNION ALL SELECT * FROM ({group_counts.OPEN_GROUPS}))
         GROUP BY ALL HAVING sum(installs) <> 0""".replace("$open_floor", "DATE '0001-01-01'")
     ).fetchall()
     installs = con.execute(
@@ -130,7 +131,7 @@ def _rebuilt(con: Any, *, from_days: bool) -> tuple[dict[str, list[tuple[Any, ..
             pass
     else:
         reports_rollup.refresh(con)
-    aggregates.compact(con, force=True)
+    group_counts.compact(con, force=True)
     found = _tables(con), _answers(con)
     con.execute("ROLLBACK")
     return found
@@ -254,8 +255,8 @@ def test_batches_of_the_newest_days_fold_in_without_counting_groups() -> None:
     a fold from scratch (which counts the periods that close as it goes)."""
     con = _folded()
     newest = con.execute("SELECT max(day) FROM report_days").fetchone()[0]
-    since = aggregates.open_since(con)
-    assert since == newest - dt.timedelta(days=aggregates.OPEN_DAYS - 1)
+    since = group_counts.open_since(con)
+    assert since == newest - dt.timedelta(days=group_counts.OPEN_DAYS - 1)
     _send_on_the_newest_day(con)
     counted = con.execute("SELECT count(*) FROM report_groups").fetchone()
     _fold(con)
@@ -281,13 +282,13 @@ def test_an_older_database_keeps_its_counts_through_migration_007() -> None:
     newest = con.execute("SELECT max(day) FROM report_days").fetchone()[0]
     after_week = newest - dt.timedelta(days=newest.weekday()) + dt.timedelta(days=7)
     after_month = (newest.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
-    assert aggregates.open_since(con) == max(after_week, after_month)
+    assert group_counts.open_since(con) == max(after_week, after_month)
     assert _answers(con) == expected
     # Later batches fold in as before, counted, until the data passes report_open.since.
     counted = con.execute("SELECT count(*) FROM report_groups").fetchone()[0]
     _send_on_the_newest_day(con)
     _fold(con)
     assert con.execute("SELECT count(*) FROM report_groups").fetchone()[0] > counted
-    assert aggregates.open_since(con) == max(after_week, after_month)
+    assert group_counts.open_since(con) == max(after_week, after_month)
     assert (_tables(con), _answers(con)) == _rebuilt(con, from_days=False)
     con.close()
