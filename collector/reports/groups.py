@@ -14,6 +14,7 @@ the caller's transaction.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any, Final
 
 from collector.reports.sql import run, scalar
@@ -53,35 +54,47 @@ _END: Final = (
 )
 """The first day after a report_periods row's period."""
 _OPEN_SINCE: Final = "(SELECT since FROM report_open)"
-# The rows each tally reads, by scope: (CTEs before, report_periods join and filter, report_days join,
-# report_days filter, the filter of report_periods' 'day' rows). touched: the touched installs' rows of closed periods from each one's
-# from_day on ($closed: report_open.since). closing: every install's rows of the periods that end in
-# ($open, $closed] ($low: the lowest start of such a period). open: every install's rows of open periods.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Scope:
+    """The rows one kind of tally reads: SQL fragments of :func:`_tallied`."""
+
+    ctes: str  # CTEs it needs first (with their trailing comma)
+    periods: str  # report_periods p: join and WHERE
+    days_join: str  # report_days d: join
+    days: str  # report_days d: the condition
+    several: str  # report_periods' 'day' rows (install-days with several products): the condition
+
+
+# touched: the touched installs' rows of closed periods ($closed: report_open.since) from each one's
+# from_day on. closing: every install's rows of the periods that end in ($open, $closed] ($low: the lowest
+# start of such a period). open: every install's rows of open periods; $open_floor is report_open.since
+# as read just before (never later than now: it only moves forward), a constant that lets the scans skip
+# the row groups of closed periods, while the statement reads the current one in its own snapshot.
 _SCOPES: Final = {
-    "touched": (
-        f"{TOUCHED}, ",
-        "JOIN touched t USING (install_id) WHERE p.period >= $earliest"
+    "touched": _Scope(
+        ctes=f"{TOUCHED}, ",
+        periods="JOIN touched t USING (install_id) WHERE p.period >= $earliest"
         f" AND p.period >= CAST(date_trunc(p.period_kind, t.from_day) AS DATE) AND {_END} <= $closed",
-        "JOIN touched t USING (install_id)",
-        "d.day >= $earliest_day AND d.day >= t.from_day AND d.day < $closed",
-        "period >= $earliest_day AND period < $closed",
+        days_join="JOIN touched t USING (install_id)",
+        days="d.day >= $earliest_day AND d.day >= t.from_day AND d.day < $closed",
+        several="period >= $earliest_day AND period < $closed",
     ),
-    "closing": (
-        "",
-        f"WHERE p.period >= $low AND {_END} > $open AND {_END} <= $closed",
-        "",
-        "d.day >= $open AND d.day < $closed",
-        "period >= $open AND period < $closed",
+    "closing": _Scope(
+        ctes="",
+        periods=f"WHERE p.period >= $low AND {_END} > $open AND {_END} <= $closed",
+        days_join="",
+        days="d.day >= $open AND d.day < $closed",
+        several="period >= $open AND period < $closed",
     ),
-    # $open_floor: report_open.since as read just before (never later than now: it only moves forward),
-    # a constant that lets the scans skip the row groups of closed periods.
-    "open": (
-        "",
-        "WHERE p.period >= least(CAST(date_trunc('week', $open_floor) AS DATE),"
+    "open": _Scope(
+        ctes="",
+        periods="WHERE p.period >= least(CAST(date_trunc('week', $open_floor) AS DATE),"
         f" CAST(date_trunc('month', $open_floor) AS DATE)) AND {_END} > {_OPEN_SINCE}",
-        "",
-        f"d.day >= $open_floor AND d.day >= {_OPEN_SINCE}",
-        f"period >= $open_floor AND period >= {_OPEN_SINCE}",
+        days_join="",
+        days=f"d.day >= $open_floor AND d.day >= {_OPEN_SINCE}",
+        several=f"period >= $open_floor AND period >= {_OPEN_SINCE}",
     ),
 }
 
@@ -92,18 +105,18 @@ def _tallied(scope: str) -> str:
     # (product_name NULL). Weeks and months come from report_periods. Days come from report_days (one row
     # per product and day), each counted under its product and, with its version named, under all
     # products; but an install-day with several products has its all-products row in report_periods ('day').
-    before, periods, days_join, days, multi = _SCOPES[scope]
-    return f"""{before}period_tallies AS (
+    scope_ = _SCOPES[scope]
+    return f"""{scope_.ctes}period_tallies AS (
     SELECT p.period_kind, p.period, p.product_name, p.version_label, {_group_parts("p")}, count(*) AS n
-    FROM report_periods p {periods}
+    FROM report_periods p {scope_.periods}
     GROUP BY ALL
 ), day_tallies AS (  -- one scan of report_days, each day tallied once for both of its rows
     SELECT d.day, d.product_name, d.product_version, {_group_parts("d")}, m.install_id IS NULL AS alone,
         count(*) AS n
-    FROM report_days d {days_join}
-    LEFT JOIN (SELECT install_id, period FROM report_periods WHERE period_kind = 'day' AND {multi}) m
+    FROM report_days d {scope_.days_join}
+    LEFT JOIN (SELECT install_id, period FROM report_periods WHERE period_kind = 'day' AND {scope_.several}) m
         ON m.install_id = d.install_id AND m.period = d.day
-    WHERE {days}
+    WHERE {scope_.days}
     GROUP BY ALL
 ), tallied AS (
     SELECT * FROM period_tallies
