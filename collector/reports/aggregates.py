@@ -162,7 +162,7 @@ def retract(con: Any, touched: Touched, *, closed: dt.date | None = None) -> Non
     """Take back what ``touched`` installs contribute from each one's ``from_day`` on (whole periods).
 
     Their ``report_installs`` rows stay until :func:`extend`, which reads them. ``closed``: the
-    :func:`open_since` of this transaction, when the caller has it (else it is read).
+    :func:`~collector.reports.groups.open_since` of this transaction, when the caller has it (else it is read).
     """
     if not touched:
         return
