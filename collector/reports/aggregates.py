@@ -46,10 +46,12 @@ def _readings(table: str, by: str) -> str:
 # step of a build). A period's last reading is its latest fragment's: one product's fragments share no
 # day, and arg_max skips NULLs at both steps. An install with one product in a period (nearly all) has
 # the same all-products row but for the version label, so it is copied from the per-product row; the
-# rare installs with several products have theirs grouped from their days.
+# rare installs with several products have theirs grouped from their days. touched_days is not materialized:
+# buffering its 1.7M rows a build slice cost more CPU (1.2 s) than the second read, which joins the installs
+# with several products first (usually none, and then report_days is not read again).
 _PERIOD_OF: Final = "CASE k.period_kind WHEN 'week' THEN f.week ELSE f.month END"
 _INSERT_PERIODS: Final = f"""INSERT INTO report_periods
-WITH {TOUCHED}, touched_days AS MATERIALIZED (  -- one scan of report_days
+WITH {TOUCHED}, touched_days AS NOT MATERIALIZED (  -- read once by fragments, once by shared_days
     SELECT d.*, t.from_day FROM report_days d JOIN touched t USING (install_id) WHERE d.day >= $earliest
 ), fragments AS (
     SELECT install_id, product_name, CAST(date_trunc('week', day) AS DATE) AS week,
@@ -66,10 +68,11 @@ WITH {TOUCHED}, touched_days AS MATERIALIZED (  -- one scan of report_days
     GROUP BY k.period_kind, period, f.install_id, f.product_name
 ), shared AS (
     SELECT period_kind, period, install_id FROM per_product GROUP BY ALL HAVING count(*) > 1
-), shared_days AS (  -- the days of the installs with several products in some period
+), shared_days AS MATERIALIZED (  -- the days of the installs with several products in some period
     SELECT k.period_kind, CAST(date_trunc(k.period_kind, d.day) AS DATE) AS period, d.*
-    FROM touched_days d CROSS JOIN (VALUES ('week'), ('month')) k(period_kind)
-    WHERE d.install_id IN (SELECT install_id FROM shared) AND d.day >= CAST(date_trunc(k.period_kind, d.from_day) AS DATE)
+    FROM touched_days d JOIN (SELECT DISTINCT install_id FROM shared) USING (install_id)
+        CROSS JOIN (VALUES ('week'), ('month')) k(period_kind)
+    WHERE d.day >= CAST(date_trunc(k.period_kind, d.from_day) AS DATE)
 )
 SELECT * FROM (
 SELECT period_kind, period, install_id, product_name, last_day, version_label, {GAUGES}, projects,
@@ -87,12 +90,12 @@ GROUP BY period_kind, period, install_id
 UNION ALL
 SELECT 'day', d.day, d.install_id, NULL, d.day, arg_max(d.product_name || ' ' || d.product_version, d.day),
     {_readings("d", "day")}
-FROM touched_days d SEMI JOIN (  -- the rare install-days with several products (their week has several)
-    SELECT day, install_id FROM touched_days
-    WHERE install_id IN (SELECT install_id FROM shared WHERE period_kind = 'week')
-        AND day >= $earliest_day AND day >= from_day
+FROM shared_days d SEMI JOIN (  -- the rare install-days with several products (their week has several)
+    SELECT day, install_id FROM shared_days
+    WHERE period_kind = 'week' AND day >= $earliest_day AND day >= from_day
     GROUP BY day, install_id HAVING count(*) > 1
 ) USING (day, install_id)
+WHERE d.period_kind = 'week'  -- each day once
 GROUP BY d.day, d.install_id
 ) ORDER BY period  -- in period order, for the same reason as report_days"""
 # Each touched install's first and last day, from its days since $earliest_day (the earliest from_day: days
