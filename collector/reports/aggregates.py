@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from collector.reports import groups
 from collector.reports.sql import run
-from collector.reports.touched import GAUGES, TOUCHED, Touched, parameters
+from collector.reports.touched import GAUGES, TOUCHED, TOUCHED_ROWS, Touched, parameters
 
 __all__ = ["Touched", "extend", "retract"]
 
@@ -121,10 +121,12 @@ _PUT_INSTALLS: Final = """INSERT INTO report_installs SELECT unnest($i::UUID[]),
     unnest($f::DATE[]), unnest($l::DATE[])"""
 # When the touched installs' days since from_day were only added to (a refresh: days come from snapshots,
 # which batches only add), first and last days can only move outwards: one statement, no read-back.
+# The touched rows are a subquery, not the materialized CTE: with one in its source, DuckDB 1.5 scans the
+# MERGE target with a column twice and refuses its Parquet files on S3 ("incorrectly set page offsets",
+# duckdb/duckdb#24186; tests/lake/test_rollup_files.py).
 _GROW_INSTALLS: Final = f"""MERGE INTO report_installs i USING (
-    WITH {TOUCHED}
     SELECT d.install_id, d.product_name, min(d.day) AS first_day, max(d.day) AS last_day
-    FROM report_days d JOIN touched t ON d.install_id = t.install_id AND d.day >= t.from_day
+    FROM report_days d JOIN ({TOUCHED_ROWS}) t ON d.install_id = t.install_id AND d.day >= t.from_day
     WHERE d.day >= $earliest_day
     GROUP BY GROUPING SETS ((d.install_id, d.product_name), (d.install_id))
 ) n ON i.install_id = n.install_id AND i.product_name IS NOT DISTINCT FROM n.product_name

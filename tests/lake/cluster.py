@@ -13,7 +13,7 @@ import select
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +82,14 @@ class Collector:
         code, self.proc = self.proc.returncode, None
         self.log.append(err.decode())
         return code, err.decode()
+
+
+def stopped_logs(collectors: Sequence[Collector], *, tail_chars: int = 8000) -> str:
+    """Stop every running collector; the end of all their stderr (a failing assertion's message)."""
+    for collector in collectors:
+        if collector.proc is not None:
+            collector.stop()
+    return "\n".join("\n".join(c.log) for c in collectors)[-tail_chars:]
 
 
 def run_cli(env: Mapping[str, str], *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:

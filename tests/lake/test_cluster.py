@@ -11,7 +11,16 @@ import orjson
 import pytest
 
 from tests.conftest import LakeServers
-from tests.lake.cluster import Collector, FleetInstall, batch_ids, bodies_of, lake_env, make_installs, run_cli
+from tests.lake.cluster import (
+    Collector,
+    FleetInstall,
+    batch_ids,
+    bodies_of,
+    lake_env,
+    make_installs,
+    run_cli,
+    stopped_logs,
+)
 
 pytestmark = [pytest.mark.lake, pytest.mark.slow]
 
@@ -104,7 +113,7 @@ async def test_cluster_survives_sigkills_and_stores_every_batch_once(
         for collector in collectors:
             url = f"{collector.url}/v1/reports/active-installs?from=2026-11-01&to=2026-11-05&interval=day"
             async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
-                assert resp.status == 200, await resp.text()
+                assert resp.status == 200, f"{await resp.text()}\n{stopped_logs(collectors)}"
                 rows = (await resp.json())["rows"]
             assert [row["installs"] for row in rows] == [12] * 5
     for collector in collectors:

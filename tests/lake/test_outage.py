@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import LakeServers
 from tests.lake.cluster import Collector, batch_ids, bodies_of, lake_env, make_installs, run_cli
+from tests.servers import S3_SECRET
 
 pytestmark = [pytest.mark.lake, pytest.mark.slow]
 
@@ -127,3 +128,11 @@ async def test_outage_object_store_down_then_back(lake_servers: LakeServers, spa
         proof = {"Authorization": f"Bearer {install.secret}"}
         async with session.get(f"{collector.url}/v1/installs/{install.install_id}", headers=proof) as resp:
             assert sorted(batch_ids(await resp.read())) == sorted(install.bodies)
+    # The operator's log says when the part went down and when it came back, a line each (no traceback, no key).
+    code, err = collector.stop()
+    assert code == 0, err
+    log = "\n".join(collector.log)
+    assert "WARNING collector.storage.lake.health: the lake's object store is unavailable: " in log, log
+    assert "the lake is ready again (object_store was unavailable)" in log, log
+    assert "Traceback" not in log, log
+    assert S3_SECRET not in log

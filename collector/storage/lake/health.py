@@ -10,6 +10,7 @@ also updates the verdict, so ingest answers 503 naming the part within a request
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable
 
@@ -26,6 +27,8 @@ from .connect import LakeSettings
 
 __all__ = ["LakeHealth"]
 
+log = logging.getLogger(__name__)
+
 
 class LakeHealth:
     """The health half of :class:`~collector.storage.lake.store.LakeStore` (its state is set by the store)."""
@@ -35,6 +38,8 @@ class LakeHealth:
     _health: Health
     _invalid: bool
     _probe: Worker[Session] | None
+    _serving: bool = False
+    """Set once the store serves (``start``): a command's or a start's failure is its own one-line error."""
 
     _reattach: Callable[[], None]
     """Open a new DuckDB instance (the store's)."""
@@ -45,7 +50,10 @@ class LakeHealth:
 
     def _down(self, part: str, message: str) -> UnavailableError:
         what = {"catalog": "the lake's catalog (PostgreSQL)", "object_store": "the lake's object store"}.get(part, part)
-        self._health = Health(ready=False, part=part, message=f"{what} is unavailable: {message}")
+        health = Health(ready=False, part=part, message=f"{what} is unavailable: {message}")
+        if self._serving and health != self._health:  # once per new verdict, not per request answered 503
+            log.warning("%s", health.message)
+        self._health = health
         return UnavailableError(f"{what} is unavailable", retry_after_s=self.config.retry_after_s, part=part)
 
     def _classify(self, exc: BaseException) -> UnavailableError:
@@ -62,6 +70,8 @@ class LakeHealth:
         except Exception as exc:  # noqa: BLE001  # any failure of a part is reported, never raised
             self._classify(exc)
         else:
+            if self._serving and not self._health.ready:
+                log.warning("the lake is ready again (%s was unavailable)", self._health.part)
             self._health = Health(ready=True)
 
     def _probe_once(self, session: Session) -> None:

@@ -159,6 +159,7 @@ class LakeStore(LakeHealth, LakeIngest):
     async def start(self) -> None:
         """Open (in a thread), then start the health probe and the maintenance schedule."""
         await asyncio.to_thread(self.open_sync)
+        self._serving = True
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._every(_PROBE_INTERVAL_S, self._check), name="lake-probe"),
