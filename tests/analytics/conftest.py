@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +50,21 @@ def fleet() -> list[Install]:
     return make_fleet()
 
 
-async def load(client: Client, installs: list[Install]) -> int:
-    """POST every batch of ``installs`` through the real ingest path, then wait until they are in the tables."""
+async def post(client: Client, bodies: Iterable[bytes]) -> int:
+    """POST each batch body through the real ingest path (each one acknowledged); return how many, then
+    wait until they are in the tables."""
     sent = 0
-    for install in installs:
-        for body in batches(install):
-            resp = await client.post("/v1/batches", data=body, headers={"Content-Type": "application/json"})
-            assert resp.status == 200, await resp.text()
-            sent += 1
+    for body in bodies:
+        resp = await client.post("/v1/batches", data=body, headers={"Content-Type": "application/json"})
+        assert resp.status == 200, await resp.text()
+        sent += 1
     await client.app[STORE].sync()
     return sent
+
+
+async def load(client: Client, installs: list[Install]) -> int:
+    """POST every batch of ``installs`` through the real ingest path, then wait until they are in the tables."""
+    return await post(client, (body for install in installs for body in batches(install)))
 
 
 @pytest.fixture

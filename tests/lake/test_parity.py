@@ -27,7 +27,8 @@ Client = TestClient[Any, Any]
 RANGE = {"from": "2026-01-01", "to": "2026-06-30"}
 
 
-async def _all_reports(client: Client) -> dict[str, Any]:
+async def all_reports(client: Client) -> dict[str, Any]:
+    """Every report, interval and product filter's JSON answer, by ``"name interval product"``."""
     answers: dict[str, Any] = {}
     for name in REPORTS:
         # A token per report: one token asking all of them at once would meet max_reports_per_min's burst.
@@ -41,20 +42,34 @@ async def _all_reports(client: Client) -> dict[str, Any]:
     return answers
 
 
+async def embedded_and_lake(
+    aiohttp_client: Callable[..., Any], lake_servers: LakeServers, tmp_path: Path
+) -> tuple[Client, Client]:
+    """An embedded collector and one on a new lake (no maintenance pass unless called), both at ``NOW``."""
+    embedded: Client = await aiohttp_client(
+        create_app(CollectorConfig(db_path=tmp_path / "e.duckdb", load_interval_s=0.05), clock=lambda: NOW)
+    )
+    lake: Client = await aiohttp_client(create_app(lake_servers.config(maintenance_interval_s=3600), clock=lambda: NOW))
+    return embedded, lake
+
+
+async def assert_same_reports(embedded: Client, lake: Client) -> dict[str, Any]:
+    """Every answer of :func:`all_reports` from ``lake`` equals ``embedded``'s; returns the embedded ones."""
+    expected, got = await all_reports(embedded), await all_reports(lake)
+    assert got.keys() == expected.keys()
+    for key, answer in expected.items():
+        assert got[key] == answer, key
+    return expected
+
+
 async def test_parity_embedded_and_lake_answer_every_report_the_same(
     aiohttp_client: Callable[..., Any], lake_servers: LakeServers, tmp_path: Path
 ) -> None:
     """Every report, interval and product filter: the lake's JSON equals the embedded collector's."""
     fleet = make_fleet()
-    embedded: Client = await aiohttp_client(
-        create_app(CollectorConfig(db_path=tmp_path / "e.duckdb", load_interval_s=0.05), clock=lambda: NOW)
-    )
-    lake: Client = await aiohttp_client(create_app(lake_servers.config(maintenance_interval_s=3600), clock=lambda: NOW))
+    embedded, lake = await embedded_and_lake(aiohttp_client, lake_servers, tmp_path)
     assert await load(embedded, fleet) == await load(lake, fleet)
-    expected, got = await _all_reports(embedded), await _all_reports(lake)
-    assert got.keys() == expected.keys()
-    for key, answer in expected.items():
-        assert got[key] == answer, key
+    expected = await assert_same_reports(embedded, lake)
     assert any(row.get("installs") for answer in expected.values() for row in answer["rows"])
 
 

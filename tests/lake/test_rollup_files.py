@@ -17,23 +17,16 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from collector import CollectorConfig, create_app
 from collector.storage.lake.maintenance import maintain
 from collector.web.keys import STORE
-from tests.analytics.conftest import load, new_token
+from tests.analytics.conftest import load, new_token, post
 from tests.analytics.fleet import NOW, batches, make_fleet
 from tests.conftest import LakeServers
-from tests.lake.test_parity import _all_reports
+from tests.lake.test_parity import assert_same_reports, embedded_and_lake
 
 pytestmark = [pytest.mark.lake, pytest.mark.slow]
 
 Client = TestClient[Any, Any]
-
-
-async def _post_all(client: Client, bodies: list[bytes]) -> None:
-    for body in bodies:
-        resp = await client.post("/v1/batches", data=body, headers={"Content-Type": "application/json"})
-        assert resp.status == 200, await resp.text()
 
 
 async def _flush(client: Client) -> None:
@@ -54,11 +47,8 @@ async def test_reports_over_parquet_files_answer_as_embedded(
 ) -> None:
     """Early batches, then later ones (the rollup grows), then withheld ones (it retracts), a flush between."""
     fleet = make_fleet()
-    embedded: Client = await aiohttp_client(
-        create_app(CollectorConfig(db_path=tmp_path / "e.duckdb", load_interval_s=0.05), clock=lambda: NOW)
-    )
+    embedded, lake = await embedded_and_lake(aiohttp_client, lake_servers, tmp_path)
     await load(embedded, fleet)
-    lake: Client = await aiohttp_client(create_app(lake_servers.config(maintenance_interval_s=3600), clock=lambda: NOW))
     early: list[bytes] = []
     later: list[bytes] = []
     withheld: list[bytes] = []
@@ -72,14 +62,10 @@ async def test_reports_over_parquet_files_answer_as_embedded(
     assert later
     assert withheld
     for part in (early, later, withheld):
-        await _post_all(lake, part)
-        await lake.app[STORE].sync()
+        await post(lake, part)
         # A report refreshes the rollup: the new part is folded into rollup tables held as files.
         resp = await lake.get("/v1/reports/active-installs", params={"from": "2026-01-01", "to": "2026-06-30"},
                               headers={"Authorization": f"Bearer {await new_token(lake, 'analyst')}"})  # fmt: skip
         assert resp.status == 200, await resp.text()
         await _flush(lake)
-    expected, got = await _all_reports(embedded), await _all_reports(lake)
-    assert got.keys() == expected.keys()
-    for key, answer in expected.items():
-        assert got[key] == answer, key
+    await assert_same_reports(embedded, lake)
