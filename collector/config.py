@@ -51,7 +51,9 @@ class CollectorConfig:
     catalog: str | None = setting(Optional(TEXT), None, secret=True)
     """The lake's PostgreSQL catalog, ``postgresql://user[:password]@host:port/dbname`` (``store = ducklake``)."""
     data_path: str | None = setting(Optional(TEXT), None)
-    """Where the lake's Parquet files live: ``s3://bucket/prefix/`` or an absolute directory shared by all collectors."""
+    """Where the lake's Parquet files live: ``s3://bucket/prefix/`` or an absolute directory shared by all collectors.
+
+    The lake's own prefix: maintenance deletes every Parquet file under it that the lake's catalog does not list."""
     s3_endpoint: str | None = setting(Optional(TEXT), None)
     """S3-compatible endpoint URL such as ``http://127.0.0.1:8333`` (path-style addressing); unset means AWS."""
     s3_key_id: str | None = setting(Optional(TEXT), None, secret=True)

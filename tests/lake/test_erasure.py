@@ -7,6 +7,10 @@ every table of every schema in the catalog database, and first proves it can fin
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -124,3 +128,73 @@ async def test_erasure_leaves_no_row_in_any_object_or_catalog_table(
             assert _objects_holding(con, settings.data_path, small_installs[0].install_id)
         finally:
             con.close()
+
+
+_KILLED_COMMIT = """
+import dataclasses, hashlib, json, pathlib, sys, tempfile, time
+import orjson
+from collector.storage.base import spool_line
+from collector.storage.lake.connect import LakeSettings, open_duckdb
+from collector.storage.rows import insert_lines
+import datetime as dt
+settings = LakeSettings(**json.loads(sys.stdin.readline()))
+bodies = json.loads(sys.stdin.readline())
+con = open_duckdb(settings)
+path = pathlib.Path(tempfile.mkdtemp()) / "group.ndjson"
+now = dt.datetime.now(dt.UTC)
+lines = [spool_line(now, hashlib.sha256(b.encode()).hexdigest(), len(b), orjson.loads(b)) for b in bodies]
+path.write_bytes(b"".join(lines))
+con.execute("BEGIN")
+insert_lines(con, path)  # what a group commit writes before it takes the write lock: Parquet on the object store
+print("written", flush=True)
+time.sleep(600)
+"""
+
+
+async def test_erasure_removes_the_files_of_a_commit_killed_before_it_committed(
+    lake_servers: LakeServers, spawn: Callable[..., Collector]
+) -> None:
+    """A collector killed after writing a group's Parquet files and before committing leaves files no snapshot knows.
+
+    The agent retries and its batches are stored; after the install is erased, the orphaned files that held
+    its rows must be gone too (maintenance deletes orphaned files while no commit is writing).
+    """
+    config = lake_servers.config()
+    dbname = config.catalog.rsplit("/", 1)[1] if config.catalog else ""
+    env = lake_env(config, maintenance_interval_s="4", erasure_max_hours="0.0005")
+    collector = spawn(env)
+    victim, survivor = make_installs(count=2, batches_each=3, snapshots_each=24)
+    settings = LakeSettings.from_config(config)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_COMMIT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    try:
+        child.stdin.write(json.dumps(dataclasses.asdict(settings)) + "\n")
+        child.stdin.write(json.dumps([body.decode() for body in victim.bodies.values()]) + "\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "written"
+    finally:
+        child.kill()  # SIGKILL: after the group's files are written, before its commit
+        child.wait()
+        child.stdin.close()
+        child.stdout.close()
+    con = open_duckdb(settings)
+    try:
+        orphaned = _objects_holding(con, settings.data_path, victim.install_id)
+        assert orphaned, "the killed commit left its files on the object store"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            await _post_one_by_one(session, collector.url, [victim, survivor])  # the agent's retry is stored
+            proof = {"Authorization": f"Bearer {victim.secret}"}
+            async with session.delete(f"{collector.url}/v1/installs/{victim.install_id}", headers=proof) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["deleted"] == {"batches": 3, "snapshots": 72}
+        deadline = time.monotonic() + 60
+        while lake_servers.pg.psql("SELECT count(*) FROM telemetry_collector.erasures", dbname) != "0":
+            assert time.monotonic() < deadline, "the erasure did not become physical within 60 s"
+            await asyncio.sleep(0.5)
+        assert _objects_holding(con, settings.data_path, victim.install_id) == []
+        assert _objects_holding(con, settings.data_path, survivor.install_id)
+    finally:
+        con.close()

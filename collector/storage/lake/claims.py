@@ -5,7 +5,8 @@ Why this is correct (docs/scale-out.md repeats it for operators). Every group co
 1. looks up the claims of its batch_ids: a *stored* claim answers ``duplicate`` (same sha256) or 409
    (other bytes) at once; the other batches are the candidates;
 2. BEGINs a lake transaction and writes the candidates' rows (the Parquet files go to the object
-   store now, in parallel with other collectors);
+   store now, in parallel with other collectors), holding INGEST shared until step 4 is over, so that
+   maintenance can tell these files from the orphans of a commit that died (:mod:`.locks`);
 3. takes the WRITE advisory lock (:mod:`.locks`) and looks the claims up again: if any candidate's
    claim changed since step 1, a rival committed it meanwhile: roll back and start over (step 1 then
    answers it as a duplicate);

@@ -144,25 +144,28 @@ def _attempt(
         written = [item for _, item in candidates]
         new = [(item.batch_id, item.sha256, item.created) for item in written]
         duck = session.duck
-        duck.execute("BEGIN")
-        try:
-            _insert(duck, written, tmp_dir)  # the slow part (Parquet to the object store), outside the lock
-            with locks.advisory(pg, locks.WRITE):
-                if not _claim(session, written, known, window_start):
-                    duck.execute("ROLLBACK")
-                    return None
-                try:
-                    duck.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        claims.delete(pg, [batch_id for batch_id, _, _ in new], pending_only=True)
-                    raise
-        except BaseException as exc:
-            with contextlib.suppress(Exception):
-                duck.execute("ROLLBACK")
-            if _deleted_meanwhile(exc):
-                return None  # an erasure or retention committed a delete since BEGIN: write again
-            raise
+        # INGEST (shared) from before the first file is written until COMMIT or ROLLBACK: files written
+        # outside it, and not in the catalog, are orphans of a dead commit that maintenance may delete.
+        with locks.advisory(pg, locks.INGEST, shared=True):
+            duck.execute("BEGIN")
+            try:
+                _insert(duck, written, tmp_dir)  # the slow part (Parquet to the object store), outside WRITE
+                with locks.advisory(pg, locks.WRITE):
+                    if not _claim(session, written, known, window_start):
+                        duck.execute("ROLLBACK")
+                        return None
+                    try:
+                        duck.execute("COMMIT")
+                    except BaseException:
+                        with contextlib.suppress(Exception):
+                            claims.delete(pg, [batch_id for batch_id, _, _ in new], pending_only=True)
+                        raise
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    duck.execute("ROLLBACK")  # DuckLake deletes the files it wrote (a killed process cannot)
+                if _deleted_meanwhile(exc):
+                    return None  # an erasure or retention committed a delete since BEGIN: write again
+                raise
         # After the lock: a rival that sees these claims still pending meanwhile finds the rows in the lake.
         claims.mark_stored(pg, new)
         for n, item in candidates:

@@ -9,7 +9,14 @@ here, serialising whole commits cost nothing in total commit rate (two writers: 
 lock, 28 without, 41 for one writer alone) because DuckLake serialises its catalog commit anyway.
 
 Locks are session locks: PostgreSQL drops them when a collector's session ends (process killed, host
-gone past the TCP keepalives of :mod:`.connect`). Order, to rule out deadlocks: ROLLUP, then WRITE.
+gone past the TCP keepalives of :mod:`.connect`). Order, to rule out deadlocks: ROLLUP, then INGEST,
+then WRITE.
+
+A group commit writes its Parquet files before it takes WRITE, so a collector killed in between leaves
+files that no snapshot knows, holding rows of batches it never acknowledged. :data:`INGEST` tells such
+orphans from the files of a commit still under way: each group commit holds it *shared* from before its
+first write until it has committed or rolled back, and maintenance takes it *exclusively* to delete
+every orphaned file (an erased install's rows must not survive in one).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any, Final
 __all__ = [
     "MAINTENANCE",
     "MIGRATE",
+    "INGEST",
     "ROLLUP",
     "WRITE",
     "LockLostError",
@@ -40,6 +48,8 @@ MAINTENANCE: Final = 3
 """Held (try-lock) by the one collector doing compaction, cleanup and physical erasure."""
 MIGRATE: Final = 4
 """Held while a starting collector creates or migrates the lake's tables."""
+INGEST: Final = 5
+"""Held shared by each group commit while it writes and commits; exclusively while orphaned files are deleted."""
 
 
 class LockLostError(Exception):
@@ -47,15 +57,16 @@ class LockLostError(Exception):
 
 
 @contextlib.contextmanager
-def advisory(conn: Any, lock: int) -> Iterator[None]:
+def advisory(conn: Any, lock: int, *, shared: bool = False) -> Iterator[None]:
     """Hold ``lock`` (waiting at most the session's ``lock_timeout``); released on exit even after an error."""
-    conn.execute("SELECT pg_advisory_lock(%s, %s)", (_NAMESPACE, lock))
+    kind = "_shared" if shared else ""
+    conn.execute(f"SELECT pg_advisory_lock{kind}(%s, %s)", (_NAMESPACE, lock))
     try:
         yield
     finally:
         if not conn.closed:
             with contextlib.suppress(Exception):  # a broken session released the lock already
-                conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_NAMESPACE, lock))
+                conn.execute(f"SELECT pg_advisory_unlock{kind}(%s, %s)", (_NAMESPACE, lock))
 
 
 @contextlib.contextmanager

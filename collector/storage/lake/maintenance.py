@@ -2,7 +2,7 @@
 
 Every collector calls :func:`maintain` every ``maintenance_interval_s``; the one that gets the
 MAINTENANCE advisory lock, and finds the last pass older than the interval, does the work. Its
-compaction holds ROLLUP and WRITE too, so no insert or delete commits beside a rewrite.
+compaction holds ROLLUP, INGEST and WRITE too, so no insert or delete commits beside a rewrite.
 
 Erasure is physical. A DELETE in DuckLake only adds a delete file: the rows stay in the original
 Parquet file, in inlined catalog rows and in retained snapshots. So each erasure request is recorded
@@ -11,6 +11,12 @@ be late, a pass flushes the inlined rows, rewrites every file that has deletions
 (``delete_threshold => 0``), expires every older snapshot and deletes every file no snapshot needs, and
 ``VACUUM FULL``s the inlined-data tables. DuckLake then recomputes the table-level column statistics
 (min/max) from the remaining files, so no statistic keeps an erased id either.
+
+Every pass also deletes *orphaned* files: a collector killed after a group commit wrote its Parquet
+files and before it committed leaves files no snapshot knows, holding rows of batches it never
+acknowledged (the agent sends them again). The pass holds INGEST exclusively meanwhile
+(:mod:`.locks`), so no commit is writing: every Parquet file under the data path that the catalog
+does not list is such an orphan, and an erased install's rows cannot survive in one.
 """
 
 from __future__ import annotations
@@ -73,7 +79,7 @@ def maintain(
         # Compaction holds every write lock: measured with DuckLake 1.5, a flush beside a committing delete fails
         # ("Failed to delete flushed inlined data"), and a rewrite beside a commit aborts the whole DuckDB
         # instance ("row id limit is larger than the row count of the file"). Ingest waits meanwhile.
-        with locks.advisory(pg, locks.ROLLUP), locks.advisory(pg, locks.WRITE):
+        with locks.advisory(pg, locks.ROLLUP), locks.advisory(pg, locks.INGEST), locks.advisory(pg, locks.WRITE):
             # A collector killed mid-commit lost its locks at once, but PostgreSQL may still be running that commit.
             row = pg.execute("SELECT clock_timestamp()").fetchone()
             if row is None or not claims.wait_for_older(pg, row[0], timeout_s=_SETTLE_S):
@@ -126,6 +132,9 @@ def _compact(session: Session, *, interval_s: float, physical: bool) -> None:
         margin_s = min(_MAX_MARGIN_S, max(interval_s, 1.0))
         duck.execute(f"CALL ducklake_expire_snapshots({lake}, older_than => now() - to_seconds(?))", [margin_s])
         duck.execute(f"CALL ducklake_cleanup_old_files({lake}, older_than => now() - to_seconds(?))", [margin_s])
+    # Under INGEST no commit is writing, so every unlisted file is a dead commit's (files scheduled for later
+    # deletion are listed): all of them go, whatever their age.
+    duck.execute(f"CALL ducklake_delete_orphaned_files({lake}, cleanup_all => true)")
 
 
 def _vacuum_inlined(pg: Any) -> None:
