@@ -5,6 +5,7 @@ The settings come from the documented TELEMETRY_COLLECTOR_* variables (and flags
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import urllib.error
 import urllib.request
@@ -124,3 +125,27 @@ def test_cli_serve_logs_no_credential_while_postgres_fails(lake_servers: LakeSer
     assert code == 0, err
     assert PASSWORD not in err
     assert S3_SECRET not in err
+
+
+@pytest.mark.parametrize("where", ["s3", "directory"])
+def test_a_second_catalog_on_the_same_data_path_is_refused(
+    lake_servers: LakeServers, tmp_path: Path, where: str
+) -> None:
+    """Maintenance deletes Parquet files its catalog does not list: a new catalog on a used data path must not start."""
+    first = lake_servers.config()
+    if where == "directory":
+        first = dataclasses.replace(first, data_path=str(tmp_path / "lake"))
+    env = lake_env(first)
+    assert run_cli(env, "token", "list").returncode == 0  # the first catalog marks the path as its own
+    assert run_cli(env, "token", "list").returncode == 0  # and finds its own marker again
+    other = lake_servers.config()  # a new, empty catalog database
+    stolen = {**lake_env(other), ENV_PREFIX + "DATA_PATH": first.data_path or ""}
+    for command in (["token", "list"], ["serve", "--port", "0"]):
+        done = run_cli(stolen, *command, timeout_s=60)
+        assert done.returncode == 2, done.stderr
+        path = (first.data_path or "").rstrip("/") + "/"
+        assert done.stderr.startswith(f"telemetry-collector: data_path {path} belongs to another lake"), done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert run_cli(env, "token", "list").returncode == 0
+    if where == "directory":
+        assert (tmp_path / "lake" / "telemetry-lake-id").read_text().strip() in done.stderr

@@ -38,7 +38,7 @@ from collector.storage.rows import other_metric_keys
 from collector.storage.subjects import erase_install, install_data
 from collector.storage.worker import Worker
 
-from . import claims, locks, outage
+from . import claims, locks, outage, owner
 from .commit import Item, Session, in_transaction, transaction
 from .connect import CATALOG_NAME, LakeSettings, open_duckdb
 from .health import LakeHealth
@@ -195,9 +195,10 @@ class LakeStore(LakeHealth, LakeIngest):
         try:
             pg = session.pg()
             with locks.advisory(pg, locks.MIGRATE):
-                for statement in claims.SETUP_SQL:
+                for statement in (*claims.SETUP_SQL, *owner.SETUP_SQL):
                     pg.execute(statement)
                 migrate(session.duck, checkpoint=False, after=_PARTITIONS)
+                owner.check_data_path(pg, session.duck, self.settings)
         except (psycopg.Error, duckdb.Error) as exc:
             # Creating the tables of a new lake writes to both parts: a refusal here is one line, exit 1.
             part = self._classify(exc).path or "lake"
