@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -25,8 +27,10 @@ _Job = tuple[Callable[[C], object], concurrent.futures.Future[object]]
 class Worker(Generic[C]):
     """Runs ``job(session)`` for each submitted job in a dedicated thread; :meth:`stop` drains the queue first."""
 
-    def __init__(self, name: str, session: C) -> None:
+    def __init__(self, name: str, session: C, *, nice: int = 0) -> None:
         self.name = name
+        self.nice = nice
+        """Added to the thread's CPU scheduling niceness (Linux: per thread); 0 leaves it as the process's."""
         self.session = session
         """The object every job receives (owned by the worker thread while it runs)."""
         self._jobs: queue.SimpleQueue[_Job[C] | None] = queue.SimpleQueue()
@@ -73,6 +77,12 @@ class Worker(Generic[C]):
         return self.submit(job).result()
 
     def _main(self) -> None:
+        if self.nice > 0:
+            # Linux schedules threads as tasks: PRIO_PROCESS with this thread's id renices it alone. Lowering
+            # a priority needs no privilege; where it is not supported the thread just runs at the usual one.
+            with contextlib.suppress(OSError, AttributeError):
+                tid = threading.get_native_id()
+                os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + self.nice)
         while True:
             item = self._jobs.get()
             if item is None:

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _PROBE_INTERVAL_S: Final = 2.0
+_ROLLUP_NICE: Final = 10
+"""Niceness added to the rollup's thread: a fold reads every new file (seconds of CPU after a busy half
+minute), and at equal priority its bursts were the tail of ingest latency (bench/scaleout.py)."""
 _LOCK_TIMEOUT_S: Final = 10.0
 """A commit waits this long for the lake's write lock before its requests get 503."""
 _PARTITIONS: Final = {
@@ -81,6 +84,7 @@ class LakeStore(LakeHealth, LakeIngest):
         self._tmp: Path | None = None
         self._writer: Worker[Session] | None = None
         self._background: Worker[Session] | None = None
+        self._rollup: Worker[Session] | None = None
         self._probe: Worker[Session] | None = None
         self._reads: ReadPool | None = None
         self._queue: list[tuple[Item, asyncio.Future[Receipt]]] = []
@@ -128,18 +132,19 @@ class LakeStore(LakeHealth, LakeIngest):
         self._db = open_duckdb(self.settings, threads=self.config.writer_threads)
         self._writer = Worker("lake-writer", self._session())
         self._background = Worker("lake-background", self._session())
+        self._rollup = Worker("lake-rollup", self._session(), nice=_ROLLUP_NICE)
         self._probe = Worker("lake-probe", self._session(lock_timeout_s=2.0))
         self._committer = Worker("lake-commit", self._session())
-        for worker in (self._writer, self._background, self._probe, self._committer):
+        for worker in (self._writer, self._background, self._rollup, self._probe, self._committer):
             worker.start()
         self._reads = ReadPool(self._cursor, name="lake-read")
 
     def _detach(self) -> None:
-        for worker in (self._writer, self._background, self._probe, self._committer):
+        for worker in (self._writer, self._background, self._rollup, self._probe, self._committer):
             if worker is not None:
                 worker.stop()
                 worker.session.close()
-        self._writer = self._background = self._probe = self._committer = None
+        self._writer = self._background = self._rollup = self._probe = self._committer = None
         if self._reads is not None:
             self._reads.close()
             self._reads = None
@@ -315,12 +320,12 @@ class LakeStore(LakeHealth, LakeIngest):
             with locks.try_advisory(session.pg(), locks.ROLLUP) as mine:
                 return transaction(session, locks.ROLLUP, fn) if mine else None
 
-        return await self._on(self._background, job)
+        return await self._on(self._rollup, job)
 
     def refresh_rollup_sync(self) -> int:
         """Like :meth:`refresh_rollup`, blocking."""
-        assert self._background is not None
-        return self._background.run_sync(lambda s: in_transaction(s, locks.ROLLUP, reports_rollup.refresh))
+        assert self._rollup is not None
+        return self._rollup.run_sync(lambda s: in_transaction(s, locks.ROLLUP, reports_rollup.refresh))
 
     async def install_data(self, install_id: str) -> dict[str, Any]:
         """Everything held about one install, read in one lake snapshot (every acknowledged batch is committed)."""
