@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import psycopg
 import pytest
 
 from tests.conftest import LakeServers
@@ -136,3 +137,35 @@ async def test_outage_object_store_down_then_back(lake_servers: LakeServers, spa
     assert "the lake is ready again (object_store was unavailable)" in log, log
     assert "Traceback" not in log, log
     assert S3_SECRET not in log
+
+
+async def test_a_lock_wait_that_times_out_is_busy_not_an_outage(
+    lake_servers: LakeServers, spawn: Callable[..., Collector]
+) -> None:
+    """A commit that waits past lock_timeout for the write lock (held elsewhere) gets 503 busy; /readyz stays 200."""
+    config = lake_servers.config()
+    collector = spawn(lake_env(config))
+    (install,) = make_installs(count=1, batches_each=2)
+    first, second = list(install.bodies.values())
+    assert config.catalog is not None
+    with psycopg.connect(config.catalog, autocommit=True) as rival:
+        rival.execute("SELECT pg_advisory_lock(%s, %s)", (0x7E1E, 1))  # the lake's WRITE lock (locks.WRITE)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            status, headers, body = await _status(session, "POST", collector.url + "/v1/batches", data=first,
+                                                  headers=HEADERS)  # fmt: skip
+            assert status == 503, body
+            assert headers["Retry-After"] == "5"
+            assert body["error"]["message"] == "the lake is busy (a lock wait timed out)", body
+            ready, _, _ = await _status(session, "GET", collector.url + "/readyz")
+            assert ready == 200  # the catalog is up: nothing else is refused meanwhile
+            rival.execute("SELECT pg_advisory_unlock(%s, %s)", (0x7E1E, 1))
+            for body_bytes in (first, second):  # the agent's retry, then the next batch
+                status, _, body = await _status(session, "POST", collector.url + "/v1/batches", data=body_bytes,
+                                                headers=HEADERS)  # fmt: skip
+                assert status == 200, body
+    code, _ = collector.stop()
+    assert code == 0
+    log = "\n".join(collector.log)
+    assert "is unavailable" not in log, log  # no part was reported down
+    assert "lake group commit of 1 batch(es) failed: the lake is busy (a lock wait timed out)" in log, log
+    assert "Traceback" not in log, log

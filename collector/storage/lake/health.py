@@ -57,6 +57,12 @@ class LakeHealth:
         return UnavailableError(f"{what} is unavailable", retry_after_s=self.config.retry_after_s, part=part)
 
     def _classify(self, exc: BaseException) -> UnavailableError:
+        if outage.busy(exc):
+            # A lock wait that timed out (another collector's long fold, compaction or stuck commit) is not a
+            # part going down: answer 503 with Retry-After, and leave /readyz and the other requests alone.
+            return UnavailableError(
+                "the lake is busy (a lock wait timed out)", retry_after_s=self.config.retry_after_s, part="lake"
+            )
         if outage.invalidated(exc):
             self._invalid = True  # the probe opens a new instance
         return self._down(outage.classify(exc), outage.describe(exc, self.settings))

@@ -135,7 +135,8 @@ class LakeIngest:
                 except Exception as exc:  # noqa: BLE001  # every request of the group gets a 503, nothing is lost
                     error = exc if isinstance(exc, UnavailableError) else self._classify(exc)
                     self.commit_failures += 1
-                    log.warning("lake group commit of %d batch(es) failed: %s", len(items), self._health.message)
+                    why = self._health.message if not self._health.ready else str(error)
+                    log.warning("lake group commit of %d batch(es) failed: %s", len(items), why)
                     if worker is not None:
                         worker.session.drop_pg()
                     for _, future in group:

@@ -15,7 +15,7 @@ import psycopg
 from .connect import LakeSettings
 from .locks import LockLostError
 
-__all__ = ["OUTAGES", "CatalogLostError", "catalog_lost", "classify", "describe", "invalidated"]
+__all__ = ["OUTAGES", "CatalogLostError", "busy", "catalog_lost", "classify", "describe", "invalidated"]
 
 
 class CatalogLostError(Exception):
@@ -49,6 +49,11 @@ OUTAGES: Final = (
     OSError,
 )
 """Errors that mean a part of the lake is down or a commit lost a race: 503 and retry, never a 500."""
+
+
+def busy(exc: BaseException) -> bool:
+    """True when a PostgreSQL lock wait ran past the session's ``lock_timeout`` (SQLSTATE 55P03): busy, not down."""
+    return isinstance(exc, psycopg.errors.LockNotAvailable)
 
 
 def invalidated(exc: BaseException) -> bool:
