@@ -67,6 +67,10 @@ class LakeHealth:
             self._invalid = True  # the probe opens a new instance
         return self._down(outage.classify(exc), outage.describe(exc, self.settings))
 
+    def _explain(self, error: UnavailableError) -> str:
+        """What a log line says of a failure ``_classify`` answered: the part down and why, or that it was busy."""
+        return self._health.message if not self._health.ready else str(error)
+
     async def _check(self) -> None:
         try:
             if self._invalid:

@@ -55,6 +55,7 @@ class LakeIngest:
     _staged_ids: dict[str, str]
     _classify: Callable[[BaseException], UnavailableError]
     """Which part of the lake failed (:class:`~collector.storage.lake.health.LakeHealth`)."""
+    _explain: Callable[[UnavailableError], str]
 
     # -- ingest --------------------------------------------------------------------------------
 
@@ -135,8 +136,7 @@ class LakeIngest:
                 except Exception as exc:  # noqa: BLE001  # every request of the group gets a 503, nothing is lost
                     error = exc if isinstance(exc, UnavailableError) else self._classify(exc)
                     self.commit_failures += 1
-                    why = self._health.message if not self._health.ready else str(error)
-                    log.warning("lake group commit of %d batch(es) failed: %s", len(items), why)
+                    log.warning("lake group commit of %d batch(es) failed: %s", len(items), self._explain(error))
                     if worker is not None:
                         worker.session.drop_pg()
                     for _, future in group:

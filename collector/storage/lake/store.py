@@ -218,9 +218,7 @@ class LakeStore(LakeHealth, LakeIngest):
             except (
                 outage.OUTAGES
             ) as exc:  # a part is down: one line (redacted); the probe reports it, the next pass retries
-                error = self._classify(exc)
-                why = self._health.message if not self._health.ready else str(error)
-                log.warning("lake %s failed: %s", step.__name__.strip("_"), why)
+                log.warning("lake %s failed: %s", step.__name__.strip("_"), self._explain(self._classify(exc)))
             except Exception:  # a bug: a failed pass must not end the schedule either
                 log.exception("lake %s failed", step.__name__.strip("_"))
             await asyncio.sleep(interval_s)
